@@ -1,0 +1,466 @@
+//! Configuration: a TOML file, then `RECJOB_SECTION__KEY` environment variables, then
+//! `--set section.key=value` overrides, deserialised strictly (unknown keys are errors) and
+//! validated into a [`Job`] before any I/O. All problems are reported at once.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub input: InputConfig,
+    pub output: OutputConfig,
+    #[serde(default)]
+    pub model: ModelConfig,
+    #[serde(default)]
+    pub text: TextConfig,
+    #[serde(default)]
+    pub catalog: CatalogConfig,
+    #[serde(default)]
+    pub window: WindowConfig,
+    #[serde(default)]
+    pub events: EventsConfig,
+    #[serde(default)]
+    pub topk: TopkConfig,
+    #[serde(default)]
+    pub similar_items: SimilarItemsConfig,
+    #[serde(default)]
+    pub exclusions: ExclusionsConfig,
+    #[serde(default)]
+    pub evaluate: EvaluateConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputConfig {
+    /// URL of the Hive-partitioned behavior root (`.../behavior`, holding `dt=YYYY-MM-DD/`).
+    pub behavior: String,
+    /// URL of the Hive-partitioned catalog root; the run uses the newest `dt` <= the run date.
+    pub catalog: String,
+    /// Share of invalid window rows (null ids, unknown event types, unknown items) above which
+    /// the run fails with exit 1.
+    #[serde(default = "default_max_invalid_fraction")]
+    pub max_invalid_fraction: f64,
+    #[serde(default)]
+    pub columns: ColumnsConfig,
+}
+
+fn default_max_invalid_fraction() -> f64 {
+    0.01
+}
+
+/// Names of the behavior columns in the input files (the job's own names are the keys).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ColumnsConfig {
+    pub user_id: String,
+    pub item_id: String,
+    pub event_type: String,
+    pub ts: String,
+    pub value: String,
+}
+
+impl Default for ColumnsConfig {
+    fn default() -> Self {
+        Self {
+            user_id: "user_id".into(),
+            item_id: "item_id".into(),
+            event_type: "event_type".into(),
+            ts: "ts".into(),
+            value: "value".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputConfig {
+    /// URL of the output root: tables live in `<root>/<table>/dt=D/`.
+    pub root: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// Local sentence-transformers model directory.
+    pub dir: String,
+    pub device: DeviceChoice,
+    /// Tokens per encoder batch, padding included.
+    pub max_batch_tokens: usize,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            dir: "models/all-MiniLM-L6-v2".into(),
+            device: DeviceChoice::Auto,
+            max_batch_tokens: 8192,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceChoice {
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TextConfig {
+    /// Item text template over catalog columns: `{column}` is replaced by the value, and a
+    /// `[...]` section is dropped when a column inside it is null or blank.
+    pub template: String,
+}
+
+impl Default for TextConfig {
+    fn default() -> Self {
+        Self {
+            template: "{title}[. {category}][. {description}]".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CatalogConfig {
+    /// Boolean catalog column; items where it is false are never recommended. Optional in the
+    /// data: when the column is absent, every item is available.
+    pub available_column: String,
+}
+
+impl Default for CatalogConfig {
+    fn default() -> Self {
+        Self {
+            available_column: "available".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WindowConfig {
+    /// Days of behavior used for a run of date D: [D - lookback_days + 1, D].
+    pub lookback_days: u32,
+    /// Half-life of the exponential time decay of an event's weight, in days.
+    pub half_life_days: f64,
+}
+
+impl Default for WindowConfig {
+    fn default() -> Self {
+        Self {
+            lookback_days: 30,
+            half_life_days: 14.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsConfig {
+    /// Weight of each event type in a user's vector. Event types not listed are invalid rows.
+    pub weights: BTreeMap<String, f64>,
+    /// Event types that count as ground truth in evaluation; empty means all.
+    pub truth_types: Vec<String>,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self {
+            weights: BTreeMap::from([
+                ("purchase".to_string(), 1.0),
+                ("view".to_string(), 0.25),
+                ("return".to_string(), 0.0),
+                ("rating".to_string(), 1.0),
+            ]),
+            truth_types: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TopkConfig {
+    /// Recommendations per user.
+    pub k: usize,
+    /// Users per block of the blockwise kernel.
+    pub block_users: usize,
+    /// Items per block of the blockwise kernel.
+    pub block_items: usize,
+}
+
+impl Default for TopkConfig {
+    fn default() -> Self {
+        Self {
+            k: 50,
+            block_users: 256,
+            block_items: 2048,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SimilarItemsConfig {
+    /// Similar items per catalog item.
+    pub k: usize,
+}
+
+impl Default for SimilarItemsConfig {
+    fn default() -> Self {
+        Self { k: 20 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExclusionPolicy {
+    /// Exclude every item the user had any event with in the window.
+    SeenInWindow,
+    /// Exclude only items the user had an event with in the last `repeat_after_days` days.
+    AllowRepeats,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExclusionsConfig {
+    pub policy: ExclusionPolicy,
+    /// With `allow_repeats`: days after an event before the item may be recommended again.
+    pub repeat_after_days: u32,
+}
+
+impl Default for ExclusionsConfig {
+    fn default() -> Self {
+        Self {
+            policy: ExclusionPolicy::SeenInWindow,
+            repeat_after_days: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvaluateConfig {
+    /// Cut-offs K of the ranking metrics; values above `topk.k` are skipped.
+    pub ks: Vec<usize>,
+}
+
+impl Default for EvaluateConfig {
+    fn default() -> Self {
+        Self {
+            ks: vec![10, 20, 50],
+        }
+    }
+}
+
+/// Prefix of environment variables that override configuration keys:
+/// `RECJOB_TOPK__K=20` is `--set topk.k=20`.
+pub const ENV_PREFIX: &str = "RECJOB_";
+
+impl Config {
+    /// Load a config file and apply environment then `--set` overrides.
+    pub fn load(path: &Path, sets: &[String]) -> Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Config(format!("cannot read config file {}: {e}", path.display())))?;
+        let env: Vec<(String, String)> = std::env::vars()
+            .filter_map(|(k, v)| {
+                let key = k.strip_prefix(ENV_PREFIX)?;
+                key.contains("__")
+                    .then(|| (key.to_ascii_lowercase().replace("__", "."), v))
+            })
+            .collect();
+        Self::from_parts(&text, &path.display().to_string(), &env, sets)
+    }
+
+    pub fn from_parts(
+        text: &str,
+        origin: &str,
+        env: &[(String, String)],
+        sets: &[String],
+    ) -> Result<Config> {
+        let mut value: toml::Table = toml::from_str(text)
+            .map_err(|e| Error::Config(format!("{origin} is not valid TOML: {e}")))?;
+        let mut errors = Vec::new();
+        for (key, raw) in env {
+            if let Err(e) = set_key(&mut value, key, raw) {
+                errors.push(format!("environment {ENV_PREFIX}{}: {e}", key.replace('.', "__").to_uppercase()));
+            }
+        }
+        for set in sets {
+            match set.split_once('=') {
+                Some((key, raw)) => {
+                    if let Err(e) = set_key(&mut value, key.trim(), raw) {
+                        errors.push(format!("--set {set}: {e}"));
+                    }
+                }
+                None => errors.push(format!("--set {set}: expected KEY=VALUE")),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(Error::Config(errors.join("; ")));
+        }
+        let config: Config = toml::Value::Table(value)
+            .try_into()
+            .map_err(|e: toml::de::Error| Error::Config(format!("{origin}: {}", e.message())))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let mut errors = Vec::new();
+        if !(0.0..=1.0).contains(&self.input.max_invalid_fraction) {
+            errors.push("input.max_invalid_fraction must be within [0, 1]".to_string());
+        }
+        if self.window.lookback_days == 0 {
+            errors.push("window.lookback_days must be at least 1".to_string());
+        }
+        if !(self.window.half_life_days > 0.0 && self.window.half_life_days.is_finite()) {
+            errors.push("window.half_life_days must be a positive number of days".to_string());
+        }
+        if self.topk.k == 0 {
+            errors.push("topk.k must be at least 1".to_string());
+        }
+        if self.topk.block_users == 0 || self.topk.block_items == 0 {
+            errors.push("topk.block_users and topk.block_items must be at least 1".to_string());
+        }
+        if self.similar_items.k == 0 {
+            errors.push("similar_items.k must be at least 1".to_string());
+        }
+        if self.model.max_batch_tokens < 16 {
+            errors.push("model.max_batch_tokens must be at least 16".to_string());
+        }
+        if self.events.weights.is_empty() {
+            errors.push("events.weights must list at least one event type".to_string());
+        }
+        for (event, weight) in &self.events.weights {
+            if !weight.is_finite() || *weight < 0.0 {
+                errors.push(format!("events.weights.{event} must be a finite number >= 0"));
+            }
+        }
+        for t in &self.events.truth_types {
+            if !self.events.weights.contains_key(t) {
+                errors.push(format!("events.truth_types: {t:?} is not an event type in events.weights"));
+            }
+        }
+        if self.evaluate.ks.iter().any(|k| *k == 0) {
+            errors.push("evaluate.ks values must be at least 1".to_string());
+        }
+        if let Err(e) = crate::text::Template::parse(&self.text.template) {
+            errors.push(format!("text.template: {e}"));
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Config(errors.join("; ")))
+        }
+    }
+
+    /// Cut-offs of the metrics that the published lists can serve (K <= topk.k), ascending.
+    pub fn metric_ks(&self) -> Vec<usize> {
+        let mut ks: Vec<usize> = self.evaluate.ks.iter().copied().filter(|k| *k <= self.topk.k).collect();
+        ks.sort_unstable();
+        ks.dedup();
+        ks
+    }
+
+    /// Hash of the effective configuration (after overrides), recorded in manifests.
+    pub fn hash(&self) -> String {
+        let json = serde_json::to_vec(self).expect("config serialises to JSON: this is a bug");
+        hex::encode(Sha256::digest(json))
+    }
+}
+
+/// Set `a.b.c = raw` in the table. The key must name an existing field or a map entry; unknown
+/// keys are rejected when the table is deserialised.
+fn set_key(table: &mut toml::Table, key: &str, raw: &str) -> std::result::Result<(), String> {
+    let parts: Vec<&str> = key.split('.').collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        return Err(format!("invalid key {key:?}"));
+    }
+    let value = parse_value(raw);
+    let mut node = table;
+    for part in &parts[..parts.len() - 1] {
+        let entry = node
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        node = entry
+            .as_table_mut()
+            .ok_or_else(|| format!("{part} is not a section"))?;
+    }
+    node.insert(parts[parts.len() - 1].to_string(), value);
+    Ok(())
+}
+
+/// A TOML literal (number, bool, array...) when it parses as one, else a plain string.
+fn parse_value(raw: &str) -> toml::Value {
+    let raw = raw.trim();
+    toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()))
+}
+
+/// Parse a `YYYY-MM-DD` date as given on the command line.
+pub fn parse_date(s: &str) -> Result<NaiveDate> {
+    NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .ok()
+        .filter(|d| d.format("%Y-%m-%d").to_string() == s)
+        .ok_or_else(|| Error::Config(format!("malformed date {s:?}: expected YYYY-MM-DD")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "[input]\nbehavior = \"b\"\ncatalog = \"c\"\n[output]\nroot = \"o\"\n";
+
+    #[test]
+    fn overrides_apply_in_order_env_then_set() {
+        let env = vec![("topk.k".to_string(), "7".to_string())];
+        let c = Config::from_parts(MINIMAL, "t", &env, &[]).unwrap();
+        assert_eq!(c.topk.k, 7);
+        let c = Config::from_parts(MINIMAL, "t", &env, &["topk.k=9".into()]).unwrap();
+        assert_eq!(c.topk.k, 9);
+        let c = Config::from_parts(MINIMAL, "t", &[], &["events.weights.click=0.5".into()]).unwrap();
+        assert_eq!(c.events.weights["click"], 0.5);
+        let c = Config::from_parts(MINIMAL, "t", &[], &["exclusions.policy=allow_repeats".into()]).unwrap();
+        assert_eq!(c.exclusions.policy, ExclusionPolicy::AllowRepeats);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_rejected_by_name() {
+        let e = Config::from_parts(MINIMAL, "t", &[], &["topk.kk=3".into()]).unwrap_err();
+        assert!(e.to_string().contains("kk"), "{e}");
+        let e = Config::from_parts(MINIMAL, "t", &[], &["nosuch.key=3".into()]).unwrap_err();
+        assert!(e.to_string().contains("nosuch"), "{e}");
+        let e = Config::from_parts(MINIMAL, "t", &[], &["exclusions.policy=sometimes".into()]).unwrap_err();
+        assert!(e.to_string().contains("sometimes"), "{e}");
+        let e = Config::from_parts(MINIMAL, "t", &[], &["topk.k=0".into(), "window.lookback_days=0".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("topk.k") && e.contains("window.lookback_days"), "{e}");
+        assert!(matches!(Config::from_parts(MINIMAL, "t", &[], &["noequals".into()]), Err(Error::Config(_))));
+    }
+
+    #[test]
+    fn dates_are_strict() {
+        assert!(parse_date("2011-11-30").is_ok());
+        for bad in ["2011-11-31", "2011-1-3", "20111130", "yesterday", "2011-11-30T00:00"] {
+            assert!(parse_date(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn metric_ks_are_capped_by_k() {
+        let c = Config::from_parts(MINIMAL, "t", &[], &["topk.k=20".into(), "evaluate.ks=[50, 10, 20, 10]".into()]).unwrap();
+        assert_eq!(c.metric_ks(), vec![10, 20]);
+    }
+}

@@ -1,0 +1,170 @@
+//! Embedding stage: item texts in, unit-length vectors out.
+//!
+//! The model sits behind [`Encoder`] (no candle types here): it tokenizes and encodes one
+//! batch. [`embed_texts`] packs texts into token-budget batches sorted by length
+//! ([`batching`]), so memory holds one batch of activations at a time whatever the number of
+//! texts, and maps results back to input rows. [`cache`] keeps vectors by content hash so a
+//! rerun or the next night embeds only new or changed texts.
+
+pub mod batching;
+pub mod cache;
+pub mod candle;
+
+use std::io::IsTerminal;
+use std::time::Instant;
+
+use crate::error::{Error, Result};
+
+/// A sentence encoder. Implementations must embed a row identically (within float noise)
+/// alone and in any batch.
+pub trait Encoder: Send + Sync {
+    /// Identifies the weights; part of the cache key.
+    fn model_id(&self) -> &str;
+    /// `mean` or `cls`.
+    fn pooling(&self) -> &str;
+    fn max_seq_length(&self) -> usize;
+    fn dim(&self) -> usize;
+    /// Where it runs, for logs and manifests (`cpu`, `cuda:0`).
+    fn device(&self) -> String;
+    /// Token ids per text, special tokens included, truncated to `max_seq_length`.
+    fn tokenize(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>>;
+    /// Vectors of one padded batch, row-major `batch.len() x dim`.
+    fn encode(&self, batch: &[&[u32]]) -> Result<Vec<f32>>;
+}
+
+/// Throughput of one [`embed_texts`] call.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct EmbedStats {
+    pub texts: usize,
+    pub tokens: usize,
+    pub batches: usize,
+    pub seconds: f64,
+}
+
+/// Embed `texts` in token-budget batches; returns `texts.len() x dim` row-major vectors in the
+/// input order. A batch that runs out of device memory is split in two and retried.
+pub fn embed_texts(encoder: &dyn Encoder, texts: &[&str], max_batch_tokens: usize) -> Result<(Vec<f32>, EmbedStats)> {
+    let started = Instant::now();
+    let dim = encoder.dim();
+    let tokens = encoder.tokenize(texts)?;
+    let lengths: Vec<usize> = tokens.iter().map(Vec::len).collect();
+    let batches = batching::plan(&lengths, max_batch_tokens);
+    let mut out = vec![0f32; texts.len() * dim];
+    let total_tokens: usize = lengths.iter().sum();
+    let progress = progress_bar(texts.len());
+    let mut stats = EmbedStats { texts: texts.len(), tokens: total_tokens, ..Default::default() };
+    for batch in &batches {
+        let mut pending = vec![batch.as_slice()];
+        while let Some(rows) = pending.pop() {
+            let ids: Vec<&[u32]> = rows.iter().map(|&r| tokens[r].as_slice()).collect();
+            match encoder.encode(&ids) {
+                Ok(vectors) => {
+                    for (j, &row) in rows.iter().enumerate() {
+                        out[row * dim..(row + 1) * dim].copy_from_slice(&vectors[j * dim..(j + 1) * dim]);
+                    }
+                    stats.batches += 1;
+                    if let Some(p) = &progress {
+                        p.inc(rows.len() as u64);
+                    }
+                }
+                Err(e) if is_out_of_memory(&e) && rows.len() > 1 => {
+                    let (a, b) = rows.split_at(rows.len() / 2);
+                    tracing::warn!(rows = rows.len(), "encoder out of memory: splitting the batch and retrying");
+                    pending.push(b);
+                    pending.push(a);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    if let Some(p) = progress {
+        p.finish_and_clear();
+    }
+    stats.seconds = started.elapsed().as_secs_f64();
+    if !texts.is_empty() {
+        tracing::info!(
+            texts = stats.texts,
+            tokens = stats.tokens,
+            batches = stats.batches,
+            seconds = format!("{:.2}", stats.seconds),
+            texts_per_s = format!("{:.0}", stats.texts as f64 / stats.seconds.max(1e-9)),
+            tokens_per_s = format!("{:.0}", stats.tokens as f64 / stats.seconds.max(1e-9)),
+            device = encoder.device(),
+            "embedded texts"
+        );
+    }
+    Ok((out, stats))
+}
+
+fn is_out_of_memory(e: &Error) -> bool {
+    let msg = e.to_string().to_ascii_lowercase();
+    msg.contains("out of memory") || msg.contains("out_of_memory")
+}
+
+/// A progress bar on an interactive terminal; none in non-interactive logs.
+pub fn progress_bar(len: usize) -> Option<indicatif::ProgressBar> {
+    if !std::io::stderr().is_terminal() || len < 1000 {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(len as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{prefix} [{bar:40}] {pos}/{len} texts {per_sec} eta {eta}")
+            .expect("valid template: this is a bug"),
+    );
+    bar.set_prefix("embedding");
+    Some(bar)
+}
+
+/// Vectors of every catalog item, reusing cached vectors by content hash.
+#[derive(Debug, Default)]
+pub struct ItemEmbeddings {
+    /// `texts.len() x dim`, row-major.
+    pub flat: Vec<f32>,
+    pub dim: usize,
+    pub hashes: Vec<String>,
+    /// Rows whose vectors were computed in this call (one per distinct new text).
+    pub new_rows: Vec<usize>,
+    /// Items whose vector came from the cache.
+    pub reused: usize,
+    pub stats: EmbedStats,
+}
+
+pub fn embed_items(
+    encoder: &dyn Encoder,
+    cached: &std::collections::HashMap<String, Vec<f32>>,
+    texts: &[String],
+    max_batch_tokens: usize,
+) -> Result<ItemEmbeddings> {
+    let dim = encoder.dim();
+    let hashes: Vec<String> = texts
+        .iter()
+        .map(|t| cache::content_hash(encoder.model_id(), encoder.pooling(), encoder.max_seq_length(), t))
+        .collect();
+    // Position of each new distinct text among the texts to embed.
+    let mut new_index: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    let mut new_rows = Vec::new();
+    let mut reused = 0;
+    for (row, h) in hashes.iter().enumerate() {
+        if cached.contains_key(h) {
+            reused += 1;
+        } else if !new_index.contains_key(h.as_str()) {
+            new_index.insert(h, new_rows.len());
+            new_rows.push(row);
+        }
+    }
+    let new_texts: Vec<&str> = new_rows.iter().map(|&r| texts[r].as_str()).collect();
+    let (computed, stats) = embed_texts(encoder, &new_texts, max_batch_tokens)?;
+    let mut flat = vec![0f32; texts.len() * dim];
+    for (row, h) in hashes.iter().enumerate() {
+        let v: &[f32] = match cached.get(h) {
+            Some(v) => v,
+            None => {
+                let j = new_index[h.as_str()];
+                &computed[j * dim..(j + 1) * dim]
+            }
+        };
+        flat[row * dim..(row + 1) * dim].copy_from_slice(v);
+    }
+    tracing::info!(embedded = new_rows.len(), reused, "item embeddings");
+    Ok(ItemEmbeddings { flat, dim, hashes, new_rows, reused, stats })
+}

@@ -1,0 +1,271 @@
+//! Evaluation of run D (DESIGN.md "Evaluation"): the lists published for D-1 against the
+//! behavior of day D, the popularity baseline of D-1 evaluated the same way, and coverage of
+//! D's own lists. Metric logic is SQL (`sql/evaluate/*.sql`); this module feeds it the lists
+//! and turns its output into long-format [`MetricRow`]s, each with its definition.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, Int32Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema};
+use chrono::NaiveDate;
+use datafusion::datasource::MemTable;
+use datafusion::prelude::SessionContext;
+use datafusion::scalar::ScalarValue;
+
+use crate::config::Config;
+use crate::error::{Context, Result};
+use crate::fallback::popular_list;
+use crate::prepare::{WindowData, query, strings, utf8};
+use crate::read::dt;
+
+pub const TRUTH_SQL: &str = include_str!("../sql/evaluate/truth.sql");
+pub const RANKING_SQL: &str = include_str!("../sql/evaluate/ranking.sql");
+pub const COVERAGE_SQL: &str = include_str!("../sql/evaluate/coverage.sql");
+
+pub const SEGMENT_ALL: &str = "all";
+pub const SEGMENT_BASELINE: &str = "baseline_popular";
+
+/// One row of the `metrics` table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricRow {
+    pub metric: &'static str,
+    pub k: Option<i32>,
+    pub value: Option<f64>,
+    pub segment: &'static str,
+    pub definition: String,
+    pub n_users: i64,
+}
+
+/// A user's ranked items (rank = position + 1).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RankedList {
+    pub user_id: String,
+    pub items: Vec<String>,
+}
+
+const TRUTH: &str = "G(u) = distinct items u interacted with on evaluated_dt";
+const USERS: &str = "evaluated users = users with non-empty G(u) and a list published for evaluated_dt - 1";
+
+fn definition(metric: &str, segment: &str) -> String {
+    let lists = if segment == SEGMENT_BASELINE {
+        "lists: popularity of the training window of evaluated_dt - 1 (events per item, ties by item_id), minus each user's exclusions"
+    } else {
+        "lists: recommendations published for evaluated_dt - 1"
+    };
+    let body = match metric {
+        "recall" => format!("mean over evaluated users of |R_K(u) ∩ G(u)| / |G(u)|; {TRUTH}; {USERS}"),
+        "precision" => format!("mean over evaluated users of |R_K(u) ∩ G(u)| / K (K, not list length); {TRUTH}; {USERS}"),
+        "ndcg" => format!("mean over evaluated users of DCG/IDCG, binary gain, discount 1/log2(rank+1), IDCG over min(|G(u)|, K) hits; {TRUTH}; {USERS}"),
+        "mrr" => format!("mean over evaluated users of 1/rank of the first hit within K, 0 if none; {TRUTH}; {USERS}"),
+        "hit_rate" => format!("share of evaluated users with at least one hit within K; {TRUTH}; {USERS}"),
+        "eval_user_coverage" => format!("evaluated users / users with non-empty G(u); {TRUTH}; {USERS}"),
+        "catalog_coverage" => {
+            return format!("distinct items in any user's first K of this run's own lists (run date dt) / available items of the catalog snapshot; {}", own_lists(segment));
+        }
+        "user_coverage" => {
+            return format!("users with at least K recommendations / active users (any valid event in the window of dt); {}", own_lists(segment));
+        }
+        other => other.to_string(),
+    };
+    format!("{body}; {lists}")
+}
+
+fn own_lists(segment: &str) -> &'static str {
+    if segment == SEGMENT_BASELINE {
+        "lists: popularity of the window of dt minus each user's exclusions, for every active user"
+    } else {
+        "lists: this run's recommendations (personal and fallback)"
+    }
+}
+
+const RANKING_METRICS: [&str; 5] = ["recall", "precision", "ndcg", "mrr", "hit_rate"];
+
+/// Everything evaluation needs besides the registered `window_events`.
+pub struct EvalInput<'a> {
+    pub date: NaiveDate,
+    /// Lists published for D-1, if D-1 is published.
+    pub previous: Option<Vec<RankedList>>,
+    /// D-1's training window (for the baseline).
+    pub previous_window: &'a WindowData,
+    /// D's own lists, and the baseline's lists for D's active users.
+    pub own: &'a [RankedList],
+    pub own_baseline: &'a [RankedList],
+    pub n_candidates: usize,
+    pub n_active: usize,
+}
+
+pub async fn evaluate(ctx: &SessionContext, config: &Config, input: EvalInput<'_>) -> Result<Vec<MetricRow>> {
+    let ks = config.metric_ks();
+    let max_k = ks.iter().copied().max().unwrap_or(1);
+    register(ctx, "ks", int_table("k", ks.iter().map(|k| *k as i32).collect()))?;
+    register(ctx, "positions", int_table("p", (1..=max_k as i32).collect()))?;
+    let mut rows = Vec::new();
+
+    for (segment, lists) in [(SEGMENT_ALL, input.own), (SEGMENT_BASELINE, input.own_baseline)] {
+        register(ctx, "recs", lists_table(lists))?;
+        let params = vec![
+            ("n_candidates", ScalarValue::Float64(Some(input.n_candidates.max(1) as f64))),
+            ("n_active", ScalarValue::Float64(Some(input.n_active.max(1) as f64))),
+        ];
+        for b in query(ctx, "coverage", COVERAGE_SQL, params).await? {
+            let k = b.column(0).as_primitive::<arrow::datatypes::Int32Type>();
+            let cat = b.column(1).as_primitive::<Float64Type>();
+            let usr = b.column(2).as_primitive::<Float64Type>();
+            for i in 0..b.num_rows() {
+                rows.push(row("catalog_coverage", Some(k.value(i)), Some(cat.value(i)), segment, lists.len() as i64));
+                rows.push(row("user_coverage", Some(k.value(i)), Some(usr.value(i)), segment, input.n_active as i64));
+            }
+        }
+    }
+
+    // Ground truth of D.
+    let truth_types: Vec<&str> = config.events.truth_types.iter().map(String::as_str).collect();
+    register(ctx, "truth_types", string_table("event_type", truth_types))?;
+    let params = vec![("dt", utf8(&dt(input.date))), ("all_types", ScalarValue::Boolean(Some(config.events.truth_types.is_empty())))];
+    let truth_batches = query(ctx, "truth", TRUTH_SQL, params).await?;
+    let mut truth_users: HashSet<String> = HashSet::new();
+    for b in &truth_batches {
+        truth_users.extend(strings(b, 0));
+    }
+    let truth_schema = Arc::new(Schema::new(vec![Field::new("user_id", DataType::Utf8, true), Field::new("item_id", DataType::Utf8, true)]));
+    let truth_batches: Vec<RecordBatch> = truth_batches
+        .iter()
+        .map(|b| RecordBatch::try_new(truth_schema.clone(), vec![cast_utf8(b.column(0)), cast_utf8(b.column(1))]))
+        .collect::<std::result::Result<_, _>>()
+        .context("truth")?;
+    register(ctx, "truth", MemTable::try_new(truth_schema, vec![truth_batches]).context("truth")?)?;
+
+    let reason = match (&input.previous, truth_users.is_empty()) {
+        (None, _) => Some(format!("not evaluated: no recommendations published for {}", dt(input.date.pred_opt().expect("date in range")))),
+        (Some(_), true) => Some(format!("not evaluated: no valid behavior on {}", dt(input.date))),
+        _ => None,
+    };
+    if let Some(reason) = reason {
+        for segment in [SEGMENT_ALL, SEGMENT_BASELINE] {
+            for metric in RANKING_METRICS {
+                for &k in &ks {
+                    rows.push(MetricRow { metric, k: Some(k as i32), value: None, segment, definition: reason.clone(), n_users: 0 });
+                }
+            }
+            rows.push(MetricRow { metric: "eval_user_coverage", k: None, value: None, segment, definition: reason.clone(), n_users: 0 });
+        }
+        return Ok(rows);
+    }
+    let previous = input.previous.expect("checked above");
+
+    // The baseline for the same evaluated users, with D-1's popularity and exclusions.
+    let evaluated: Vec<&RankedList> = previous.iter().filter(|l| truth_users.contains(&l.user_id)).collect();
+    let empty = Vec::new();
+    let baseline: Vec<RankedList> = evaluated
+        .iter()
+        .map(|l| {
+            let excluded = input.previous_window.exclusions.get(&l.user_id).unwrap_or(&empty);
+            RankedList {
+                user_id: l.user_id.clone(),
+                items: popular_list(&input.previous_window.popularity, excluded, max_k).into_iter().map(|(i, _)| i.clone()).collect(),
+            }
+        })
+        .collect();
+    let n_evaluated = evaluated.len();
+    for (segment, lists) in [(SEGMENT_ALL, previous.as_slice()), (SEGMENT_BASELINE, baseline.as_slice())] {
+        register(ctx, "recs", lists_table(lists))?;
+        let mut seen_k = HashSet::new();
+        for b in query(ctx, "ranking", RANKING_SQL, vec![]).await? {
+            let k = b.column(0).as_primitive::<arrow::datatypes::Int32Type>();
+            let n = b.column(1).as_primitive::<Int64Type>();
+            for i in 0..b.num_rows() {
+                seen_k.insert(k.value(i));
+                for (c, metric) in RANKING_METRICS.iter().enumerate() {
+                    let v = b.column(2 + c).as_primitive::<Float64Type>();
+                    rows.push(row(metric, Some(k.value(i)), Some(v.value(i)), segment, n.value(i)));
+                }
+            }
+        }
+        rows.push(row(
+            "eval_user_coverage",
+            None,
+            Some(n_evaluated as f64 / truth_users.len() as f64),
+            segment,
+            n_evaluated as i64,
+        ));
+    }
+    Ok(rows)
+}
+
+fn row(metric: &'static str, k: Option<i32>, value: Option<f64>, segment: &'static str, n_users: i64) -> MetricRow {
+    MetricRow { metric, k, value, segment, definition: definition(metric, segment), n_users }
+}
+
+fn register(ctx: &SessionContext, name: &str, table: MemTable) -> Result<()> {
+    ctx.deregister_table(name).context(format!("replacing {name}"))?;
+    ctx.register_table(name, Arc::new(table)).context(format!("registering {name}"))?;
+    Ok(())
+}
+
+fn int_table(column: &str, values: Vec<i32>) -> MemTable {
+    let schema = Arc::new(Schema::new(vec![Field::new(column, DataType::Int32, false)]));
+    let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(Int32Array::from(values))]).expect("valid batch");
+    MemTable::try_new(schema, vec![vec![batch]]).expect("valid table")
+}
+
+fn string_table(column: &str, values: Vec<&str>) -> MemTable {
+    let schema = Arc::new(Schema::new(vec![Field::new(column, DataType::Utf8, false)]));
+    let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(StringArray::from(values))]).expect("valid batch");
+    MemTable::try_new(schema, vec![vec![batch]]).expect("valid table")
+}
+
+fn cast_utf8(a: &arrow::array::ArrayRef) -> arrow::array::ArrayRef {
+    arrow::compute::cast(a, &DataType::Utf8).expect("string column")
+}
+
+/// `recs (user_id, rank, item_id)` from ranked lists.
+pub fn lists_table(lists: &[RankedList]) -> MemTable {
+    let (mut users, mut ranks, mut items) = (Vec::new(), Vec::new(), Vec::new());
+    for l in lists {
+        for (r, item) in l.items.iter().enumerate() {
+            users.push(l.user_id.as_str());
+            ranks.push(r as i32 + 1);
+            items.push(item.as_str());
+        }
+    }
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("user_id", DataType::Utf8, false),
+        Field::new("rank", DataType::Int32, false),
+        Field::new("item_id", DataType::Utf8, false),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![Arc::new(StringArray::from(users)), Arc::new(Int32Array::from(ranks)), Arc::new(StringArray::from(items))],
+    )
+    .expect("valid batch");
+    MemTable::try_new(schema, vec![vec![batch]]).expect("valid table")
+}
+
+/// Ranked lists from a `recommendations` batch set (`user_id, rank, item_id` columns).
+pub fn lists_from_batches(batches: &[RecordBatch]) -> Vec<RankedList> {
+    let mut by_user: HashMap<String, Vec<(i32, String)>> = HashMap::new();
+    for b in batches {
+        let (Some(u), Some(r), Some(i)) = (b.column_by_name("user_id"), b.column_by_name("rank"), b.column_by_name("item_id")) else {
+            continue;
+        };
+        let ub = RecordBatch::try_from_iter(vec![("u", u.clone()), ("i", i.clone())]).expect("same length");
+        let (users, items) = (strings(&ub, 0), strings(&ub, 1));
+        let ranks = arrow::compute::cast(r, &DataType::Int32).expect("integer rank");
+        let ranks = ranks.as_primitive::<arrow::datatypes::Int32Type>();
+        for j in 0..b.num_rows() {
+            if !ranks.is_null(j) {
+                by_user.entry(users[j].clone()).or_default().push((ranks.value(j), items[j].clone()));
+            }
+        }
+    }
+    let mut lists: Vec<RankedList> = by_user
+        .into_iter()
+        .map(|(user_id, mut items)| {
+            items.sort();
+            RankedList { user_id, items: items.into_iter().map(|(_, i)| i).collect() }
+        })
+        .collect();
+    lists.sort_by(|a, b| a.user_id.cmp(&b.user_id));
+    lists
+}

@@ -1,0 +1,25 @@
+//! recjob: a nightly batch recommendation job on DataFusion. See README.md and DESIGN.md.
+
+pub mod audit;
+pub mod cli;
+pub mod commit;
+pub mod config;
+pub mod embed;
+pub mod error;
+pub mod evaluate;
+pub mod fallback;
+pub mod files;
+pub mod pipeline;
+pub mod prepare;
+pub mod read;
+pub mod session;
+pub mod standalone;
+pub mod storage;
+pub mod text;
+pub mod topk;
+pub mod users;
+pub mod vectors;
+pub mod write;
+
+/// Code version recorded in manifests.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "+", env!("RECJOB_GIT_SHA"));

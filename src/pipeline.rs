@@ -1,0 +1,464 @@
+//! The stage sequence of one run date; `backfill` loops over it. The only module that knows
+//! the order of stages:
+//!
+//! read -> prepare -> embed -> users -> top-K (+ similar items) -> evaluate -> write -> audit
+//! -> publish.
+//!
+//! A run is idempotent per date: a published date is skipped (exit 99) unless forced, and a
+//! forced rerun replaces the partition as described in [`crate::commit`].
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use chrono::{NaiveDate, TimeDelta, Utc};
+use serde_json::json;
+
+use crate::audit::{AuditInput, audit};
+use crate::commit::{Publisher, is_published, manifest_path};
+use crate::config::Config;
+use crate::embed::candle::CandleEncoder;
+use crate::embed::{Encoder, cache, embed_items};
+use crate::error::{Error, Result};
+use crate::evaluate::{EvalInput, RankedList, evaluate, lists_from_batches};
+use crate::fallback::{popular_list, popularity_score};
+use crate::files::read_parquet;
+use crate::prepare::{Window, check_invalid_rows, prepare_window, register_window_events};
+use crate::read::{behavior_ready, dt, load_catalog, register_inputs};
+use crate::storage::{Location, is_data_file};
+use crate::topk::{Exclusions, Hit, TopkParams, top_k};
+use crate::write::{self, RecRow};
+use crate::{session, users, vectors};
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    pub force: bool,
+    pub dry_run: bool,
+}
+
+/// What a run did (or, with `--dry-run`, would do).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunReport {
+    pub date: String,
+    pub action: String,
+    pub run_id: Option<String>,
+    pub manifest: Option<String>,
+    pub rows: BTreeMap<String, u64>,
+    pub seconds: f64,
+}
+
+/// Runs dates with one configuration; the encoder is loaded once, on first use.
+pub struct Runner {
+    pub config: Config,
+    encoder: OnceLock<Arc<dyn Encoder>>,
+}
+
+struct Timings(Vec<(&'static str, f64)>, Instant);
+
+impl Timings {
+    fn lap(&mut self, stage: &'static str) {
+        let now = Instant::now();
+        self.0.push((stage, (now - self.1).as_secs_f64()));
+        self.1 = now;
+    }
+}
+
+impl Runner {
+    pub fn new(config: Config) -> Runner {
+        Runner { config, encoder: OnceLock::new() }
+    }
+
+    fn encoder(&self) -> Result<Arc<dyn Encoder>> {
+        if let Some(e) = self.encoder.get() {
+            return Ok(e.clone());
+        }
+        let e: Arc<dyn Encoder> = Arc::new(CandleEncoder::load(Path::new(&self.config.model.dir), self.config.model.device)?);
+        tracing::info!(model = e.model_id(), device = e.device(), pooling = e.pooling(), max_seq_length = e.max_seq_length(), "loaded encoder");
+        Ok(self.encoder.get_or_init(|| e).clone())
+    }
+
+    /// What a run of `date` would do now, without reading any data.
+    pub async fn plan(&self, date: NaiveDate, force: bool) -> Result<String> {
+        let root = Location::parse(&self.config.output.root)?;
+        Ok(if is_published(&root, date).await? {
+            if force { "replace (--force)" } else { "skip (published)" }
+        } else if !behavior_ready(&self.config, date).await? {
+            "not ready (no behavior partition)"
+        } else {
+            "run"
+        }
+        .to_string())
+    }
+
+    pub async fn run(&self, date: NaiveDate, opts: RunOptions) -> Result<RunReport> {
+        let started = Instant::now();
+        let config = &self.config;
+        let root = Location::parse(&config.output.root)?;
+        if !opts.force && is_published(&root, date).await? {
+            return Err(Error::AlreadyPublished(format!(
+                "dt={} is already published ({}); use --force to replace it",
+                dt(date),
+                root.object_url(&manifest_path(&root, date))
+            )));
+        }
+        if !behavior_ready(config, date).await? {
+            return Err(Error::NotReady(format!(
+                "table behavior: partition dt={} does not exist (or has no data files) under {}",
+                dt(date),
+                Location::parse(&config.input.behavior)?.url()
+            )));
+        }
+        let window = Window::ending(date, config.window.lookback_days);
+        let previous_window = Window::ending(date - TimeDelta::days(1), config.window.lookback_days);
+        if opts.dry_run {
+            return Ok(RunReport {
+                date: dt(date),
+                action: self.plan(date, opts.force).await?,
+                run_id: None,
+                manifest: None,
+                rows: BTreeMap::new(),
+                seconds: started.elapsed().as_secs_f64(),
+            });
+        }
+        let run_id = format!("{}-{}", Utc::now().format("%Y%m%dT%H%M%SZ"), &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        tracing::info!(date = %dt(date), run_id, "run started");
+        let mut t = Timings(Vec::new(), Instant::now());
+
+        // read
+        let ctx = session::context();
+        root.register(&ctx);
+        let inputs = register_inputs(&ctx, config, previous_window.first, date).await?;
+        let catalog = load_catalog(&ctx, config, &inputs).await?;
+        t.lap("read");
+
+        // prepare
+        register_window_events(&ctx, config, previous_window.first, date).await?;
+        let invalid = check_invalid_rows(&ctx, config, window).await?;
+        let data = prepare_window(&ctx, config, window).await?;
+        t.lap("prepare");
+
+        // embed
+        let encoder = self.encoder()?;
+        let dim = encoder.dim();
+        let cached = cache::load(&root, encoder.model_id(), dim).await?;
+        let mut items = embed_items(encoder.as_ref(), &cached, &catalog.texts, config.model.max_batch_tokens)?;
+        if let Err(r) = vectors::normalize_rows(&mut items.flat, dim) {
+            return Err(Error::Audit(format!("item {}: zero embedding", catalog.ids[r])));
+        }
+        t.lap("embed");
+
+        // users
+        let item_index: HashMap<&str, usize> = catalog.ids.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
+        let user_vectors = users::build(&data.interactions, &item_index, &items.flat, dim);
+        t.lap("users");
+
+        // top-K: candidates are the available items, in id order (ties break by item_id).
+        let candidate_rows: Vec<usize> = (0..catalog.ids.len()).filter(|&i| catalog.available[i]).collect();
+        let candidate_ids: Vec<&str> = candidate_rows.iter().map(|&i| catalog.ids[i].as_str()).collect();
+        let candidate_index: HashMap<&str, u32> = candidate_ids.iter().enumerate().map(|(j, id)| (*id, j as u32)).collect();
+        let mut candidate_flat = Vec::with_capacity(candidate_rows.len() * dim);
+        for &i in &candidate_rows {
+            candidate_flat.extend_from_slice(&items.flat[i * dim..(i + 1) * dim]);
+        }
+        let params = TopkParams { k: config.topk.k, block_users: config.topk.block_users, block_items: config.topk.block_items };
+        let user_pos: HashMap<&str, u32> = user_vectors.user_ids.iter().enumerate().map(|(u, id)| (id.as_str(), u as u32)).collect();
+        let mut pairs = Vec::new();
+        for (user, excluded) in &data.exclusions {
+            if let Some(&u) = user_pos.get(user.as_str()) {
+                pairs.extend(excluded.iter().filter_map(|i| candidate_index.get(i.as_str()).map(|&j| (u, j))));
+            }
+        }
+        let exclusions = Exclusions::from_pairs(user_vectors.user_ids.len(), pairs);
+        let mut personal: HashMap<&str, Vec<Hit>> = HashMap::new();
+        top_k::<()>(&user_vectors.flat, &candidate_flat, dim, &params, &exclusions, |first, lists| {
+            for (o, hits) in lists.into_iter().enumerate() {
+                personal.insert(user_vectors.user_ids[first + o].as_str(), hits);
+            }
+            Ok(())
+        })
+        .expect("infallible sink");
+
+        let mut active_users: Vec<String> = data.user_events.keys().cloned().collect();
+        active_users.sort();
+        let max_events = data.popularity.first().map_or(0, |p| p.1);
+        let empty = Vec::new();
+        let mut recommendations: Vec<RecRow> = Vec::new();
+        let mut own_lists = Vec::with_capacity(active_users.len());
+        let mut baseline_lists = Vec::with_capacity(active_users.len());
+        let mut eligible: HashMap<String, usize> = HashMap::new();
+        let (mut n_personal, mut n_popular) = (0usize, 0usize);
+        for user in &active_users {
+            let excluded = data.exclusions.get(user).unwrap_or(&empty);
+            let n_excluded = excluded.iter().filter(|i| candidate_index.contains_key(i.as_str())).count();
+            eligible.insert(user.clone(), candidate_ids.len() - n_excluded);
+            let popular = popular_list(&data.popularity, excluded, config.topk.k);
+            baseline_lists.push(RankedList { user_id: user.clone(), items: popular.iter().map(|(i, _)| i.clone()).collect() });
+            let rows: Vec<RecRow> = match personal.get(user.as_str()) {
+                Some(hits) => {
+                    n_personal += 1;
+                    hits.iter()
+                        .enumerate()
+                        .map(|(r, h)| RecRow {
+                            user_id: user.clone(),
+                            rank: r as i32 + 1,
+                            item_id: candidate_ids[h.item as usize].to_string(),
+                            score: h.score,
+                            source: "personal",
+                        })
+                        .collect()
+                }
+                None => {
+                    n_popular += 1;
+                    popular
+                        .iter()
+                        .enumerate()
+                        .map(|(r, (item, n))| RecRow {
+                            user_id: user.clone(),
+                            rank: r as i32 + 1,
+                            item_id: item.clone(),
+                            score: popularity_score(*n, max_events),
+                            source: "popular",
+                        })
+                        .collect()
+                }
+            };
+            own_lists.push(RankedList { user_id: user.clone(), items: rows.iter().map(|r| r.item_id.clone()).collect() });
+            recommendations.extend(rows);
+        }
+
+        // similar items: every catalog item against the candidates, never itself.
+        let self_pairs: Vec<(u32, u32)> = (0..catalog.ids.len())
+            .filter_map(|q| candidate_index.get(catalog.ids[q].as_str()).map(|&j| (q as u32, j)))
+            .collect();
+        let similar_params = TopkParams { k: config.similar_items.k, ..params };
+        let mut similar: Vec<RecRow> = Vec::new();
+        top_k::<()>(&items.flat, &candidate_flat, dim, &similar_params, &Exclusions::from_pairs(catalog.ids.len(), self_pairs), |first, lists| {
+            for (o, hits) in lists.into_iter().enumerate() {
+                let item = &catalog.ids[first + o];
+                similar.extend(hits.iter().enumerate().map(|(r, h)| RecRow {
+                    user_id: item.clone(),
+                    rank: r as i32 + 1,
+                    item_id: candidate_ids[h.item as usize].to_string(),
+                    score: h.score,
+                    source: "content",
+                }));
+            }
+            Ok(())
+        })
+        .expect("infallible sink");
+        t.lap("topk");
+
+        // evaluate: D-1's published lists against D's behavior.
+        let previous_date = date - TimeDelta::days(1);
+        let previous = if is_published(&root, previous_date).await? {
+            let dir = root.child(&format!("recommendations/dt={}", dt(previous_date)));
+            let mut batches = Vec::new();
+            for meta in dir.list_files().await?.iter().filter(|m| is_data_file(m)) {
+                batches.extend(
+                    read_parquet(&dir.store, &meta.location)
+                        .await
+                        .map_err(|e| Error::infra(format!("reading {}", dir.object_url(&meta.location)), e))?,
+                );
+            }
+            Some(lists_from_batches(&batches))
+        } else {
+            None
+        };
+        let previous_data = prepare_window(&ctx, config, previous_window).await?;
+        let metric_rows = evaluate(
+            &ctx,
+            config,
+            EvalInput {
+                date,
+                previous,
+                previous_window: &previous_data,
+                own: &own_lists,
+                own_baseline: &baseline_lists,
+                n_candidates: candidate_ids.len(),
+                n_active: active_users.len(),
+            },
+        )
+        .await?;
+        t.lap("evaluate");
+
+        // audit
+        let candidates: HashSet<&str> = candidate_ids.iter().copied().collect();
+        let user_vec_map: HashMap<&str, &[f32]> =
+            user_vectors.user_ids.iter().enumerate().map(|(u, id)| (id.as_str(), &user_vectors.flat[u * dim..(u + 1) * dim])).collect();
+        let item_vec_map: HashMap<&str, &[f32]> =
+            candidate_ids.iter().enumerate().map(|(j, id)| (*id, &candidate_flat[j * dim..(j + 1) * dim])).collect();
+        let report = audit(&AuditInput {
+            k: config.topk.k,
+            recommendations: &recommendations,
+            active_users: &active_users,
+            eligible: &eligible,
+            exclusions: &data.exclusions,
+            candidates: &candidates,
+            user_vectors: &user_vec_map,
+            item_vectors: &item_vec_map,
+            similar_items: &similar,
+        })?;
+        if report.short_users > 0 {
+            tracing::warn!(short_users = report.short_users, reason = ?report.short_reason, "users with fewer than K recommendations");
+        }
+
+        // write (staging)
+        let mut publisher = Publisher::new(root.clone(), date, &run_id);
+        publisher.stage_partition("recommendations", write::recommendations_schema(), &[write::recommendations(&recommendations, &run_id)?]).await?;
+        publisher
+            .stage_partition(
+                "user_embeddings",
+                write::user_embeddings_schema(dim),
+                &[write::user_embeddings(&user_vectors.user_ids, &user_vectors.flat, dim, &user_vectors.n_events, &run_id)?],
+            )
+            .await?;
+        publisher
+            .stage_partition("item_vectors", write::item_vectors_schema(dim), &[write::item_vectors(&candidate_ids, &candidate_flat, dim, &run_id)?])
+            .await?;
+        publisher.stage_partition("similar_items", write::similar_items_schema(), &[write::similar_items(&similar, &run_id)?]).await?;
+        publisher.stage_partition("metrics", write::metrics_schema(), &[write::metrics(&metric_rows, date, &run_id)?]).await?;
+        if !items.new_rows.is_empty() {
+            let ids: Vec<&str> = items.new_rows.iter().map(|&r| catalog.ids[r].as_str()).collect();
+            let hashes: Vec<&str> = items.new_rows.iter().map(|&r| items.hashes[r].as_str()).collect();
+            let mut flat = Vec::with_capacity(ids.len() * dim);
+            for &r in &items.new_rows {
+                flat.extend_from_slice(&items.flat[r * dim..(r + 1) * dim]);
+            }
+            let batch = cache::batch(&ids, &hashes, encoder.model_id(), &flat, dim, &run_id)?;
+            publisher.stage_append(cache::TABLE, &format!("part-{run_id}.parquet"), cache::schema(dim), &[batch]).await?;
+        }
+        publisher.verify_staged().await?;
+        t.lap("write");
+
+        let rows: BTreeMap<String, u64> = publisher.staged().iter().map(|f| (f.table.clone(), f.rows)).collect();
+        let manifest = json!({
+            "run_id": run_id,
+            "dt": dt(date),
+            "published_at": Utc::now().to_rfc3339(),
+            "config_hash": config.hash(),
+            "code_version": crate::VERSION,
+            "model": {
+                "id": encoder.model_id(),
+                "dir": config.model.dir,
+                "pooling": encoder.pooling(),
+                "max_seq_length": encoder.max_seq_length(),
+                "dim": dim,
+                "device": encoder.device(),
+            },
+            "window": { "first_dt": dt(window.first), "last_dt": dt(window.last) },
+            "catalog_dt": inputs.catalog_dt,
+            "inputs": inputs.files,
+            "tables": publisher.staged(),
+            "row_counts": rows,
+            "invalid_rows": invalid,
+            "embedding": {
+                "items": catalog.ids.len(),
+                "embedded": items.new_rows.len(),
+                "reused": items.reused,
+                "texts_per_s": if items.stats.seconds > 0.0 { items.stats.texts as f64 / items.stats.seconds } else { 0.0 },
+                "tokens": items.stats.tokens,
+            },
+            "users": {
+                "active": active_users.len(),
+                "personal": n_personal,
+                "popular": n_popular,
+                "short": report.short_users,
+                "short_reason": report.short_reason,
+            },
+            "candidates": candidate_ids.len(),
+            "timings_s": t.0.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+            "config": config,
+        });
+        let manifest_url = root.object_url(&manifest_path(&root, date));
+        publisher.publish(&manifest, opts.force).await?;
+        tracing::info!(date = %dt(date), run_id, manifest = %manifest_url, seconds = format!("{:.1}", started.elapsed().as_secs_f64()), "published");
+        Ok(RunReport {
+            date: dt(date),
+            action: if opts.force { "replaced".into() } else { "published".into() },
+            run_id: Some(run_id),
+            manifest: Some(manifest_url),
+            rows,
+            seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+}
+
+/// One date of a backfill and how it ended.
+#[derive(Debug, Clone)]
+pub struct BackfillRow {
+    pub date: NaiveDate,
+    pub action: String,
+    pub code: crate::error::ExitCode,
+    pub detail: String,
+    pub seconds: f64,
+}
+
+/// Run `from..=to` in order. Published dates are skipped unless `force`; dates not ready are
+/// reported and skipped; another failure stops the backfill unless `keep_going`.
+pub async fn backfill(runner: &Runner, from: NaiveDate, to: NaiveDate, opts: RunOptions, keep_going: bool) -> Vec<BackfillRow> {
+    use crate::error::ExitCode;
+    let days = (to - from).num_days().max(0) as u64 + 1;
+    let bar = crate::embed::progress_bar(days as usize * 1000).map(|b| {
+        b.set_length(days);
+        b.set_style(indicatif::ProgressStyle::with_template("backfill [{bar:40}] {pos}/{len} dates {msg} eta {eta}").expect("valid template"));
+        b
+    });
+    let mut rows = Vec::new();
+    let mut date = from;
+    while date <= to {
+        if let Some(b) = &bar {
+            b.set_message(dt(date));
+        }
+        let started = Instant::now();
+        let row = if opts.dry_run {
+            match runner.plan(date, opts.force).await {
+                Ok(action) => BackfillRow { date, action, code: ExitCode::Published, detail: String::new(), seconds: 0.0 },
+                Err(e) => BackfillRow { date, action: "error".into(), code: e.exit_code(), detail: format!("{e:#}"), seconds: 0.0 },
+            }
+        } else {
+            match runner.run(date, opts).await {
+                Ok(report) => BackfillRow {
+                    date,
+                    action: report.action,
+                    code: ExitCode::Published,
+                    detail: report.run_id.unwrap_or_default(),
+                    seconds: started.elapsed().as_secs_f64(),
+                },
+                Err(e) => {
+                    let action = match e.exit_code() {
+                        ExitCode::NothingToDo => "skipped (published)",
+                        ExitCode::NotReady => "not ready",
+                        _ => "failed",
+                    };
+                    if e.exit_code() != ExitCode::NothingToDo {
+                        tracing::warn!(date = %dt(date), error = %format!("{e:#}"), "{action}");
+                    }
+                    BackfillRow { date, action: action.into(), code: e.exit_code(), detail: format!("{e}"), seconds: started.elapsed().as_secs_f64() }
+                }
+            }
+        };
+        let stop = !keep_going && !matches!(row.code, ExitCode::Published | ExitCode::NothingToDo | ExitCode::NotReady);
+        rows.push(row);
+        if let Some(b) = &bar {
+            b.inc(1);
+        }
+        if stop {
+            break;
+        }
+        date += TimeDelta::days(1);
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    rows
+}
+
+/// The exit code of a backfill (DESIGN.md "Exit codes").
+pub fn backfill_exit_code(rows: &[BackfillRow]) -> crate::error::ExitCode {
+    use crate::error::ExitCode;
+    if let Some(r) = rows.iter().find(|r| !matches!(r.code, ExitCode::Published | ExitCode::NothingToDo | ExitCode::NotReady)) {
+        return r.code;
+    }
+    if rows.iter().any(|r| r.code == ExitCode::NotReady) { ExitCode::NotReady } else { ExitCode::Published }
+}

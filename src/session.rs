@@ -1,0 +1,11 @@
+//! The DataFusion session every stage shares: one `SessionContext` per run with the stores
+//! of the configured URLs registered.
+
+use datafusion::prelude::{SessionConfig, SessionContext};
+
+pub fn context() -> SessionContext {
+    let config = SessionConfig::new()
+        .with_target_partitions(std::thread::available_parallelism().map_or(2, |n| n.get()))
+        .with_information_schema(true);
+    SessionContext::new_with_config(config)
+}
