@@ -1,1 +1,7 @@
-//! Integration tests.
+//! Integration tests: one binary (`autotests = false`). Tests over real data need the model
+//! (`make model`) and `../shared/data`; they fail with a message saying so, never skip.
+
+mod bad_input;
+mod common;
+mod embedding;
+mod nightly;

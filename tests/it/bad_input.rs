@@ -1,0 +1,178 @@
+//! Bad input: the documented exit code, a message naming table, file and column, and nothing
+//! published.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, BooleanArray, Float64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+
+use crate::common::*;
+
+/// Write a Parquet file with the given columns.
+fn write(path: &Path, columns: Vec<(&str, ArrayRef)>) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let batch = RecordBatch::try_from_iter(columns).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(std::fs::File::create(path).unwrap(), batch.schema(), None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+}
+
+fn strings(v: &[&str]) -> ArrayRef {
+    Arc::new(StringArray::from(v.to_vec()))
+}
+
+/// A valid little dataset: behavior for 2024-01-01..02, catalog snapshot 2024-01-01.
+fn dataset(root: &Path) {
+    let ts = |n: usize| -> ArrayRef { Arc::new(TimestampMicrosecondArray::from(vec![1_704_100_000_000_000i64; n]).with_timezone("UTC")) };
+    for dt in ["2024-01-01", "2024-01-02"] {
+        write(
+            &root.join(format!("behavior/dt={dt}/part-0.parquet")),
+            vec![
+                ("user_id", strings(&["u1", "u2", "u2"])),
+                ("item_id", strings(&["a", "b", "c"])),
+                ("event_type", strings(&["purchase", "purchase", "purchase"])),
+                ("ts", ts(3)),
+                ("value", Arc::new(Float64Array::from(vec![Some(1.0), None, Some(2.0)]))),
+            ],
+        );
+    }
+    write(
+        &root.join("catalog/dt=2024-01-01/part-0.parquet"),
+        vec![
+            ("item_id", strings(&["a", "b", "c", "d"])),
+            ("title", strings(&["red mug", "blue mug", "garden hose", "tea pot"])),
+            ("available", Arc::new(BooleanArray::from(vec![true, true, true, true]))),
+        ],
+    );
+}
+
+/// Run `recjob run` for 2024-01-02 on the dataset in `root`; returns (exit code, stderr).
+fn run(root: &Path, date: &str, extra: &[&str]) -> (i32, String) {
+    let config = write_config(root, &root.join("behavior"), &root.join("catalog"), &root.join("out"), "");
+    let args = [&["run", "--config", config.to_str().unwrap(), "--date", date], extra].concat();
+    let o = recjob(root, &args);
+    (code(&o), stderr(&o))
+}
+
+fn assert_nothing_published(root: &Path) {
+    let out = root.join("out");
+    for t in ["recommendations", "metrics", "_manifests", "item_embeddings"] {
+        assert!(!has_files(&out.join(t)), "{t} was written");
+    }
+}
+
+#[test]
+fn the_valid_dataset_publishes() {
+    let tmp = tempfile::tempdir().unwrap();
+    dataset(tmp.path());
+    let (code, err) = run(tmp.path(), "2024-01-02", &["--set", "topk.k=2"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(tmp.path().join("out/_manifests/dt=2024-01-02/manifest.json").exists());
+}
+
+#[test]
+fn a_missing_behavior_partition_is_not_ready() {
+    let tmp = tempfile::tempdir().unwrap();
+    dataset(tmp.path());
+    let (code, err) = run(tmp.path(), "2024-01-03", &[]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("behavior") && err.contains("dt=2024-01-03"), "{err}");
+    assert_nothing_published(tmp.path());
+}
+
+#[test]
+fn a_missing_required_column_names_file_and_column() {
+    let tmp = tempfile::tempdir().unwrap();
+    dataset(tmp.path());
+    let file = tmp.path().join("behavior/dt=2024-01-02/part-0.parquet");
+    write(&file, vec![("user_id", strings(&["u1"])), ("item_id", strings(&["a"])), ("event_type", strings(&["purchase"]))]);
+    let (code, err) = run(tmp.path(), "2024-01-02", &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("table behavior") && err.contains("column ts") && err.contains(&file.display().to_string()), "{err}");
+    assert_nothing_published(tmp.path());
+}
+
+#[test]
+fn a_wrong_column_type_names_file_and_column() {
+    let tmp = tempfile::tempdir().unwrap();
+    dataset(tmp.path());
+    let file = tmp.path().join("behavior/dt=2024-01-01/part-0.parquet");
+    write(
+        &file,
+        vec![("user_id", strings(&["u1"])), ("item_id", strings(&["a"])), ("event_type", strings(&["purchase"])), ("ts", strings(&["yesterday"]))],
+    );
+    let (code, err) = run(tmp.path(), "2024-01-02", &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("column ts") && err.contains("must be a timestamp") && err.contains("dt=2024-01-01"), "{err}");
+    assert_nothing_published(tmp.path());
+}
+
+#[test]
+fn a_corrupt_file_is_bad_input() {
+    let tmp = tempfile::tempdir().unwrap();
+    dataset(tmp.path());
+    let file = tmp.path().join("behavior/dt=2024-01-02/part-1.parquet");
+    std::fs::write(&file, b"this is not parquet").unwrap();
+    let (code, err) = run(tmp.path(), "2024-01-02", &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("not a readable Parquet file") && err.contains("part-1.parquet"), "{err}");
+    assert_nothing_published(tmp.path());
+}
+
+#[test]
+fn duplicate_catalog_ids_are_bad_input() {
+    let tmp = tempfile::tempdir().unwrap();
+    dataset(tmp.path());
+    write(
+        &tmp.path().join("catalog/dt=2024-01-01/part-0.parquet"),
+        vec![("item_id", strings(&["a", "b", "c", "a"])), ("title", strings(&["x", "y", "z", "w"]))],
+    );
+    let (code, err) = run(tmp.path(), "2024-01-02", &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("table catalog") && err.contains("column item_id") && err.contains("duplicate"), "{err}");
+    assert_nothing_published(tmp.path());
+}
+
+#[test]
+fn unknown_event_types_and_unknown_items_count_against_the_threshold() {
+    let tmp = tempfile::tempdir().unwrap();
+    dataset(tmp.path());
+    let ts: ArrayRef = Arc::new(TimestampMicrosecondArray::from(vec![1_704_200_000_000_000i64; 3]).with_timezone("UTC"));
+    write(
+        &tmp.path().join("behavior/dt=2024-01-02/part-0.parquet"),
+        vec![
+            ("user_id", strings(&["u1", "u2", "u3"])),
+            ("item_id", strings(&["a", "zzz", "b"])),
+            ("event_type", strings(&["purchase", "purchase", "teleport"])),
+            ("ts", ts),
+        ],
+    );
+    let (code, err) = run(tmp.path(), "2024-01-02", &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("unknown_event_type: 1") && err.contains("item_not_in_catalog: 1"), "{err}");
+    assert_nothing_published(tmp.path());
+    // Tolerated below the threshold: dropped, counted in the manifest.
+    let (code, err) = run(tmp.path(), "2024-01-02", &["--set", "input.max_invalid_fraction=0.5"]);
+    assert_eq!(code, 0, "{err}");
+    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(tmp.path().join("out/_manifests/dt=2024-01-02/manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["invalid_rows"]["by_reason"]["unknown_event_type"], 1);
+    assert_eq!(manifest["invalid_rows"]["by_reason"]["item_not_in_catalog"], 1);
+}
+
+#[test]
+fn bad_configuration_and_dates_exit_1_before_any_io() {
+    let tmp = tempfile::tempdir().unwrap();
+    dataset(tmp.path());
+    for (args, needle) in [
+        (vec!["--set", "topk.kk=3"], "kk"),
+        (vec!["--set", "exclusions.policy=sometimes"], "sometimes"),
+    ] {
+        let (code, err) = run(tmp.path(), "2024-01-02", &args);
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains(needle), "{err}");
+    }
+    let (code, err) = run(tmp.path(), "2024-13-02", &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("malformed date"), "{err}");
+    assert_nothing_published(tmp.path());
+}

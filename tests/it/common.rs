@@ -1,0 +1,119 @@
+//! Helpers: paths to the real model and data, running the CLI, reading published tables.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{DataType, Float32Type, Int32Type};
+use object_store::ObjectStore;
+use recjob::files::read_parquet;
+use recjob::storage::{Location, is_data_file};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The real all-MiniLM-L6-v2 directory (`make model` puts it there).
+pub fn model_dir() -> PathBuf {
+    let dir = std::env::var("RECJOB_TEST_MODEL").map(PathBuf::from).unwrap_or_else(|_| repo().join("models/all-MiniLM-L6-v2"));
+    assert!(dir.join("model.safetensors").exists(), "model missing at {}: run `make model` first", dir.display());
+    dir
+}
+
+/// `../shared/data` (or `$RECJOB_SHARED_DATA`).
+pub fn shared_data() -> PathBuf {
+    let dir = std::env::var("RECJOB_SHARED_DATA").map(PathBuf::from).unwrap_or_else(|_| repo().join("../shared/data"));
+    assert!(dir.join("online_retail").exists(), "shared data missing at {}", dir.display());
+    dir
+}
+
+/// Run the `recjob` binary in `cwd`.
+pub fn recjob(cwd: &Path, args: &[&str]) -> Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_recjob"))
+        .args(args)
+        .current_dir(cwd)
+        .env("RECJOB_LOG", "warn")
+        .env_remove("RECJOB_LOG_FORMAT")
+        .output()
+        .expect("recjob runs")
+}
+
+pub fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A job config for tests: online retail (or `behavior`/`catalog` roots) into `out`.
+pub fn write_config(dir: &Path, behavior: &Path, catalog: &Path, out: &Path, extra: &str) -> PathBuf {
+    let text = format!(
+        "[input]\nbehavior = {:?}\ncatalog = {:?}\n[output]\nroot = {:?}\n[model]\ndir = {:?}\n{extra}\n",
+        behavior.display().to_string(),
+        catalog.display().to_string(),
+        out.display().to_string(),
+        model_dir().display().to_string(),
+    );
+    let path = dir.join("job.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// All batches of every data file under `url` (a table partition directory).
+pub async fn read_table(url: &str) -> Vec<RecordBatch> {
+    let loc = Location::parse(url).unwrap();
+    let store: Arc<dyn ObjectStore> = loc.store.clone();
+    let mut out = Vec::new();
+    for meta in loc.list_files().await.unwrap().iter().filter(|m| is_data_file(m)) {
+        out.extend(read_parquet(&store, &meta.location).await.unwrap());
+    }
+    out
+}
+
+pub fn col_strings(b: &RecordBatch, name: &str) -> Vec<String> {
+    let a = arrow::compute::cast(b.column_by_name(name).unwrap(), &DataType::Utf8).unwrap();
+    let a = a.as_string::<i32>();
+    (0..a.len()).map(|i| a.value(i).to_string()).collect()
+}
+
+pub fn col_i32(b: &RecordBatch, name: &str) -> Vec<i32> {
+    b.column_by_name(name).unwrap().as_primitive::<Int32Type>().values().to_vec()
+}
+
+pub fn col_f32(b: &RecordBatch, name: &str) -> Vec<f32> {
+    b.column_by_name(name).unwrap().as_primitive::<Float32Type>().values().to_vec()
+}
+
+/// `id -> vector` from an `embedding` column.
+pub fn vectors_by_id(batches: &[RecordBatch], id: &str) -> HashMap<String, Vec<f32>> {
+    let mut out = HashMap::new();
+    for b in batches {
+        let ids = col_strings(b, id);
+        let (flat, dim) = recjob::vectors::from_arrow(b.column_by_name("embedding").unwrap().as_ref()).unwrap();
+        for (r, i) in ids.into_iter().enumerate() {
+            out.insert(i, flat[r * dim..(r + 1) * dim].to_vec());
+        }
+    }
+    out
+}
+
+/// Does anything exist under `dir` (a local directory)?
+pub fn has_files(dir: &Path) -> bool {
+    walk(dir).next().is_some()
+}
+
+pub fn walk(dir: &Path) -> impl Iterator<Item = PathBuf> {
+    let mut stack = vec![dir.to_path_buf()];
+    let mut files = Vec::new();
+    while let Some(d) = stack.pop() {
+        if let Ok(entries) = std::fs::read_dir(&d) {
+            for e in entries.flatten() {
+                if e.path().is_dir() { stack.push(e.path()) } else { files.push(e.path()) }
+            }
+        }
+    }
+    files.into_iter()
+}
