@@ -243,6 +243,13 @@ impl Encoder for CandleEncoder {
         Ok(encodings.iter().map(|e| e.get_ids().to_vec()).collect())
     }
 
+    fn workers(&self) -> usize {
+        match self.device {
+            Device::Cpu => candle_core::utils::get_num_threads(),
+            _ => 1,
+        }
+    }
+
     fn encode(&self, batch: &[&[u32]]) -> Result<Vec<f32>> {
         self.forward(batch).context(format!("encoding a batch of {} texts on {}", batch.len(), self.device()))
     }

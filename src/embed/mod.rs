@@ -30,6 +30,10 @@ pub trait Encoder: Send + Sync {
     fn tokenize(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>>;
     /// Vectors of one padded batch, row-major `batch.len() x dim`.
     fn encode(&self, batch: &[&[u32]]) -> Result<Vec<f32>>;
+    /// Batches to run at once (each single-threaded); 1 for a GPU.
+    fn workers(&self) -> usize {
+        1
+    }
 }
 
 /// Throughput of one [`embed_texts`] call.
@@ -43,38 +47,63 @@ pub struct EmbedStats {
 
 /// Embed `texts` in token-budget batches; returns `texts.len() x dim` row-major vectors in the
 /// input order. A batch that runs out of device memory is split in two and retried.
+///
+/// On CPU, [`Encoder::workers`] batches run at once, each on its own single-threaded rayon pool:
+/// the encoder's matrix products are small per attention head and its element-wise kernels are
+/// sequential, so whole batches in parallel use the cores far better than threads inside one
+/// batch (measured: 243 texts/s on 1 thread, 290 with 2 threads in one batch). Memory holds one
+/// batch of activations per worker, whatever the number of texts.
 pub fn embed_texts(encoder: &dyn Encoder, texts: &[&str], max_batch_tokens: usize) -> Result<(Vec<f32>, EmbedStats)> {
     let started = Instant::now();
     let dim = encoder.dim();
     let tokens = encoder.tokenize(texts)?;
     let lengths: Vec<usize> = tokens.iter().map(Vec::len).collect();
     let batches = batching::plan(&lengths, max_batch_tokens);
-    let mut out = vec![0f32; texts.len() * dim];
     let total_tokens: usize = lengths.iter().sum();
     let progress = progress_bar(texts.len());
-    let mut stats = EmbedStats { texts: texts.len(), tokens: total_tokens, ..Default::default() };
-    for batch in &batches {
-        let mut pending = vec![batch.as_slice()];
-        while let Some(rows) = pending.pop() {
-            let ids: Vec<&[u32]> = rows.iter().map(|&r| tokens[r].as_slice()).collect();
-            match encoder.encode(&ids) {
-                Ok(vectors) => {
-                    for (j, &row) in rows.iter().enumerate() {
-                        out[row * dim..(row + 1) * dim].copy_from_slice(&vectors[j * dim..(j + 1) * dim]);
+    let workers = encoder.workers().clamp(1, batches.len().max(1));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: std::sync::Mutex<Vec<(Vec<usize>, Vec<f32>)>> = std::sync::Mutex::new(Vec::new());
+    let failure: std::sync::Mutex<Option<Error>> = std::sync::Mutex::new(None);
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                let pool = (workers > 1).then(|| rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("a rayon pool"));
+                loop {
+                    let b = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if b >= batches.len() || failure.lock().expect("lock").is_some() {
+                        return;
                     }
-                    stats.batches += 1;
-                    if let Some(p) = &progress {
-                        p.inc(rows.len() as u64);
+                    let run = || encode_splitting(encoder, &tokens, &batches[b]);
+                    let out = match &pool {
+                        Some(p) => p.install(run),
+                        None => run(),
+                    };
+                    match out {
+                        Ok(done) => {
+                            if let Some(p) = &progress {
+                                p.inc(batches[b].len() as u64);
+                            }
+                            results.lock().expect("lock").extend(done);
+                        }
+                        Err(e) => {
+                            failure.lock().expect("lock").get_or_insert(e);
+                            return;
+                        }
                     }
                 }
-                Err(e) if is_out_of_memory(&e) && rows.len() > 1 => {
-                    let (a, b) = rows.split_at(rows.len() / 2);
-                    tracing::warn!(rows = rows.len(), "encoder out of memory: splitting the batch and retrying");
-                    pending.push(b);
-                    pending.push(a);
-                }
-                Err(e) => return Err(e),
-            }
+            });
+        }
+    });
+    if let Some(e) = failure.into_inner().expect("lock") {
+        return Err(e);
+    }
+    let mut out = vec![0f32; texts.len() * dim];
+    let results = results.into_inner().expect("lock");
+    let mut stats = EmbedStats { texts: texts.len(), tokens: total_tokens, batches: results.len(), ..Default::default() };
+    for (rows, vectors) in results {
+        for (j, &row) in rows.iter().enumerate() {
+            out[row * dim..(row + 1) * dim].copy_from_slice(&vectors[j * dim..(j + 1) * dim]);
         }
     }
     if let Some(p) = progress {
@@ -86,6 +115,7 @@ pub fn embed_texts(encoder: &dyn Encoder, texts: &[&str], max_batch_tokens: usiz
             texts = stats.texts,
             tokens = stats.tokens,
             batches = stats.batches,
+            workers,
             seconds = format!("{:.2}", stats.seconds),
             texts_per_s = format!("{:.0}", stats.texts as f64 / stats.seconds.max(1e-9)),
             tokens_per_s = format!("{:.0}", stats.tokens as f64 / stats.seconds.max(1e-9)),
@@ -94,6 +124,26 @@ pub fn embed_texts(encoder: &dyn Encoder, texts: &[&str], max_batch_tokens: usiz
         );
     }
     Ok((out, stats))
+}
+
+/// Encode one planned batch; on out-of-memory, split it in halves and retry each.
+fn encode_splitting(encoder: &dyn Encoder, tokens: &[Vec<u32>], batch: &[usize]) -> Result<Vec<(Vec<usize>, Vec<f32>)>> {
+    let mut done = Vec::new();
+    let mut pending = vec![batch];
+    while let Some(rows) = pending.pop() {
+        let ids: Vec<&[u32]> = rows.iter().map(|&r| tokens[r].as_slice()).collect();
+        match encoder.encode(&ids) {
+            Ok(vectors) => done.push((rows.to_vec(), vectors)),
+            Err(e) if is_out_of_memory(&e) && rows.len() > 1 => {
+                let (a, b) = rows.split_at(rows.len() / 2);
+                tracing::warn!(rows = rows.len(), "encoder out of memory: splitting the batch and retrying");
+                pending.push(b);
+                pending.push(a);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
 }
 
 fn is_out_of_memory(e: &Error) -> bool {

