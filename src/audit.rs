@@ -43,9 +43,16 @@ pub fn audit(input: &AuditInput<'_>) -> Result<AuditReport> {
     for r in input.recommendations {
         by_user.entry(r.user_id.as_str()).or_default().push(r);
     }
-    let mut report = AuditReport { users: input.active_users.len(), ..Default::default() };
+    let mut report = AuditReport {
+        users: input.active_users.len(),
+        ..Default::default()
+    };
     if by_user.len() != input.active_users.len() {
-        return fail(format!("{} users have recommendations, {} are active", by_user.len(), input.active_users.len()));
+        return fail(format!(
+            "{} users have recommendations, {} are active",
+            by_user.len(),
+            input.active_users.len()
+        ));
     }
     let empty = Vec::new();
     for user in input.active_users {
@@ -55,16 +62,26 @@ pub fn audit(input: &AuditInput<'_>) -> Result<AuditReport> {
         let eligible = input.eligible.get(user).copied().unwrap_or(0);
         let expected = input.k.min(eligible);
         if rows.len() != expected {
-            return fail(format!("user {user} has {} recommendations, expected {expected}", rows.len()));
+            return fail(format!(
+                "user {user} has {} recommendations, expected {expected}",
+                rows.len()
+            ));
         }
         if expected < input.k {
             report.short_users += 1;
-            report.short_reason = Some(format!("fewer than K = {} eligible items (candidates minus the user's exclusions)", input.k));
+            report.short_reason = Some(format!(
+                "fewer than K = {} eligible items (candidates minus the user's exclusions)",
+                input.k
+            ));
         }
         let excluded = input.exclusions.get(user).unwrap_or(&empty);
         for (i, r) in rows.iter().enumerate() {
             if r.rank != i as i32 + 1 {
-                return fail(format!("user {user}: rank {} at position {}", r.rank, i + 1));
+                return fail(format!(
+                    "user {user}: rank {} at position {}",
+                    r.rank,
+                    i + 1
+                ));
             }
             if !r.score.is_finite() {
                 return fail(format!("user {user}: non-finite score at rank {}", r.rank));
@@ -73,24 +90,42 @@ pub fn audit(input: &AuditInput<'_>) -> Result<AuditReport> {
                 return fail(format!("user {user}: score rises at rank {}", r.rank));
             }
             if excluded.binary_search(&r.item_id).is_ok() {
-                return fail(format!("user {user}: excluded item {} recommended", r.item_id));
+                return fail(format!(
+                    "user {user}: excluded item {} recommended",
+                    r.item_id
+                ));
             }
             if !input.candidates.contains(r.item_id.as_str()) {
-                return fail(format!("user {user}: item {} is not an available catalog item", r.item_id));
+                return fail(format!(
+                    "user {user}: item {} is not an available catalog item",
+                    r.item_id
+                ));
             }
             if r.source == "personal" {
-                let (Some(u), Some(v)) = (input.user_vectors.get(user.as_str()), input.item_vectors.get(r.item_id.as_str())) else {
-                    return fail(format!("user {user}: personal recommendation without vectors"));
+                let (Some(u), Some(v)) = (
+                    input.user_vectors.get(user.as_str()),
+                    input.item_vectors.get(r.item_id.as_str()),
+                ) else {
+                    return fail(format!(
+                        "user {user}: personal recommendation without vectors"
+                    ));
                 };
                 if (vectors::dot(u, v) - r.score).abs() > SCORE_TOLERANCE {
-                    return fail(format!("user {user}, item {}: score {} is not the dot product", r.item_id, r.score));
+                    return fail(format!(
+                        "user {user}, item {}: score {} is not the dot product",
+                        r.item_id, r.score
+                    ));
                 }
             }
         }
     }
     for (what, set) in [("user", input.user_vectors), ("item", input.item_vectors)] {
         for (id, v) in set.iter() {
-            let norm = v.iter().map(|x| f64::from(*x) * f64::from(*x)).sum::<f64>().sqrt();
+            let norm = v
+                .iter()
+                .map(|x| f64::from(*x) * f64::from(*x))
+                .sum::<f64>()
+                .sqrt();
             if (norm - 1.0).abs() > UNIT_TOLERANCE {
                 return fail(format!("{what} {id}: embedding norm {norm} is not 1"));
             }
@@ -98,10 +133,16 @@ pub fn audit(input: &AuditInput<'_>) -> Result<AuditReport> {
     }
     for r in input.similar_items {
         if r.user_id == r.item_id {
-            return fail(format!("similar_items pairs item {} with itself", r.item_id));
+            return fail(format!(
+                "similar_items pairs item {} with itself",
+                r.item_id
+            ));
         }
         if !r.score.is_finite() {
-            return fail(format!("similar_items: non-finite score for item {}", r.user_id));
+            return fail(format!(
+                "similar_items: non-finite score for item {}",
+                r.user_id
+            ));
         }
     }
     Ok(report)

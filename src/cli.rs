@@ -59,7 +59,9 @@ pub enum Command {
         dry_run: bool,
     },
     /// Run a range of dates in order, skipping published ones (resumable).
-    #[command(after_help = "Exit code: 0 when every date is published or skipped as already published, 3 when the only problems were dates not ready, otherwise the code of the first failure.")]
+    #[command(
+        after_help = "Exit code: 0 when every date is published or skipped as already published, 3 when the only problems were dates not ready, otherwise the code of the first failure."
+    )]
     Backfill {
         #[command(flatten)]
         config: ConfigArgs,

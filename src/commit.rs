@@ -41,12 +41,23 @@ pub async fn read_manifest(root: &Location, date: NaiveDate) -> Result<Option<se
     let path = manifest_path(root, date);
     match root.store.get(&path).await {
         Ok(r) => {
-            let bytes = r.bytes().await.context(format!("reading {}", root.object_url(&path)))?;
-            let v = serde_json::from_slice(&bytes).map_err(|e| Error::Input(format!("manifest {} is not valid JSON: {e}", root.object_url(&path))))?;
+            let bytes = r
+                .bytes()
+                .await
+                .context(format!("reading {}", root.object_url(&path)))?;
+            let v = serde_json::from_slice(&bytes).map_err(|e| {
+                Error::Input(format!(
+                    "manifest {} is not valid JSON: {e}",
+                    root.object_url(&path)
+                ))
+            })?;
             Ok(Some(v))
         }
         Err(object_store::Error::NotFound { .. }) => Ok(None),
-        Err(e) => Err(Error::infra(format!("reading {}", root.object_url(&path)), e)),
+        Err(e) => Err(Error::infra(
+            format!("reading {}", root.object_url(&path)),
+            e,
+        )),
     }
 }
 
@@ -71,25 +82,56 @@ pub struct Publisher {
 
 impl Publisher {
     pub fn new(root: Location, date: NaiveDate, run_id: &str) -> Publisher {
-        Publisher { root, date, run_id: run_id.to_string(), staged: Vec::new() }
+        Publisher {
+            root,
+            date,
+            run_id: run_id.to_string(),
+            staged: Vec::new(),
+        }
     }
 
     /// Stage a date-partitioned table (`<table>/dt=D/part-0.parquet`).
-    pub async fn stage_partition(&mut self, table: &str, schema: SchemaRef, batches: &[RecordBatch]) -> Result<()> {
+    pub async fn stage_partition(
+        &mut self,
+        table: &str,
+        schema: SchemaRef,
+        batches: &[RecordBatch],
+    ) -> Result<()> {
         let relative = format!("{table}/dt={}/part-0.parquet", dt(self.date));
         self.stage(table, &relative, schema, batches).await
     }
 
     /// Stage a file of an unpartitioned, append-only table (`<table>/<name>`).
-    pub async fn stage_append(&mut self, table: &str, name: &str, schema: SchemaRef, batches: &[RecordBatch]) -> Result<()> {
-        self.stage(table, &format!("{table}/{name}"), schema, batches).await
+    pub async fn stage_append(
+        &mut self,
+        table: &str,
+        name: &str,
+        schema: SchemaRef,
+        batches: &[RecordBatch],
+    ) -> Result<()> {
+        self.stage(table, &format!("{table}/{name}"), schema, batches)
+            .await
     }
 
-    async fn stage(&mut self, table: &str, relative: &str, schema: SchemaRef, batches: &[RecordBatch]) -> Result<()> {
-        let staged = self.root.path(&format!("{STAGING}/{}/{relative}", self.run_id));
+    async fn stage(
+        &mut self,
+        table: &str,
+        relative: &str,
+        schema: SchemaRef,
+        batches: &[RecordBatch],
+    ) -> Result<()> {
+        let staged = self
+            .root
+            .path(&format!("{STAGING}/{}/{relative}", self.run_id));
         let rows = write_parquet(&self.root.store, &staged, schema, batches).await?;
         let target = self.root.path(relative);
-        self.staged.push(StagedFile { table: table.to_string(), url: self.root.object_url(&target), staged, target, rows });
+        self.staged.push(StagedFile {
+            table: table.to_string(),
+            url: self.root.object_url(&target),
+            staged,
+            target,
+            rows,
+        });
         Ok(())
     }
 
@@ -102,7 +144,11 @@ impl Publisher {
         for f in &self.staged {
             let rows = parquet_rows(&self.root.store, &f.staged).await?;
             if rows != f.rows {
-                return Err(Error::Audit(format!("staged {} has {rows} rows, {} were written", self.root.object_url(&f.staged), f.rows)));
+                return Err(Error::Audit(format!(
+                    "staged {} has {rows} rows, {} were written",
+                    self.root.object_url(&f.staged),
+                    f.rows
+                )));
             }
         }
         Ok(())
@@ -114,17 +160,36 @@ impl Publisher {
         let manifest_path = manifest_path(root, self.date);
         if let Some(old) = read_manifest(root, self.date).await? {
             if !force {
-                return Err(Error::AlreadyPublished(format!("dt={} was published meanwhile by another run", dt(self.date))));
+                return Err(Error::AlreadyPublished(format!(
+                    "dt={} was published meanwhile by another run",
+                    dt(self.date)
+                )));
             }
-            let old_run = old.get("run_id").and_then(|v| v.as_str()).unwrap_or("unknown").to_string();
-            let keep = root.path(&format!("{MANIFESTS}/dt={}/superseded/{old_run}.json", dt(self.date)));
+            let old_run = old
+                .get("run_id")
+                .and_then(|v| v.as_str())
+                .unwrap_or("unknown")
+                .to_string();
+            let keep = root.path(&format!(
+                "{MANIFESTS}/dt={}/superseded/{old_run}.json",
+                dt(self.date)
+            ));
             let bytes = serde_json::to_vec_pretty(&old).expect("JSON value serialises");
-            root.store.put(&keep, PutPayload::from(bytes)).await.context(format!("writing {}", root.object_url(&keep)))?;
-            root.store.delete(&manifest_path).await.context(format!("unpublishing {}", root.object_url(&manifest_path)))?;
+            root.store
+                .put(&keep, PutPayload::from(bytes))
+                .await
+                .context(format!("writing {}", root.object_url(&keep)))?;
+            root.store
+                .delete(&manifest_path)
+                .await
+                .context(format!("unpublishing {}", root.object_url(&manifest_path)))?;
             tracing::info!(date = %dt(self.date), superseded = %old_run, "unpublished the previous run of this date");
         }
         for f in &self.staged {
-            root.store.copy(&f.staged, &f.target).await.context(format!("publishing {}", f.url))?;
+            root.store
+                .copy(&f.staged, &f.target)
+                .await
+                .context(format!("publishing {}", f.url))?;
         }
         // Remove leftovers of earlier runs from the partitions we own (not from append-only tables).
         let targets: Vec<&Path> = self.staged.iter().map(|f| &f.target).collect();
@@ -132,24 +197,50 @@ impl Publisher {
             .staged
             .iter()
             .filter(|f| f.target.as_ref().contains("/dt="))
-            .filter_map(|f| f.target.as_ref().rsplit_once('/').map(|(d, _)| d.to_string()))
+            .filter_map(|f| {
+                f.target
+                    .as_ref()
+                    .rsplit_once('/')
+                    .map(|(d, _)| d.to_string())
+            })
             .collect();
         for dir in partition_dirs {
-            let loc = Location { prefix: Path::from(dir.as_str()), ..root.clone() };
+            let loc = Location {
+                prefix: Path::from(dir.as_str()),
+                ..root.clone()
+            };
             for meta in loc.list_files().await? {
                 if is_data_file(&meta) && !targets.contains(&&meta.location) {
-                    root.store.delete(&meta.location).await.context(format!("removing stale {}", root.object_url(&meta.location)))?;
+                    root.store.delete(&meta.location).await.context(format!(
+                        "removing stale {}",
+                        root.object_url(&meta.location)
+                    ))?;
                 }
             }
         }
         let bytes = serde_json::to_vec_pretty(manifest).expect("JSON value serialises");
-        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
-        match root.store.put_opts(&manifest_path, PutPayload::from(bytes), opts).await {
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        match root
+            .store
+            .put_opts(&manifest_path, PutPayload::from(bytes), opts)
+            .await
+        {
             Ok(_) => {}
             Err(object_store::Error::AlreadyExists { .. }) => {
-                return Err(Error::AlreadyPublished(format!("dt={} was published meanwhile by another run", dt(self.date))));
+                return Err(Error::AlreadyPublished(format!(
+                    "dt={} was published meanwhile by another run",
+                    dt(self.date)
+                )));
             }
-            Err(e) => return Err(Error::infra(format!("publishing {}", root.object_url(&manifest_path)), e)),
+            Err(e) => {
+                return Err(Error::infra(
+                    format!("publishing {}", root.object_url(&manifest_path)),
+                    e,
+                ));
+            }
         }
         self.discard().await;
         Ok(())

@@ -268,8 +268,9 @@ pub const ENV_PREFIX: &str = "RECJOB_";
 impl Config {
     /// Load a config file and apply environment then `--set` overrides.
     pub fn load(path: &Path, sets: &[String]) -> Result<Config> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::Config(format!("cannot read config file {}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::Config(format!("cannot read config file {}: {e}", path.display()))
+        })?;
         let env: Vec<(String, String)> = std::env::vars()
             .filter_map(|(k, v)| {
                 let key = k.strip_prefix(ENV_PREFIX)?;
@@ -291,7 +292,10 @@ impl Config {
         let mut errors = Vec::new();
         for (key, raw) in env {
             if let Err(e) = set_key(&mut value, key, raw) {
-                errors.push(format!("environment {ENV_PREFIX}{}: {e}", key.replace('.', "__").to_uppercase()));
+                errors.push(format!(
+                    "environment {ENV_PREFIX}{}: {e}",
+                    key.replace('.', "__").to_uppercase()
+                ));
             }
         }
         for set in sets {
@@ -342,12 +346,16 @@ impl Config {
         }
         for (event, weight) in &self.events.weights {
             if !weight.is_finite() || *weight < 0.0 {
-                errors.push(format!("events.weights.{event} must be a finite number >= 0"));
+                errors.push(format!(
+                    "events.weights.{event} must be a finite number >= 0"
+                ));
             }
         }
         for t in &self.events.truth_types {
             if !self.events.weights.contains_key(t) {
-                errors.push(format!("events.truth_types: {t:?} is not an event type in events.weights"));
+                errors.push(format!(
+                    "events.truth_types: {t:?} is not an event type in events.weights"
+                ));
             }
         }
         if self.evaluate.ks.iter().any(|k| *k == 0) {
@@ -365,7 +373,13 @@ impl Config {
 
     /// Cut-offs of the metrics that the published lists can serve (K <= topk.k), ascending.
     pub fn metric_ks(&self) -> Vec<usize> {
-        let mut ks: Vec<usize> = self.evaluate.ks.iter().copied().filter(|k| *k <= self.topk.k).collect();
+        let mut ks: Vec<usize> = self
+            .evaluate
+            .ks
+            .iter()
+            .copied()
+            .filter(|k| *k <= self.topk.k)
+            .collect();
         ks.sort_unstable();
         ks.dedup();
         ks
@@ -429,9 +443,16 @@ mod tests {
         assert_eq!(c.topk.k, 7);
         let c = Config::from_parts(MINIMAL, "t", &env, &["topk.k=9".into()]).unwrap();
         assert_eq!(c.topk.k, 9);
-        let c = Config::from_parts(MINIMAL, "t", &[], &["events.weights.click=0.5".into()]).unwrap();
+        let c =
+            Config::from_parts(MINIMAL, "t", &[], &["events.weights.click=0.5".into()]).unwrap();
         assert_eq!(c.events.weights["click"], 0.5);
-        let c = Config::from_parts(MINIMAL, "t", &[], &["exclusions.policy=allow_repeats".into()]).unwrap();
+        let c = Config::from_parts(
+            MINIMAL,
+            "t",
+            &[],
+            &["exclusions.policy=allow_repeats".into()],
+        )
+        .unwrap();
         assert_eq!(c.exclusions.policy, ExclusionPolicy::AllowRepeats);
     }
 
@@ -441,26 +462,50 @@ mod tests {
         assert!(e.to_string().contains("kk"), "{e}");
         let e = Config::from_parts(MINIMAL, "t", &[], &["nosuch.key=3".into()]).unwrap_err();
         assert!(e.to_string().contains("nosuch"), "{e}");
-        let e = Config::from_parts(MINIMAL, "t", &[], &["exclusions.policy=sometimes".into()]).unwrap_err();
+        let e = Config::from_parts(MINIMAL, "t", &[], &["exclusions.policy=sometimes".into()])
+            .unwrap_err();
         assert!(e.to_string().contains("sometimes"), "{e}");
-        let e = Config::from_parts(MINIMAL, "t", &[], &["topk.k=0".into(), "window.lookback_days=0".into()])
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("topk.k") && e.contains("window.lookback_days"), "{e}");
-        assert!(matches!(Config::from_parts(MINIMAL, "t", &[], &["noequals".into()]), Err(Error::Config(_))));
+        let e = Config::from_parts(
+            MINIMAL,
+            "t",
+            &[],
+            &["topk.k=0".into(), "window.lookback_days=0".into()],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("topk.k") && e.contains("window.lookback_days"),
+            "{e}"
+        );
+        assert!(matches!(
+            Config::from_parts(MINIMAL, "t", &[], &["noequals".into()]),
+            Err(Error::Config(_))
+        ));
     }
 
     #[test]
     fn dates_are_strict() {
         assert!(parse_date("2011-11-30").is_ok());
-        for bad in ["2011-11-31", "2011-1-3", "20111130", "yesterday", "2011-11-30T00:00"] {
+        for bad in [
+            "2011-11-31",
+            "2011-1-3",
+            "20111130",
+            "yesterday",
+            "2011-11-30T00:00",
+        ] {
             assert!(parse_date(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn metric_ks_are_capped_by_k() {
-        let c = Config::from_parts(MINIMAL, "t", &[], &["topk.k=20".into(), "evaluate.ks=[50, 10, 20, 10]".into()]).unwrap();
+        let c = Config::from_parts(
+            MINIMAL,
+            "t",
+            &[],
+            &["topk.k=20".into(), "evaluate.ks=[50, 10, 20, 10]".into()],
+        )
+        .unwrap();
         assert_eq!(c.metric_ks(), vec![10, 20]);
     }
 }

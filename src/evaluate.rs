@@ -45,7 +45,8 @@ pub struct RankedList {
 }
 
 const TRUTH: &str = "G(u) = distinct items u interacted with on evaluated_dt";
-const USERS: &str = "evaluated users = users with non-empty G(u) and a list published for evaluated_dt - 1";
+const USERS: &str =
+    "evaluated users = users with non-empty G(u) and a list published for evaluated_dt - 1";
 
 fn definition(metric: &str, segment: &str) -> String {
     let lists = if segment == SEGMENT_BASELINE {
@@ -54,17 +55,35 @@ fn definition(metric: &str, segment: &str) -> String {
         "lists: recommendations published for evaluated_dt - 1"
     };
     let body = match metric {
-        "recall" => format!("mean over evaluated users of |R_K(u) ∩ G(u)| / |G(u)|; {TRUTH}; {USERS}"),
-        "precision" => format!("mean over evaluated users of |R_K(u) ∩ G(u)| / K (K, not list length); {TRUTH}; {USERS}"),
-        "ndcg" => format!("mean over evaluated users of DCG/IDCG, binary gain, discount 1/log2(rank+1), IDCG over min(|G(u)|, K) hits; {TRUTH}; {USERS}"),
-        "mrr" => format!("mean over evaluated users of 1/rank of the first hit within K, 0 if none; {TRUTH}; {USERS}"),
-        "hit_rate" => format!("share of evaluated users with at least one hit within K; {TRUTH}; {USERS}"),
-        "eval_user_coverage" => format!("evaluated users / users with non-empty G(u); {TRUTH}; {USERS}"),
+        "recall" => {
+            format!("mean over evaluated users of |R_K(u) ∩ G(u)| / |G(u)|; {TRUTH}; {USERS}")
+        }
+        "precision" => format!(
+            "mean over evaluated users of |R_K(u) ∩ G(u)| / K (K, not list length); {TRUTH}; {USERS}"
+        ),
+        "ndcg" => format!(
+            "mean over evaluated users of DCG/IDCG, binary gain, discount 1/log2(rank+1), IDCG over min(|G(u)|, K) hits; {TRUTH}; {USERS}"
+        ),
+        "mrr" => format!(
+            "mean over evaluated users of 1/rank of the first hit within K, 0 if none; {TRUTH}; {USERS}"
+        ),
+        "hit_rate" => {
+            format!("share of evaluated users with at least one hit within K; {TRUTH}; {USERS}")
+        }
+        "eval_user_coverage" => {
+            format!("evaluated users / users with non-empty G(u); {TRUTH}; {USERS}")
+        }
         "catalog_coverage" => {
-            return format!("distinct items in any user's first K of this run's own lists (run date dt) / available items of the catalog snapshot; {}", own_lists(segment));
+            return format!(
+                "distinct items in any user's first K of this run's own lists (run date dt) / available items of the catalog snapshot; {}",
+                own_lists(segment)
+            );
         }
         "user_coverage" => {
-            return format!("users with at least K recommendations / active users (any valid event in the window of dt); {}", own_lists(segment));
+            return format!(
+                "users with at least K recommendations / active users (any valid event in the window of dt); {}",
+                own_lists(segment)
+            );
         }
         other => other.to_string(),
     };
@@ -95,80 +114,169 @@ pub struct EvalInput<'a> {
     pub n_active: usize,
 }
 
-pub async fn evaluate(ctx: &SessionContext, config: &Config, input: EvalInput<'_>) -> Result<Vec<MetricRow>> {
+pub async fn evaluate(
+    ctx: &SessionContext,
+    config: &Config,
+    input: EvalInput<'_>,
+) -> Result<Vec<MetricRow>> {
     let ks = config.metric_ks();
     let max_k = ks.iter().copied().max().unwrap_or(1);
-    register(ctx, "ks", int_table("k", ks.iter().map(|k| *k as i32).collect()))?;
-    register(ctx, "positions", int_table("p", (1..=max_k as i32).collect()))?;
+    register(
+        ctx,
+        "ks",
+        int_table("k", ks.iter().map(|k| *k as i32).collect()),
+    )?;
+    register(
+        ctx,
+        "positions",
+        int_table("p", (1..=max_k as i32).collect()),
+    )?;
     let mut rows = Vec::new();
 
-    for (segment, lists) in [(SEGMENT_ALL, input.own), (SEGMENT_BASELINE, input.own_baseline)] {
+    for (segment, lists) in [
+        (SEGMENT_ALL, input.own),
+        (SEGMENT_BASELINE, input.own_baseline),
+    ] {
         register(ctx, "recs", lists_table(lists))?;
         let params = vec![
-            ("n_candidates", ScalarValue::Float64(Some(input.n_candidates.max(1) as f64))),
-            ("n_active", ScalarValue::Float64(Some(input.n_active.max(1) as f64))),
+            (
+                "n_candidates",
+                ScalarValue::Float64(Some(input.n_candidates.max(1) as f64)),
+            ),
+            (
+                "n_active",
+                ScalarValue::Float64(Some(input.n_active.max(1) as f64)),
+            ),
         ];
         for b in query(ctx, "coverage", COVERAGE_SQL, params).await? {
             let k = b.column(0).as_primitive::<arrow::datatypes::Int32Type>();
             let cat = b.column(1).as_primitive::<Float64Type>();
             let usr = b.column(2).as_primitive::<Float64Type>();
             for i in 0..b.num_rows() {
-                rows.push(row("catalog_coverage", Some(k.value(i)), Some(cat.value(i)), segment, lists.len() as i64));
-                rows.push(row("user_coverage", Some(k.value(i)), Some(usr.value(i)), segment, input.n_active as i64));
+                rows.push(row(
+                    "catalog_coverage",
+                    Some(k.value(i)),
+                    Some(cat.value(i)),
+                    segment,
+                    lists.len() as i64,
+                ));
+                rows.push(row(
+                    "user_coverage",
+                    Some(k.value(i)),
+                    Some(usr.value(i)),
+                    segment,
+                    input.n_active as i64,
+                ));
             }
         }
     }
 
     // Ground truth of D.
-    let truth_types: Vec<&str> = config.events.truth_types.iter().map(String::as_str).collect();
+    let truth_types: Vec<&str> = config
+        .events
+        .truth_types
+        .iter()
+        .map(String::as_str)
+        .collect();
     register(ctx, "truth_types", string_table("event_type", truth_types))?;
-    let params = vec![("dt", utf8(&dt(input.date))), ("all_types", ScalarValue::Boolean(Some(config.events.truth_types.is_empty())))];
+    let params = vec![
+        ("dt", utf8(&dt(input.date))),
+        (
+            "all_types",
+            ScalarValue::Boolean(Some(config.events.truth_types.is_empty())),
+        ),
+    ];
     let truth_batches = query(ctx, "truth", TRUTH_SQL, params).await?;
     let mut truth_users: HashSet<String> = HashSet::new();
     for b in &truth_batches {
         truth_users.extend(strings(b, 0));
     }
-    let truth_schema = Arc::new(Schema::new(vec![Field::new("user_id", DataType::Utf8, true), Field::new("item_id", DataType::Utf8, true)]));
+    let truth_schema = Arc::new(Schema::new(vec![
+        Field::new("user_id", DataType::Utf8, true),
+        Field::new("item_id", DataType::Utf8, true),
+    ]));
     let truth_batches: Vec<RecordBatch> = truth_batches
         .iter()
-        .map(|b| RecordBatch::try_new(truth_schema.clone(), vec![cast_utf8(b.column(0)), cast_utf8(b.column(1))]))
+        .map(|b| {
+            RecordBatch::try_new(
+                truth_schema.clone(),
+                vec![cast_utf8(b.column(0)), cast_utf8(b.column(1))],
+            )
+        })
         .collect::<std::result::Result<_, _>>()
         .context("truth")?;
-    register(ctx, "truth", MemTable::try_new(truth_schema, vec![truth_batches]).context("truth")?)?;
+    register(
+        ctx,
+        "truth",
+        MemTable::try_new(truth_schema, vec![truth_batches]).context("truth")?,
+    )?;
 
     let reason = match (&input.previous, truth_users.is_empty()) {
-        (None, _) => Some(format!("not evaluated: no recommendations published for {}", dt(input.date.pred_opt().expect("date in range")))),
-        (Some(_), true) => Some(format!("not evaluated: no valid behavior on {}", dt(input.date))),
+        (None, _) => Some(format!(
+            "not evaluated: no recommendations published for {}",
+            dt(input.date.pred_opt().expect("date in range"))
+        )),
+        (Some(_), true) => Some(format!(
+            "not evaluated: no valid behavior on {}",
+            dt(input.date)
+        )),
         _ => None,
     };
     if let Some(reason) = reason {
         for segment in [SEGMENT_ALL, SEGMENT_BASELINE] {
             for metric in RANKING_METRICS {
                 for &k in &ks {
-                    rows.push(MetricRow { metric, k: Some(k as i32), value: None, segment, definition: reason.clone(), n_users: 0 });
+                    rows.push(MetricRow {
+                        metric,
+                        k: Some(k as i32),
+                        value: None,
+                        segment,
+                        definition: reason.clone(),
+                        n_users: 0,
+                    });
                 }
             }
-            rows.push(MetricRow { metric: "eval_user_coverage", k: None, value: None, segment, definition: reason.clone(), n_users: 0 });
+            rows.push(MetricRow {
+                metric: "eval_user_coverage",
+                k: None,
+                value: None,
+                segment,
+                definition: reason.clone(),
+                n_users: 0,
+            });
         }
         return Ok(rows);
     }
     let previous = input.previous.expect("checked above");
 
     // The baseline for the same evaluated users, with D-1's popularity and exclusions.
-    let evaluated: Vec<&RankedList> = previous.iter().filter(|l| truth_users.contains(&l.user_id)).collect();
+    let evaluated: Vec<&RankedList> = previous
+        .iter()
+        .filter(|l| truth_users.contains(&l.user_id))
+        .collect();
     let empty = Vec::new();
     let baseline: Vec<RankedList> = evaluated
         .iter()
         .map(|l| {
-            let excluded = input.previous_window.exclusions.get(&l.user_id).unwrap_or(&empty);
+            let excluded = input
+                .previous_window
+                .exclusions
+                .get(&l.user_id)
+                .unwrap_or(&empty);
             RankedList {
                 user_id: l.user_id.clone(),
-                items: popular_list(&input.previous_window.popularity, excluded, max_k).into_iter().map(|(i, _)| i.clone()).collect(),
+                items: popular_list(&input.previous_window.popularity, excluded, max_k)
+                    .into_iter()
+                    .map(|(i, _)| i.clone())
+                    .collect(),
             }
         })
         .collect();
     let n_evaluated = evaluated.len();
-    for (segment, lists) in [(SEGMENT_ALL, previous.as_slice()), (SEGMENT_BASELINE, baseline.as_slice())] {
+    for (segment, lists) in [
+        (SEGMENT_ALL, previous.as_slice()),
+        (SEGMENT_BASELINE, baseline.as_slice()),
+    ] {
         register(ctx, "recs", lists_table(lists))?;
         let mut seen_k = HashSet::new();
         for b in query(ctx, "ranking", RANKING_SQL, vec![]).await? {
@@ -178,7 +286,13 @@ pub async fn evaluate(ctx: &SessionContext, config: &Config, input: EvalInput<'_
                 seen_k.insert(k.value(i));
                 for (c, metric) in RANKING_METRICS.iter().enumerate() {
                     let v = b.column(2 + c).as_primitive::<Float64Type>();
-                    rows.push(row(metric, Some(k.value(i)), Some(v.value(i)), segment, n.value(i)));
+                    rows.push(row(
+                        metric,
+                        Some(k.value(i)),
+                        Some(v.value(i)),
+                        segment,
+                        n.value(i),
+                    ));
                 }
             }
         }
@@ -193,25 +307,46 @@ pub async fn evaluate(ctx: &SessionContext, config: &Config, input: EvalInput<'_
     Ok(rows)
 }
 
-fn row(metric: &'static str, k: Option<i32>, value: Option<f64>, segment: &'static str, n_users: i64) -> MetricRow {
-    MetricRow { metric, k, value, segment, definition: definition(metric, segment), n_users }
+fn row(
+    metric: &'static str,
+    k: Option<i32>,
+    value: Option<f64>,
+    segment: &'static str,
+    n_users: i64,
+) -> MetricRow {
+    MetricRow {
+        metric,
+        k,
+        value,
+        segment,
+        definition: definition(metric, segment),
+        n_users,
+    }
 }
 
 fn register(ctx: &SessionContext, name: &str, table: MemTable) -> Result<()> {
-    ctx.deregister_table(name).context(format!("replacing {name}"))?;
-    ctx.register_table(name, Arc::new(table)).context(format!("registering {name}"))?;
+    ctx.deregister_table(name)
+        .context(format!("replacing {name}"))?;
+    ctx.register_table(name, Arc::new(table))
+        .context(format!("registering {name}"))?;
     Ok(())
 }
 
 fn int_table(column: &str, values: Vec<i32>) -> MemTable {
-    let schema = Arc::new(Schema::new(vec![Field::new(column, DataType::Int32, false)]));
-    let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(Int32Array::from(values))]).expect("valid batch");
+    let schema = Arc::new(Schema::new(vec![Field::new(
+        column,
+        DataType::Int32,
+        false,
+    )]));
+    let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(Int32Array::from(values))])
+        .expect("valid batch");
     MemTable::try_new(schema, vec![vec![batch]]).expect("valid table")
 }
 
 fn string_table(column: &str, values: Vec<&str>) -> MemTable {
     let schema = Arc::new(Schema::new(vec![Field::new(column, DataType::Utf8, false)]));
-    let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(StringArray::from(values))]).expect("valid batch");
+    let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(StringArray::from(values))])
+        .expect("valid batch");
     MemTable::try_new(schema, vec![vec![batch]]).expect("valid table")
 }
 
@@ -236,7 +371,11 @@ pub fn lists_table(lists: &[RankedList]) -> MemTable {
     ]));
     let batch = RecordBatch::try_new(
         schema.clone(),
-        vec![Arc::new(StringArray::from(users)), Arc::new(Int32Array::from(ranks)), Arc::new(StringArray::from(items))],
+        vec![
+            Arc::new(StringArray::from(users)),
+            Arc::new(Int32Array::from(ranks)),
+            Arc::new(StringArray::from(items)),
+        ],
     )
     .expect("valid batch");
     MemTable::try_new(schema, vec![vec![batch]]).expect("valid table")
@@ -246,16 +385,24 @@ pub fn lists_table(lists: &[RankedList]) -> MemTable {
 pub fn lists_from_batches(batches: &[RecordBatch]) -> Vec<RankedList> {
     let mut by_user: HashMap<String, Vec<(i32, String)>> = HashMap::new();
     for b in batches {
-        let (Some(u), Some(r), Some(i)) = (b.column_by_name("user_id"), b.column_by_name("rank"), b.column_by_name("item_id")) else {
+        let (Some(u), Some(r), Some(i)) = (
+            b.column_by_name("user_id"),
+            b.column_by_name("rank"),
+            b.column_by_name("item_id"),
+        ) else {
             continue;
         };
-        let ub = RecordBatch::try_from_iter(vec![("u", u.clone()), ("i", i.clone())]).expect("same length");
+        let ub = RecordBatch::try_from_iter(vec![("u", u.clone()), ("i", i.clone())])
+            .expect("same length");
         let (users, items) = (strings(&ub, 0), strings(&ub, 1));
         let ranks = arrow::compute::cast(r, &DataType::Int32).expect("integer rank");
         let ranks = ranks.as_primitive::<arrow::datatypes::Int32Type>();
         for j in 0..b.num_rows() {
             if !ranks.is_null(j) {
-                by_user.entry(users[j].clone()).or_default().push((ranks.value(j), items[j].clone()));
+                by_user
+                    .entry(users[j].clone())
+                    .or_default()
+                    .push((ranks.value(j), items[j].clone()));
             }
         }
     }
@@ -263,7 +410,10 @@ pub fn lists_from_batches(batches: &[RecordBatch]) -> Vec<RankedList> {
         .into_iter()
         .map(|(user_id, mut items)| {
             items.sort();
-            RankedList { user_id, items: items.into_iter().map(|(_, i)| i).collect() }
+            RankedList {
+                user_id,
+                items: items.into_iter().map(|(_, i)| i).collect(),
+            }
         })
         .collect();
     lists.sort_by(|a, b| a.user_id.cmp(&b.user_id));

@@ -10,8 +10,11 @@ use recjob::pipeline::{RunOptions, Runner, backfill, backfill_exit_code};
 use recjob::standalone;
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("RECJOB_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RECJOB_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
@@ -21,7 +24,10 @@ fn init_logging(format: LogFormat) {
 fn main() -> ProcessExit {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -43,14 +49,25 @@ fn main() -> ProcessExit {
 
 async fn dispatch(command: Command) -> Result<ExitCode, Error> {
     match command {
-        Command::Run { config, date, force, dry_run } => {
+        Command::Run {
+            config,
+            date,
+            force,
+            dry_run,
+        } => {
             let date = parse_date(&date)?;
             let runner = Runner::new(Config::load(&config.config, &config.sets)?);
             let report = runner.run(date, RunOptions { force, dry_run }).await?;
             if dry_run {
                 println!("{}\t{}", report.date, report.action);
             } else {
-                println!("{} {}: run {} in {:.1}s", report.action, report.date, report.run_id.unwrap_or_default(), report.seconds);
+                println!(
+                    "{} {}: run {} in {:.1}s",
+                    report.action,
+                    report.date,
+                    report.run_id.unwrap_or_default(),
+                    report.seconds
+                );
                 println!("manifest: {}", report.manifest.unwrap_or_default());
                 for (table, rows) in &report.rows {
                     println!("  {table}: {rows} rows");
@@ -58,28 +75,67 @@ async fn dispatch(command: Command) -> Result<ExitCode, Error> {
             }
             Ok(ExitCode::Published)
         }
-        Command::Backfill { config, from, to, force, dry_run, keep_going } => {
+        Command::Backfill {
+            config,
+            from,
+            to,
+            force,
+            dry_run,
+            keep_going,
+        } => {
             let (from, to) = (parse_date(&from)?, parse_date(&to)?);
             if from > to {
                 return Err(Error::Config(format!("--from {from} is after --to {to}")));
             }
             let runner = Runner::new(Config::load(&config.config, &config.sets)?);
             let rows = backfill(&runner, from, to, RunOptions { force, dry_run }, keep_going).await;
-            println!("{:<12} {:<22} {:>5} {:>8}  detail", "date", "action", "exit", "seconds");
+            println!(
+                "{:<12} {:<22} {:>5} {:>8}  detail",
+                "date", "action", "exit", "seconds"
+            );
             for r in &rows {
-                println!("{:<12} {:<22} {:>5} {:>8.1}  {}", r.date, r.action, r.code as u8, r.seconds, r.detail);
+                println!(
+                    "{:<12} {:<22} {:>5} {:>8.1}  {}",
+                    r.date, r.action, r.code as u8, r.seconds, r.detail
+                );
             }
             let code = backfill_exit_code(&rows);
             println!("{} dates, exit code {}", rows.len(), code as u8);
             Ok(code)
         }
-        Command::Embed { model, input, column, output, device, max_batch_tokens } => {
-            let n = standalone::embed_file(&model, &input, &column, &output, device, max_batch_tokens).await?;
+        Command::Embed {
+            model,
+            input,
+            column,
+            output,
+            device,
+            max_batch_tokens,
+        } => {
+            let n =
+                standalone::embed_file(&model, &input, &column, &output, device, max_batch_tokens)
+                    .await?;
             println!("embedded {n} texts into {output}");
             Ok(ExitCode::Published)
         }
-        Command::Topk { users, items, k, output, exclude, block_users, block_items } => {
-            let short = standalone::topk_files(&users, &items, k, &output, exclude.as_deref(), block_users, block_items).await?;
+        Command::Topk {
+            users,
+            items,
+            k,
+            output,
+            exclude,
+            block_users,
+            block_items,
+        } => {
+            let short = standalone::topk_files(
+                &users,
+                &items,
+                k,
+                &output,
+                exclude.as_deref(),
+                block_users,
+                block_items,
+            )
+            .await?;
             println!("wrote {output} ({short} users with fewer than {k} results)");
             Ok(ExitCode::Published)
         }

@@ -66,15 +66,27 @@ impl Timings {
 
 impl Runner {
     pub fn new(config: Config) -> Runner {
-        Runner { config, encoder: OnceLock::new() }
+        Runner {
+            config,
+            encoder: OnceLock::new(),
+        }
     }
 
     fn encoder(&self) -> Result<Arc<dyn Encoder>> {
         if let Some(e) = self.encoder.get() {
             return Ok(e.clone());
         }
-        let e: Arc<dyn Encoder> = Arc::new(CandleEncoder::load(Path::new(&self.config.model.dir), self.config.model.device)?);
-        tracing::info!(model = e.model_id(), device = e.device(), pooling = e.pooling(), max_seq_length = e.max_seq_length(), "loaded encoder");
+        let e: Arc<dyn Encoder> = Arc::new(CandleEncoder::load(
+            Path::new(&self.config.model.dir),
+            self.config.model.device,
+        )?);
+        tracing::info!(
+            model = e.model_id(),
+            device = e.device(),
+            pooling = e.pooling(),
+            max_seq_length = e.max_seq_length(),
+            "loaded encoder"
+        );
         Ok(self.encoder.get_or_init(|| e).clone())
     }
 
@@ -82,7 +94,11 @@ impl Runner {
     pub async fn plan(&self, date: NaiveDate, force: bool) -> Result<String> {
         let root = Location::parse(&self.config.output.root)?;
         Ok(if is_published(&root, date).await? {
-            if force { "replace (--force)" } else { "skip (published)" }
+            if force {
+                "replace (--force)"
+            } else {
+                "skip (published)"
+            }
         } else if !behavior_ready(&self.config, date).await? {
             "not ready (no behavior partition)"
         } else {
@@ -110,7 +126,8 @@ impl Runner {
             )));
         }
         let window = Window::ending(date, config.window.lookback_days);
-        let previous_window = Window::ending(date - TimeDelta::days(1), config.window.lookback_days);
+        let previous_window =
+            Window::ending(date - TimeDelta::days(1), config.window.lookback_days);
         if opts.dry_run {
             return Ok(RunReport {
                 date: dt(date),
@@ -121,7 +138,11 @@ impl Runner {
                 seconds: started.elapsed().as_secs_f64(),
             });
         }
-        let run_id = format!("{}-{}", Utc::now().format("%Y%m%dT%H%M%SZ"), &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let run_id = format!(
+            "{}-{}",
+            Utc::now().format("%Y%m%dT%H%M%SZ"),
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
         tracing::info!(date = %dt(date), run_id, "run started");
         let mut t = Timings(Vec::new(), Instant::now());
 
@@ -142,41 +163,83 @@ impl Runner {
         let encoder = self.encoder()?;
         let dim = encoder.dim();
         let cached = cache::load(&root, encoder.model_id(), dim).await?;
-        let mut items = embed_items(encoder.as_ref(), &cached, &catalog.texts, config.model.max_batch_tokens)?;
+        let mut items = embed_items(
+            encoder.as_ref(),
+            &cached,
+            &catalog.texts,
+            config.model.max_batch_tokens,
+        )?;
         if let Err(r) = vectors::normalize_rows(&mut items.flat, dim) {
-            return Err(Error::Audit(format!("item {}: zero embedding", catalog.ids[r])));
+            return Err(Error::Audit(format!(
+                "item {}: zero embedding",
+                catalog.ids[r]
+            )));
         }
         t.lap("embed");
 
         // users
-        let item_index: HashMap<&str, usize> = catalog.ids.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
+        let item_index: HashMap<&str, usize> = catalog
+            .ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (id.as_str(), i))
+            .collect();
         let user_vectors = users::build(&data.interactions, &item_index, &items.flat, dim);
         t.lap("users");
 
         // top-K: candidates are the available items, in id order (ties break by item_id).
-        let candidate_rows: Vec<usize> = (0..catalog.ids.len()).filter(|&i| catalog.available[i]).collect();
-        let candidate_ids: Vec<&str> = candidate_rows.iter().map(|&i| catalog.ids[i].as_str()).collect();
-        let candidate_index: HashMap<&str, u32> = candidate_ids.iter().enumerate().map(|(j, id)| (*id, j as u32)).collect();
+        let candidate_rows: Vec<usize> = (0..catalog.ids.len())
+            .filter(|&i| catalog.available[i])
+            .collect();
+        let candidate_ids: Vec<&str> = candidate_rows
+            .iter()
+            .map(|&i| catalog.ids[i].as_str())
+            .collect();
+        let candidate_index: HashMap<&str, u32> = candidate_ids
+            .iter()
+            .enumerate()
+            .map(|(j, id)| (*id, j as u32))
+            .collect();
         let mut candidate_flat = Vec::with_capacity(candidate_rows.len() * dim);
         for &i in &candidate_rows {
             candidate_flat.extend_from_slice(&items.flat[i * dim..(i + 1) * dim]);
         }
-        let params = TopkParams { k: config.topk.k, block_users: config.topk.block_users, block_items: config.topk.block_items };
-        let user_pos: HashMap<&str, u32> = user_vectors.user_ids.iter().enumerate().map(|(u, id)| (id.as_str(), u as u32)).collect();
+        let params = TopkParams {
+            k: config.topk.k,
+            block_users: config.topk.block_users,
+            block_items: config.topk.block_items,
+        };
+        let user_pos: HashMap<&str, u32> = user_vectors
+            .user_ids
+            .iter()
+            .enumerate()
+            .map(|(u, id)| (id.as_str(), u as u32))
+            .collect();
         let mut pairs = Vec::new();
         for (user, excluded) in &data.exclusions {
             if let Some(&u) = user_pos.get(user.as_str()) {
-                pairs.extend(excluded.iter().filter_map(|i| candidate_index.get(i.as_str()).map(|&j| (u, j))));
+                pairs.extend(
+                    excluded
+                        .iter()
+                        .filter_map(|i| candidate_index.get(i.as_str()).map(|&j| (u, j))),
+                );
             }
         }
         let exclusions = Exclusions::from_pairs(user_vectors.user_ids.len(), pairs);
         let mut personal: HashMap<&str, Vec<Hit>> = HashMap::new();
-        top_k::<()>(&user_vectors.flat, &candidate_flat, dim, &params, &exclusions, |first, lists| {
-            for (o, hits) in lists.into_iter().enumerate() {
-                personal.insert(user_vectors.user_ids[first + o].as_str(), hits);
-            }
-            Ok(())
-        })
+        top_k::<()>(
+            &user_vectors.flat,
+            &candidate_flat,
+            dim,
+            &params,
+            &exclusions,
+            |first, lists| {
+                for (o, hits) in lists.into_iter().enumerate() {
+                    personal.insert(user_vectors.user_ids[first + o].as_str(), hits);
+                }
+                Ok(())
+            },
+        )
         .expect("infallible sink");
 
         let mut active_users: Vec<String> = data.user_events.keys().cloned().collect();
@@ -190,10 +253,16 @@ impl Runner {
         let (mut n_personal, mut n_popular) = (0usize, 0usize);
         for user in &active_users {
             let excluded = data.exclusions.get(user).unwrap_or(&empty);
-            let n_excluded = excluded.iter().filter(|i| candidate_index.contains_key(i.as_str())).count();
+            let n_excluded = excluded
+                .iter()
+                .filter(|i| candidate_index.contains_key(i.as_str()))
+                .count();
             eligible.insert(user.clone(), candidate_ids.len() - n_excluded);
             let popular = popular_list(&data.popularity, excluded, config.topk.k);
-            baseline_lists.push(RankedList { user_id: user.clone(), items: popular.iter().map(|(i, _)| i.clone()).collect() });
+            baseline_lists.push(RankedList {
+                user_id: user.clone(),
+                items: popular.iter().map(|(i, _)| i.clone()).collect(),
+            });
             let rows: Vec<RecRow> = match personal.get(user.as_str()) {
                 Some(hits) => {
                     n_personal += 1;
@@ -223,48 +292,64 @@ impl Runner {
                         .collect()
                 }
             };
-            own_lists.push(RankedList { user_id: user.clone(), items: rows.iter().map(|r| r.item_id.clone()).collect() });
+            own_lists.push(RankedList {
+                user_id: user.clone(),
+                items: rows.iter().map(|r| r.item_id.clone()).collect(),
+            });
             recommendations.extend(rows);
         }
 
         // similar items: every catalog item against the candidates, never itself.
         let self_pairs: Vec<(u32, u32)> = (0..catalog.ids.len())
-            .filter_map(|q| candidate_index.get(catalog.ids[q].as_str()).map(|&j| (q as u32, j)))
+            .filter_map(|q| {
+                candidate_index
+                    .get(catalog.ids[q].as_str())
+                    .map(|&j| (q as u32, j))
+            })
             .collect();
-        let similar_params = TopkParams { k: config.similar_items.k, ..params };
+        let similar_params = TopkParams {
+            k: config.similar_items.k,
+            ..params
+        };
         let mut similar: Vec<RecRow> = Vec::new();
-        top_k::<()>(&items.flat, &candidate_flat, dim, &similar_params, &Exclusions::from_pairs(catalog.ids.len(), self_pairs), |first, lists| {
-            for (o, hits) in lists.into_iter().enumerate() {
-                let item = &catalog.ids[first + o];
-                similar.extend(hits.iter().enumerate().map(|(r, h)| RecRow {
-                    user_id: item.clone(),
-                    rank: r as i32 + 1,
-                    item_id: candidate_ids[h.item as usize].to_string(),
-                    score: h.score,
-                    source: "content",
-                }));
-            }
-            Ok(())
-        })
+        top_k::<()>(
+            &items.flat,
+            &candidate_flat,
+            dim,
+            &similar_params,
+            &Exclusions::from_pairs(catalog.ids.len(), self_pairs),
+            |first, lists| {
+                for (o, hits) in lists.into_iter().enumerate() {
+                    let item = &catalog.ids[first + o];
+                    similar.extend(hits.iter().enumerate().map(|(r, h)| RecRow {
+                        user_id: item.clone(),
+                        rank: r as i32 + 1,
+                        item_id: candidate_ids[h.item as usize].to_string(),
+                        score: h.score,
+                        source: "content",
+                    }));
+                }
+                Ok(())
+            },
+        )
         .expect("infallible sink");
         t.lap("topk");
 
         // evaluate: D-1's published lists against D's behavior.
         let previous_date = date - TimeDelta::days(1);
-        let previous = if is_published(&root, previous_date).await? {
-            let dir = root.child(&format!("recommendations/dt={}", dt(previous_date)));
-            let mut batches = Vec::new();
-            for meta in dir.list_files().await?.iter().filter(|m| is_data_file(m)) {
-                batches.extend(
-                    read_parquet(&dir.store, &meta.location)
-                        .await
-                        .map_err(|e| Error::infra(format!("reading {}", dir.object_url(&meta.location)), e))?,
-                );
-            }
-            Some(lists_from_batches(&batches))
-        } else {
-            None
-        };
+        let previous =
+            if is_published(&root, previous_date).await? {
+                let dir = root.child(&format!("recommendations/dt={}", dt(previous_date)));
+                let mut batches = Vec::new();
+                for meta in dir.list_files().await?.iter().filter(|m| is_data_file(m)) {
+                    batches.extend(read_parquet(&dir.store, &meta.location).await.map_err(
+                        |e| Error::infra(format!("reading {}", dir.object_url(&meta.location)), e),
+                    )?);
+                }
+                Some(lists_from_batches(&batches))
+            } else {
+                None
+            };
         let previous_data = prepare_window(&ctx, config, previous_window).await?;
         let metric_rows = evaluate(
             &ctx,
@@ -284,10 +369,17 @@ impl Runner {
 
         // audit
         let candidates: HashSet<&str> = candidate_ids.iter().copied().collect();
-        let user_vec_map: HashMap<&str, &[f32]> =
-            user_vectors.user_ids.iter().enumerate().map(|(u, id)| (id.as_str(), &user_vectors.flat[u * dim..(u + 1) * dim])).collect();
-        let item_vec_map: HashMap<&str, &[f32]> =
-            candidate_ids.iter().enumerate().map(|(j, id)| (*id, &candidate_flat[j * dim..(j + 1) * dim])).collect();
+        let user_vec_map: HashMap<&str, &[f32]> = user_vectors
+            .user_ids
+            .iter()
+            .enumerate()
+            .map(|(u, id)| (id.as_str(), &user_vectors.flat[u * dim..(u + 1) * dim]))
+            .collect();
+        let item_vec_map: HashMap<&str, &[f32]> = candidate_ids
+            .iter()
+            .enumerate()
+            .map(|(j, id)| (*id, &candidate_flat[j * dim..(j + 1) * dim]))
+            .collect();
         let report = audit(&AuditInput {
             k: config.topk.k,
             recommendations: &recommendations,
@@ -305,33 +397,85 @@ impl Runner {
 
         // write (staging)
         let mut publisher = Publisher::new(root.clone(), date, &run_id);
-        publisher.stage_partition("recommendations", write::recommendations_schema(), &[write::recommendations(&recommendations, &run_id)?]).await?;
+        publisher
+            .stage_partition(
+                "recommendations",
+                write::recommendations_schema(),
+                &[write::recommendations(&recommendations, &run_id)?],
+            )
+            .await?;
         publisher
             .stage_partition(
                 "user_embeddings",
                 write::user_embeddings_schema(dim),
-                &[write::user_embeddings(&user_vectors.user_ids, &user_vectors.flat, dim, &user_vectors.n_events, &run_id)?],
+                &[write::user_embeddings(
+                    &user_vectors.user_ids,
+                    &user_vectors.flat,
+                    dim,
+                    &user_vectors.n_events,
+                    &run_id,
+                )?],
             )
             .await?;
         publisher
-            .stage_partition("item_vectors", write::item_vectors_schema(dim), &[write::item_vectors(&candidate_ids, &candidate_flat, dim, &run_id)?])
+            .stage_partition(
+                "item_vectors",
+                write::item_vectors_schema(dim),
+                &[write::item_vectors(
+                    &candidate_ids,
+                    &candidate_flat,
+                    dim,
+                    &run_id,
+                )?],
+            )
             .await?;
-        publisher.stage_partition("similar_items", write::similar_items_schema(), &[write::similar_items(&similar, &run_id)?]).await?;
-        publisher.stage_partition("metrics", write::metrics_schema(), &[write::metrics(&metric_rows, date, &run_id)?]).await?;
+        publisher
+            .stage_partition(
+                "similar_items",
+                write::similar_items_schema(),
+                &[write::similar_items(&similar, &run_id)?],
+            )
+            .await?;
+        publisher
+            .stage_partition(
+                "metrics",
+                write::metrics_schema(),
+                &[write::metrics(&metric_rows, date, &run_id)?],
+            )
+            .await?;
         if !items.new_rows.is_empty() {
-            let ids: Vec<&str> = items.new_rows.iter().map(|&r| catalog.ids[r].as_str()).collect();
-            let hashes: Vec<&str> = items.new_rows.iter().map(|&r| items.hashes[r].as_str()).collect();
+            let ids: Vec<&str> = items
+                .new_rows
+                .iter()
+                .map(|&r| catalog.ids[r].as_str())
+                .collect();
+            let hashes: Vec<&str> = items
+                .new_rows
+                .iter()
+                .map(|&r| items.hashes[r].as_str())
+                .collect();
             let mut flat = Vec::with_capacity(ids.len() * dim);
             for &r in &items.new_rows {
                 flat.extend_from_slice(&items.flat[r * dim..(r + 1) * dim]);
             }
             let batch = cache::batch(&ids, &hashes, encoder.model_id(), &flat, dim, &run_id)?;
-            publisher.stage_append(cache::TABLE, &format!("part-{run_id}.parquet"), cache::schema(dim), &[batch]).await?;
+            publisher
+                .stage_append(
+                    cache::TABLE,
+                    &format!("part-{run_id}.parquet"),
+                    cache::schema(dim),
+                    &[batch],
+                )
+                .await?;
         }
         publisher.verify_staged().await?;
         t.lap("write");
 
-        let rows: BTreeMap<String, u64> = publisher.staged().iter().map(|f| (f.table.clone(), f.rows)).collect();
+        let rows: BTreeMap<String, u64> = publisher
+            .staged()
+            .iter()
+            .map(|f| (f.table.clone(), f.rows))
+            .collect();
         let manifest = json!({
             "run_id": run_id,
             "dt": dt(date),
@@ -375,7 +519,11 @@ impl Runner {
         tracing::info!(date = %dt(date), run_id, manifest = %manifest_url, seconds = format!("{:.1}", started.elapsed().as_secs_f64()), "published");
         Ok(RunReport {
             date: dt(date),
-            action: if opts.force { "replaced".into() } else { "published".into() },
+            action: if opts.force {
+                "replaced".into()
+            } else {
+                "published".into()
+            },
             run_id: Some(run_id),
             manifest: Some(manifest_url),
             rows,
@@ -396,12 +544,23 @@ pub struct BackfillRow {
 
 /// Run `from..=to` in order. Published dates are skipped unless `force`; dates not ready are
 /// reported and skipped; another failure stops the backfill unless `keep_going`.
-pub async fn backfill(runner: &Runner, from: NaiveDate, to: NaiveDate, opts: RunOptions, keep_going: bool) -> Vec<BackfillRow> {
+pub async fn backfill(
+    runner: &Runner,
+    from: NaiveDate,
+    to: NaiveDate,
+    opts: RunOptions,
+    keep_going: bool,
+) -> Vec<BackfillRow> {
     use crate::error::ExitCode;
     let days = (to - from).num_days().max(0) as u64 + 1;
     let bar = crate::embed::progress_bar(days as usize * 1000).map(|b| {
         b.set_length(days);
-        b.set_style(indicatif::ProgressStyle::with_template("backfill [{bar:40}] {pos}/{len} dates {msg} eta {eta}").expect("valid template"));
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "backfill [{bar:40}] {pos}/{len} dates {msg} eta {eta}",
+            )
+            .expect("valid template"),
+        );
         b
     });
     let mut rows = Vec::new();
@@ -413,8 +572,20 @@ pub async fn backfill(runner: &Runner, from: NaiveDate, to: NaiveDate, opts: Run
         let started = Instant::now();
         let row = if opts.dry_run {
             match runner.plan(date, opts.force).await {
-                Ok(action) => BackfillRow { date, action, code: ExitCode::Published, detail: String::new(), seconds: 0.0 },
-                Err(e) => BackfillRow { date, action: "error".into(), code: e.exit_code(), detail: format!("{e:#}"), seconds: 0.0 },
+                Ok(action) => BackfillRow {
+                    date,
+                    action,
+                    code: ExitCode::Published,
+                    detail: String::new(),
+                    seconds: 0.0,
+                },
+                Err(e) => BackfillRow {
+                    date,
+                    action: "error".into(),
+                    code: e.exit_code(),
+                    detail: format!("{e:#}"),
+                    seconds: 0.0,
+                },
             }
         } else {
             match runner.run(date, opts).await {
@@ -434,11 +605,21 @@ pub async fn backfill(runner: &Runner, from: NaiveDate, to: NaiveDate, opts: Run
                     if e.exit_code() != ExitCode::NothingToDo {
                         tracing::warn!(date = %dt(date), error = %format!("{e:#}"), "{action}");
                     }
-                    BackfillRow { date, action: action.into(), code: e.exit_code(), detail: format!("{e}"), seconds: started.elapsed().as_secs_f64() }
+                    BackfillRow {
+                        date,
+                        action: action.into(),
+                        code: e.exit_code(),
+                        detail: format!("{e}"),
+                        seconds: started.elapsed().as_secs_f64(),
+                    }
                 }
             }
         };
-        let stop = !keep_going && !matches!(row.code, ExitCode::Published | ExitCode::NothingToDo | ExitCode::NotReady);
+        let stop = !keep_going
+            && !matches!(
+                row.code,
+                ExitCode::Published | ExitCode::NothingToDo | ExitCode::NotReady
+            );
         rows.push(row);
         if let Some(b) = &bar {
             b.inc(1);
@@ -457,8 +638,17 @@ pub async fn backfill(runner: &Runner, from: NaiveDate, to: NaiveDate, opts: Run
 /// The exit code of a backfill (DESIGN.md "Exit codes").
 pub fn backfill_exit_code(rows: &[BackfillRow]) -> crate::error::ExitCode {
     use crate::error::ExitCode;
-    if let Some(r) = rows.iter().find(|r| !matches!(r.code, ExitCode::Published | ExitCode::NothingToDo | ExitCode::NotReady)) {
+    if let Some(r) = rows.iter().find(|r| {
+        !matches!(
+            r.code,
+            ExitCode::Published | ExitCode::NothingToDo | ExitCode::NotReady
+        )
+    }) {
         return r.code;
     }
-    if rows.iter().any(|r| r.code == ExitCode::NotReady) { ExitCode::NotReady } else { ExitCode::Published }
+    if rows.iter().any(|r| r.code == ExitCode::NotReady) {
+        ExitCode::NotReady
+    } else {
+        ExitCode::Published
+    }
 }

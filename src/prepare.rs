@@ -44,7 +44,10 @@ impl Window {
     /// Seconds since the epoch at the end (exclusive) of the window's last day, UTC.
     pub fn end_epoch(&self) -> f64 {
         let end = self.last.succ_opt().expect("date in range: this is a bug");
-        end.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc().timestamp() as f64
+        end.and_hms_opt(0, 0, 0)
+            .expect("midnight exists")
+            .and_utc()
+            .timestamp() as f64
     }
 }
 
@@ -82,23 +85,49 @@ impl InvalidRows {
 }
 
 /// Run a SQL file with named parameters and collect the result.
-pub async fn query(ctx: &SessionContext, name: &str, sql: &str, params: Vec<(&str, ScalarValue)>) -> Result<Vec<RecordBatch>> {
-    let used: Vec<(&str, ScalarValue)> = params.into_iter().filter(|(k, _)| sql.contains(&format!("${k}"))).collect();
+pub async fn query(
+    ctx: &SessionContext,
+    name: &str,
+    sql: &str,
+    params: Vec<(&str, ScalarValue)>,
+) -> Result<Vec<RecordBatch>> {
+    let used: Vec<(&str, ScalarValue)> = params
+        .into_iter()
+        .filter(|(k, _)| sql.contains(&format!("${k}")))
+        .collect();
     let df = ctx.sql(sql).await.context(format!("planning {name}"))?;
-    let df = if used.is_empty() { df } else { df.with_param_values(used).context(format!("binding {name}"))? };
+    let df = if used.is_empty() {
+        df
+    } else {
+        df.with_param_values(used)
+            .context(format!("binding {name}"))?
+    };
     df.collect().await.map_err(|e| from_datafusion(name, e))
 }
 
 /// Run a SQL file and register its (materialised) result as a table.
-async fn materialise(ctx: &SessionContext, table: &str, sql: &str, params: Vec<(&str, ScalarValue)>) -> Result<()> {
+async fn materialise(
+    ctx: &SessionContext,
+    table: &str,
+    sql: &str,
+    params: Vec<(&str, ScalarValue)>,
+) -> Result<()> {
     let batches = query(ctx, table, sql, params).await?;
     let schema = match batches.first() {
         Some(b) => b.schema(),
-        None => ctx.sql(sql).await.context(format!("planning {table}"))?.schema().inner().clone(),
+        None => ctx
+            .sql(sql)
+            .await
+            .context(format!("planning {table}"))?
+            .schema()
+            .inner()
+            .clone(),
     };
     let mem = MemTable::try_new(schema, vec![batches]).context(format!("materialising {table}"))?;
-    ctx.deregister_table(table).context(format!("replacing {table}"))?;
-    ctx.register_table(table, Arc::new(mem)).context(format!("registering {table}"))?;
+    ctx.deregister_table(table)
+        .context(format!("replacing {table}"))?;
+    ctx.register_table(table, Arc::new(mem))
+        .context(format!("registering {table}"))?;
     Ok(())
 }
 
@@ -106,29 +135,53 @@ async fn materialise(ctx: &SessionContext, table: &str, sql: &str, params: Vec<(
 pub fn from_datafusion(what: &str, e: datafusion::error::DataFusionError) -> Error {
     use datafusion::error::DataFusionError as D;
     match e.find_root() {
-        D::ParquetError(p) => Error::Input(format!("{what}: a behavior or catalog file cannot be decoded: {p}")),
-        D::ArrowError(a, _) if matches!(**a, arrow::error::ArrowError::CastError(_) | arrow::error::ArrowError::ParseError(_)) => {
-            Error::Input(format!("{what}: a value does not fit the column's contract type: {a}"))
+        D::ParquetError(p) => Error::Input(format!(
+            "{what}: a behavior or catalog file cannot be decoded: {p}"
+        )),
+        D::ArrowError(a, _)
+            if matches!(
+                **a,
+                arrow::error::ArrowError::CastError(_) | arrow::error::ArrowError::ParseError(_)
+            ) =>
+        {
+            Error::Input(format!(
+                "{what}: a value does not fit the column's contract type: {a}"
+            ))
         }
         _ => Error::infra(format!("executing {what}"), e),
     }
 }
 
 /// Register `window_events` over `[first, last]` (all windows of the run read these rows).
-pub async fn register_window_events(ctx: &SessionContext, config: &Config, first: NaiveDate, last: NaiveDate) -> Result<()> {
-    let (types, weights): (Vec<&str>, Vec<f64>) = config.events.weights.iter().map(|(k, v)| (k.as_str(), *v)).unzip();
+pub async fn register_window_events(
+    ctx: &SessionContext,
+    config: &Config,
+    first: NaiveDate,
+    last: NaiveDate,
+) -> Result<()> {
+    let (types, weights): (Vec<&str>, Vec<f64>) = config
+        .events
+        .weights
+        .iter()
+        .map(|(k, v)| (k.as_str(), *v))
+        .unzip();
     let schema = Arc::new(Schema::new(vec![
         Field::new("event_type", DataType::Utf8, false),
         Field::new("weight", DataType::Float64, false),
     ]));
     let batch = RecordBatch::try_new(
         schema.clone(),
-        vec![Arc::new(StringArray::from(types)), Arc::new(Float64Array::from(weights))],
+        vec![
+            Arc::new(StringArray::from(types)),
+            Arc::new(Float64Array::from(weights)),
+        ],
     )
     .context("building event weights")?;
     let weights = MemTable::try_new(schema, vec![vec![batch]]).context("building event weights")?;
-    ctx.deregister_table("event_weights").context("event weights")?;
-    ctx.register_table("event_weights", Arc::new(weights)).context("event weights")?;
+    ctx.deregister_table("event_weights")
+        .context("event weights")?;
+    ctx.register_table("event_weights", Arc::new(weights))
+        .context("event weights")?;
     materialise(
         ctx,
         "window_events",
@@ -139,7 +192,11 @@ pub async fn register_window_events(ctx: &SessionContext, config: &Config, first
 }
 
 /// Count invalid rows of the training window; fail when they exceed the configured share.
-pub async fn check_invalid_rows(ctx: &SessionContext, config: &Config, window: Window) -> Result<InvalidRows> {
+pub async fn check_invalid_rows(
+    ctx: &SessionContext,
+    config: &Config,
+    window: Window,
+) -> Result<InvalidRows> {
     let batches = query(ctx, "invalid_rows", INVALID_ROWS_SQL, window_params(window)).await?;
     let mut out = InvalidRows::default();
     for b in &batches {
@@ -157,13 +214,19 @@ pub async fn check_invalid_rows(ctx: &SessionContext, config: &Config, window: W
     if invalid > 0 {
         tracing::warn!(invalid, total = out.total_rows, by_reason = ?out.by_reason, "dropped invalid behavior rows");
     }
-    if out.total_rows > 0 && invalid as f64 > config.input.max_invalid_fraction * out.total_rows as f64 {
+    if out.total_rows > 0
+        && invalid as f64 > config.input.max_invalid_fraction * out.total_rows as f64
+    {
         return Err(Error::Input(format!(
             "table behavior, partitions dt={}..{}: {invalid} of {} rows are invalid ({}), above input.max_invalid_fraction = {}",
             dt(window.first),
             dt(window.last),
             out.total_rows,
-            out.by_reason.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>().join(", "),
+            out.by_reason
+                .iter()
+                .map(|(k, v)| format!("{k}: {v}"))
+                .collect::<Vec<_>>()
+                .join(", "),
             config.input.max_invalid_fraction
         )));
     }
@@ -171,10 +234,17 @@ pub async fn check_invalid_rows(ctx: &SessionContext, config: &Config, window: W
 }
 
 /// Interactions, exclusions and popularity of one window (needs `window_events`).
-pub async fn prepare_window(ctx: &SessionContext, config: &Config, window: Window) -> Result<WindowData> {
+pub async fn prepare_window(
+    ctx: &SessionContext,
+    config: &Config,
+    window: Window,
+) -> Result<WindowData> {
     let mut params = window_params(window);
     params.push(("end_epoch", ScalarValue::Float64(Some(window.end_epoch()))));
-    params.push(("half_life_days", ScalarValue::Float64(Some(config.window.half_life_days))));
+    params.push((
+        "half_life_days",
+        ScalarValue::Float64(Some(config.window.half_life_days)),
+    ));
     materialise(ctx, "events", EVENTS_SQL, params).await?;
 
     let mut data = WindowData::default();
@@ -193,14 +263,18 @@ pub async fn prepare_window(ctx: &SessionContext, config: &Config, window: Windo
         }
     }
     // Engine output order depends on partitioning: sort for determinism.
-    data.interactions.sort_by(|a, b| (&a.user_id, &a.item_id).cmp(&(&b.user_id, &b.item_id)));
+    data.interactions
+        .sort_by(|a, b| (&a.user_id, &a.item_id).cmp(&(&b.user_id, &b.item_id)));
 
     let policy = match config.exclusions.policy {
         ExclusionPolicy::SeenInWindow => "seen_in_window",
         ExclusionPolicy::AllowRepeats => "allow_repeats",
     };
     let cutoff = window.end_epoch() - 86400.0 * f64::from(config.exclusions.repeat_after_days);
-    let params = vec![("policy", utf8(policy)), ("repeat_cutoff_epoch", ScalarValue::Float64(Some(cutoff)))];
+    let params = vec![
+        ("policy", utf8(policy)),
+        ("repeat_cutoff_epoch", ScalarValue::Float64(Some(cutoff))),
+    ];
     for b in query(ctx, "exclusions", EXCLUSIONS_SQL, params).await? {
         for (u, i) in strings(&b, 0).into_iter().zip(strings(&b, 1)) {
             data.exclusions.entry(u).or_default().push(i);
@@ -215,12 +289,16 @@ pub async fn prepare_window(ctx: &SessionContext, config: &Config, window: Windo
             data.popularity.push((item, *n));
         }
     }
-    data.popularity.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    data.popularity
+        .sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     Ok(data)
 }
 
 fn window_params(window: Window) -> Vec<(&'static str, ScalarValue)> {
-    vec![("first_dt", utf8(&dt(window.first))), ("last_dt", utf8(&dt(window.last)))]
+    vec![
+        ("first_dt", utf8(&dt(window.first))),
+        ("last_dt", utf8(&dt(window.last))),
+    ]
 }
 
 pub fn utf8(s: &str) -> ScalarValue {
@@ -229,7 +307,16 @@ pub fn utf8(s: &str) -> ScalarValue {
 
 /// A string column of a batch as owned strings (nulls become empty strings).
 pub fn strings(batch: &RecordBatch, column: usize) -> Vec<String> {
-    let array = arrow::compute::cast(batch.column(column), &DataType::Utf8).expect("string column: this is a bug");
+    let array = arrow::compute::cast(batch.column(column), &DataType::Utf8)
+        .expect("string column: this is a bug");
     let array = array.as_string::<i32>();
-    (0..array.len()).map(|i| if array.is_null(i) { String::new() } else { array.value(i).to_string() }).collect()
+    (0..array.len())
+        .map(|i| {
+            if array.is_null(i) {
+                String::new()
+            } else {
+                array.value(i).to_string()
+            }
+        })
+        .collect()
 }

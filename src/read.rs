@@ -20,9 +20,9 @@ use parquet::arrow::ParquetRecordBatchStreamBuilder;
 use serde::Serialize;
 
 use crate::config::Config;
+use crate::error::{Context, Error, Result};
 #[allow(deprecated)]
 use crate::files::ParquetObjectReader;
-use crate::error::{Context, Error, Result};
 use crate::storage::{Location, is_data_file};
 use crate::text::Template;
 
@@ -111,15 +111,28 @@ pub async fn register_inputs(
                 )
             };
             for (name, check, what) in [
-                (&cols.user_id, is_id as fn(&DataType) -> bool, "a string or integer"),
+                (
+                    &cols.user_id,
+                    is_id as fn(&DataType) -> bool,
+                    "a string or integer",
+                ),
                 (&cols.item_id, is_id, "a string or integer"),
                 (&cols.event_type, is_string, "a string"),
                 (&cols.ts, is_timestamp, "a timestamp"),
             ] {
                 match schema.field_with_name(name) {
-                    Err(_) => return Err(Error::Input(format!("{}: required column is missing", at(name)))),
+                    Err(_) => {
+                        return Err(Error::Input(format!(
+                            "{}: required column is missing",
+                            at(name)
+                        )));
+                    }
                     Ok(f) if !check(f.data_type()) => {
-                        return Err(Error::Input(format!("{}: must be {what}, found {}", at(name), f.data_type())));
+                        return Err(Error::Input(format!(
+                            "{}: must be {what}, found {}",
+                            at(name),
+                            f.data_type()
+                        )));
                     }
                     Ok(_) => {}
                 }
@@ -127,7 +140,11 @@ pub async fn register_inputs(
             if let Ok(f) = schema.field_with_name(&cols.value)
                 && !f.data_type().is_numeric()
             {
-                return Err(Error::Input(format!("{}: must be numeric, found {}", at(&cols.value), f.data_type())));
+                return Err(Error::Input(format!(
+                    "{}: must be numeric, found {}",
+                    at(&cols.value),
+                    f.data_type()
+                )));
             }
             files.push(InputFile {
                 table: "behavior",
@@ -144,11 +161,16 @@ pub async fn register_inputs(
         Field::new(&cols.user_id, DataType::Utf8, true),
         Field::new(&cols.item_id, DataType::Utf8, true),
         Field::new(&cols.event_type, DataType::Utf8, true),
-        Field::new(&cols.ts, DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), true),
+        Field::new(
+            &cols.ts,
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            true,
+        ),
         Field::new(&cols.value, DataType::Float64, true),
     ]));
     let table = listing_table(&behavior_root, behavior_schema, true)?;
-    ctx.register_table("behavior_files", Arc::new(table)).context("registering behavior")?;
+    ctx.register_table("behavior_files", Arc::new(table))
+        .context("registering behavior")?;
     // SELECT "<user_id>" AS user_id, ..., dt FROM behavior_files
     let behavior = ctx
         .table("behavior_files")
@@ -163,7 +185,8 @@ pub async fn register_inputs(
             col("dt"),
         ])
         .context("reading behavior")?;
-    ctx.register_table("behavior", behavior.into_view()).context("registering behavior")?;
+    ctx.register_table("behavior", behavior.into_view())
+        .context("registering behavior")?;
 
     // catalog: the newest snapshot <= date.
     let catalog_dates = partitions(&catalog_root).await?;
@@ -198,7 +221,12 @@ pub async fn register_inputs(
             )
         };
         match schema.field_with_name("item_id") {
-            Err(_) => return Err(Error::Input(format!("{}: required column is missing", at("item_id")))),
+            Err(_) => {
+                return Err(Error::Input(format!(
+                    "{}: required column is missing",
+                    at("item_id")
+                )));
+            }
             Ok(f) if !is_id(f.data_type()) => {
                 return Err(Error::Input(format!(
                     "{}: must be a string or integer, found {}",
@@ -209,7 +237,10 @@ pub async fn register_inputs(
             Ok(_) => {}
         }
         if schema.field_with_name("title").is_err() {
-            return Err(Error::Input(format!("{}: required column is missing", at("title"))));
+            return Err(Error::Input(format!(
+                "{}: required column is missing",
+                at("title")
+            )));
         }
         for column in template.columns() {
             if let Ok(f) = schema.field_with_name(&column) {
@@ -253,12 +284,21 @@ pub async fn register_inputs(
         text_columns.insert(0, "title".into());
     }
     let mut fields = vec![Field::new("item_id", DataType::Utf8, true)];
-    fields.extend(text_columns.iter().map(|c| Field::new(c, DataType::Utf8, true)));
+    fields.extend(
+        text_columns
+            .iter()
+            .map(|c| Field::new(c, DataType::Utf8, true)),
+    );
     if has_available {
-        fields.push(Field::new(&config.catalog.available_column, DataType::Boolean, true));
+        fields.push(Field::new(
+            &config.catalog.available_column,
+            DataType::Boolean,
+            true,
+        ));
     }
     let table = listing_table(&catalog_dir, Arc::new(Schema::new(fields)), false)?;
-    ctx.register_table("catalog_files", Arc::new(table)).context("registering catalog")?;
+    ctx.register_table("catalog_files", Arc::new(table))
+        .context("registering catalog")?;
     let available = if has_available {
         format!("coalesce(\"{}\", true)", config.catalog.available_column)
     } else {
@@ -266,10 +306,13 @@ pub async fn register_inputs(
     };
     let select_text: String = text_columns.iter().map(|c| format!(", \"{c}\"")).collect();
     let catalog = ctx
-        .sql(&format!("SELECT item_id{select_text}, {available} AS available FROM catalog_files"))
+        .sql(&format!(
+            "SELECT item_id{select_text}, {available} AS available FROM catalog_files"
+        ))
         .await
         .context("reading catalog")?;
-    ctx.register_table("catalog", catalog.into_view()).context("registering catalog")?;
+    ctx.register_table("catalog", catalog.into_view())
+        .context("registering catalog")?;
 
     Ok(Inputs {
         files,
@@ -280,7 +323,8 @@ pub async fn register_inputs(
 }
 
 fn listing_table(root: &Location, schema: SchemaRef, partitioned: bool) -> Result<ListingTable> {
-    let mut options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+    let mut options =
+        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
     if partitioned {
         options = options.with_table_partition_cols(vec![("dt".to_string(), DataType::Utf8)]);
     }
@@ -290,15 +334,26 @@ fn listing_table(root: &Location, schema: SchemaRef, partitioned: bool) -> Resul
     ListingTable::try_new(config).context(format!("cannot open table at {}", root.url()))
 }
 
-async fn footer_schema(root: &Location, meta: &ObjectMeta, table: &str, date: NaiveDate) -> Result<SchemaRef> {
+async fn footer_schema(
+    root: &Location,
+    meta: &ObjectMeta,
+    table: &str,
+    date: NaiveDate,
+) -> Result<SchemaRef> {
     Ok(footer(root, meta, table, date).await?.0)
 }
 
 /// The Arrow schema and row count from a Parquet footer. An unreadable footer is bad input
 /// when the object exists (a corrupt or non-Parquet file), infrastructure otherwise.
-async fn footer(root: &Location, meta: &ObjectMeta, table: &str, date: NaiveDate) -> Result<(SchemaRef, usize)> {
+async fn footer(
+    root: &Location,
+    meta: &ObjectMeta,
+    table: &str,
+    date: NaiveDate,
+) -> Result<(SchemaRef, usize)> {
     #[allow(deprecated)]
-    let reader = ParquetObjectReader::new(root.store.clone(), meta.location.clone()).with_file_size(meta.size);
+    let reader = ParquetObjectReader::new(root.store.clone(), meta.location.clone())
+        .with_file_size(meta.size);
     match ParquetRecordBatchStreamBuilder::new(reader).await {
         Ok(builder) => {
             let rows = builder.metadata().file_metadata().num_rows().max(0) as usize;
@@ -338,7 +393,11 @@ pub struct Catalog {
 }
 
 /// Load the registered `catalog`, render each item's text and check ids are present and unique.
-pub async fn load_catalog(ctx: &SessionContext, config: &Config, inputs: &Inputs) -> Result<Catalog> {
+pub async fn load_catalog(
+    ctx: &SessionContext,
+    config: &Config,
+    inputs: &Inputs,
+) -> Result<Catalog> {
     use arrow::array::{Array, AsArray};
     let template = Template::parse(&config.text.template).map_err(Error::Config)?;
     let batches = ctx
@@ -353,7 +412,9 @@ pub async fn load_catalog(ctx: &SessionContext, config: &Config, inputs: &Inputs
     let mut null_ids = 0usize;
     for b in &batches {
         let ids = b.column(0);
-        let texts: Vec<Vec<String>> = (1..=inputs.text_columns.len()).map(|c| crate::prepare::strings(b, c)).collect();
+        let texts: Vec<Vec<String>> = (1..=inputs.text_columns.len())
+            .map(|c| crate::prepare::strings(b, c))
+            .collect();
         let available = b.column(b.num_columns() - 1).as_boolean();
         let id_strings = crate::prepare::strings(b, 0);
         for r in 0..b.num_rows() {
@@ -362,7 +423,11 @@ pub async fn load_catalog(ctx: &SessionContext, config: &Config, inputs: &Inputs
                 continue;
             }
             let text = template.render(|column| {
-                inputs.text_columns.iter().position(|c| c == column).map(|c| texts[c][r].as_str())
+                inputs
+                    .text_columns
+                    .iter()
+                    .position(|c| c == column)
+                    .map(|c| texts[c][r].as_str())
             });
             catalog.ids.push(id_strings[r].clone());
             catalog.texts.push(text);
@@ -370,11 +435,23 @@ pub async fn load_catalog(ctx: &SessionContext, config: &Config, inputs: &Inputs
         }
     }
     if null_ids > 0 {
-        return Err(Error::Input(format!("{at}, column item_id: {null_ids} rows have a null item_id")));
+        return Err(Error::Input(format!(
+            "{at}, column item_id: {null_ids} rows have a null item_id"
+        )));
     }
-    let duplicates: Vec<&String> = catalog.ids.windows(2).filter(|w| w[0] == w[1]).map(|w| &w[0]).collect();
+    let duplicates: Vec<&String> = catalog
+        .ids
+        .windows(2)
+        .filter(|w| w[0] == w[1])
+        .map(|w| &w[0])
+        .collect();
     if !duplicates.is_empty() {
-        let files: Vec<&str> = inputs.files.iter().filter(|f| f.table == "catalog").map(|f| f.url.as_str()).collect();
+        let files: Vec<&str> = inputs
+            .files
+            .iter()
+            .filter(|f| f.table == "catalog")
+            .map(|f| f.url.as_str())
+            .collect();
         return Err(Error::Input(format!(
             "{at} ({}), column item_id: {} duplicate ids, e.g. {:?}",
             files.join(", "),

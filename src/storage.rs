@@ -64,7 +64,8 @@ impl Location {
                 Ok(Location {
                     store: Arc::new(store),
                     base: Url::parse(&format!("s3://{bucket}/")).expect("valid URL: this is a bug"),
-                    prefix: Path::parse(u.path().trim_matches('/')).map_err(|e| bad(&e.to_string()))?,
+                    prefix: Path::parse(u.path().trim_matches('/'))
+                        .map_err(|e| bad(&e.to_string()))?,
                 })
             }
             Ok(u) if u.scheme() == "memory" => {
@@ -76,7 +77,9 @@ impl Location {
                 })
             }
             Ok(u) if u.scheme() == "file" => {
-                let path = u.to_file_path().map_err(|_| bad("not an absolute file path"))?;
+                let path = u
+                    .to_file_path()
+                    .map_err(|_| bad("not an absolute file path"))?;
                 Self::local(&path, url)
             }
             Ok(u) if u.scheme().len() > 1 => Err(bad(&format!(
@@ -182,7 +185,10 @@ impl Location {
         match self.store.head(path).await {
             Ok(_) => Ok(true),
             Err(object_store::Error::NotFound { .. }) => Ok(false),
-            Err(e) => Err(Error::infra(format!("cannot read {}", self.object_url(path)), e)),
+            Err(e) => Err(Error::infra(
+                format!("cannot read {}", self.object_url(path)),
+                e,
+            )),
         }
     }
 }
@@ -207,9 +213,19 @@ mod tests {
         let l = Location::parse("file:///tmp/a/../b").unwrap();
         assert_eq!(l.url(), "file:///tmp/b/");
         let l = Location::parse("rel/dir").unwrap();
-        assert!(l.url().starts_with("file:///") && l.url().ends_with("/rel/dir/"), "{}", l.url());
-        assert_eq!(l.child("x/dt=2020-01-01").prefix.filename(), Some("dt=2020-01-01"));
-        assert!(matches!(Location::parse("ftp://x/y"), Err(Error::Config(_))));
+        assert!(
+            l.url().starts_with("file:///") && l.url().ends_with("/rel/dir/"),
+            "{}",
+            l.url()
+        );
+        assert_eq!(
+            l.child("x/dt=2020-01-01").prefix.filename(),
+            Some("dt=2020-01-01")
+        );
+        assert!(matches!(
+            Location::parse("ftp://x/y"),
+            Err(Error::Config(_))
+        ));
         assert!(matches!(Location::parse(""), Err(Error::Config(_))));
     }
 }

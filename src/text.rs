@@ -43,7 +43,11 @@ impl Template {
 
     /// Render with `value(column)`; `None` or blank values drop their optional section.
     pub fn render<'a>(&self, value: impl Fn(&str) -> Option<&'a str>) -> String {
-        fn go<'a>(pieces: &[Piece], value: &impl Fn(&str) -> Option<&'a str>, out: &mut String) -> bool {
+        fn go<'a>(
+            pieces: &[Piece],
+            value: &impl Fn(&str) -> Option<&'a str>,
+            out: &mut String,
+        ) -> bool {
             for p in pieces {
                 match p {
                     Piece::Literal(l) => out.push_str(l),
@@ -147,14 +151,50 @@ mod tests {
     #[test]
     fn optional_sections_drop_when_blank() {
         let t = "{title}[. {category}][. {description}]";
-        assert_eq!(render(t, &[("title", Some("Mug")), ("category", Some("Kitchen")), ("description", None)]), "Mug. Kitchen");
-        assert_eq!(render(t, &[("title", Some("Mug")), ("category", Some("  ")), ("description", Some("Blue"))]), "Mug. Blue");
-        assert_eq!(render(t, &[("title", Some(" Mug ")), ("category", None), ("description", None)]), "Mug");
+        assert_eq!(
+            render(
+                t,
+                &[
+                    ("title", Some("Mug")),
+                    ("category", Some("Kitchen")),
+                    ("description", None)
+                ]
+            ),
+            "Mug. Kitchen"
+        );
+        assert_eq!(
+            render(
+                t,
+                &[
+                    ("title", Some("Mug")),
+                    ("category", Some("  ")),
+                    ("description", Some("Blue"))
+                ]
+            ),
+            "Mug. Blue"
+        );
+        assert_eq!(
+            render(
+                t,
+                &[
+                    ("title", Some(" Mug ")),
+                    ("category", None),
+                    ("description", None)
+                ]
+            ),
+            "Mug"
+        );
     }
 
     #[test]
     fn missing_required_column_renders_empty_not_dropped() {
-        assert_eq!(render("{title} by {brand}", &[("title", Some("Mug")), ("brand", None)]), "Mug by");
+        assert_eq!(
+            render(
+                "{title} by {brand}",
+                &[("title", Some("Mug")), ("brand", None)]
+            ),
+            "Mug by"
+        );
     }
 
     #[test]

@@ -54,11 +54,17 @@ impl Exclusions {
         for u in 0..n_users {
             offsets[u + 1] += offsets[u];
         }
-        Exclusions { offsets, items: pairs.into_iter().map(|(_, i)| i).collect() }
+        Exclusions {
+            offsets,
+            items: pairs.into_iter().map(|(_, i)| i).collect(),
+        }
     }
 
     pub fn none(n_users: usize) -> Exclusions {
-        Exclusions { offsets: vec![0; n_users + 1], items: Vec::new() }
+        Exclusions {
+            offsets: vec![0; n_users + 1],
+            items: Vec::new(),
+        }
     }
 
     pub fn of(&self, user: usize) -> &[u32] {
@@ -102,7 +108,10 @@ pub fn top_k<E>(
     exclusions: &Exclusions,
     mut sink: impl FnMut(usize, Vec<Vec<Hit>>) -> Result<(), E>,
 ) -> Result<(), E> {
-    assert!(dim > 0 && users.len() % dim == 0 && items.len() % dim == 0, "matrix shapes: this is a bug");
+    assert!(
+        dim > 0 && users.len() % dim == 0 && items.len() % dim == 0,
+        "matrix shapes: this is a bug"
+    );
     let n_users = users.len() / dim;
     let threads = rayon::current_num_threads().max(1);
     // Small user sets are split finer so every thread has a block.
@@ -114,7 +123,14 @@ pub fn top_k<E>(
             .par_iter()
             .map(|&u0| {
                 let u1 = (u0 + block_users).min(n_users);
-                user_block(&users[u0 * dim..u1 * dim], u0, items, dim, params, exclusions)
+                user_block(
+                    &users[u0 * dim..u1 * dim],
+                    u0,
+                    items,
+                    dim,
+                    params,
+                    exclusions,
+                )
             })
             .collect();
         sink(starts[0], lists.into_iter().flatten().collect())?;
@@ -123,7 +139,13 @@ pub fn top_k<E>(
 }
 
 /// Convenience: all lists at once (tests, small inputs).
-pub fn top_k_all(users: &[f32], items: &[f32], dim: usize, params: &TopkParams, exclusions: &Exclusions) -> Vec<Vec<Hit>> {
+pub fn top_k_all(
+    users: &[f32],
+    items: &[f32],
+    dim: usize,
+    params: &TopkParams,
+    exclusions: &Exclusions,
+) -> Vec<Vec<Hit>> {
     let mut out = Vec::new();
     top_k::<()>(users, items, dim, params, exclusions, |_, lists| {
         out.extend(lists);
@@ -133,11 +155,20 @@ pub fn top_k_all(users: &[f32], items: &[f32], dim: usize, params: &TopkParams, 
     out
 }
 
-fn user_block(users: &[f32], u0: usize, items: &[f32], dim: usize, params: &TopkParams, exclusions: &Exclusions) -> Vec<Vec<Hit>> {
+fn user_block(
+    users: &[f32],
+    u0: usize,
+    items: &[f32],
+    dim: usize,
+    params: &TopkParams,
+    exclusions: &Exclusions,
+) -> Vec<Vec<Hit>> {
     let bu = users.len() / dim;
     let n_items = items.len() / dim;
     let keep = params.k + MARGIN;
-    let mut heaps: Vec<BinaryHeap<Worst>> = (0..bu).map(|_| BinaryHeap::with_capacity(keep + 1)).collect();
+    let mut heaps: Vec<BinaryHeap<Worst>> = (0..bu)
+        .map(|_| BinaryHeap::with_capacity(keep + 1))
+        .collect();
     let block_items = params.block_items.max(1).min(n_items.max(1));
     let mut tile = vec![0f32; bu * block_items];
     for i0 in (0..n_items).step_by(block_items) {
@@ -176,7 +207,11 @@ fn user_block(users: &[f32], u0: usize, items: &[f32], dim: usize, params: &Topk
             for &x in &excluded[lo..hi] {
                 row[x as usize - i0] = f32::NEG_INFINITY;
             }
-            let mut threshold = if heap.len() == keep { heap.peek().map_or(f32::NEG_INFINITY, |w| w.0) } else { f32::NEG_INFINITY };
+            let mut threshold = if heap.len() == keep {
+                heap.peek().map_or(f32::NEG_INFINITY, |w| w.0)
+            } else {
+                f32::NEG_INFINITY
+            };
             for (j, &s) in row.iter().enumerate() {
                 // Items arrive in increasing index order, so an equal score never displaces
                 // a kept item: strictly greater is required.
@@ -199,7 +234,10 @@ fn user_block(users: &[f32], u0: usize, items: &[f32], dim: usize, params: &Topk
             let user = &users[r * dim..(r + 1) * dim];
             let mut hits: Vec<Hit> = heap
                 .into_iter()
-                .map(|Worst(_, i)| Hit { item: i, score: vectors::dot(user, &items[i as usize * dim..(i as usize + 1) * dim]) })
+                .map(|Worst(_, i)| Hit {
+                    item: i,
+                    score: vectors::dot(user, &items[i as usize * dim..(i as usize + 1) * dim]),
+                })
                 .collect();
             hits.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.item.cmp(&b.item)));
             hits.truncate(params.k);
@@ -214,7 +252,13 @@ mod tests {
     use proptest::prelude::*;
 
     /// Brute force: every eligible item scored with the exact dot, sorted (score desc, id asc).
-    fn reference(users: &[f32], items: &[f32], dim: usize, k: usize, ex: &Exclusions) -> Vec<Vec<Hit>> {
+    fn reference(
+        users: &[f32],
+        items: &[f32],
+        dim: usize,
+        k: usize,
+        ex: &Exclusions,
+    ) -> Vec<Vec<Hit>> {
         users
             .chunks_exact(dim)
             .enumerate()
@@ -223,7 +267,10 @@ mod tests {
                     .chunks_exact(dim)
                     .enumerate()
                     .filter(|(i, _)| !ex.contains(u, *i as u32))
-                    .map(|(i, iv)| Hit { item: i as u32, score: vectors::dot(uv, iv) })
+                    .map(|(i, iv)| Hit {
+                        item: i as u32,
+                        score: vectors::dot(uv, iv),
+                    })
                     .collect();
                 all.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.item.cmp(&b.item)));
                 all.truncate(k);
@@ -233,10 +280,14 @@ mod tests {
     }
 
     fn random_unit(rows: usize, dim: usize, seed: u64) -> Vec<f32> {
-        let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let mut state = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let mut v: Vec<f32> = (0..rows * dim)
             .map(|_| {
-                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 ((state >> 40) as f32 / (1u64 << 24) as f32) - 0.5
             })
             .collect();
@@ -289,11 +340,34 @@ mod tests {
         let ex = Exclusions::from_pairs(33, vec![(1, 0), (1, 10), (2, 49)]);
         let want = reference(&users, &items, 24, 12, &ex);
         for (bu, bi) in [(1, 1), (4, 7), (33, 50), (256, 2048)] {
-            same(&top_k_all(&users, &items, 24, &TopkParams { k: 12, block_users: bu, block_items: bi }, &ex), &want);
+            same(
+                &top_k_all(
+                    &users,
+                    &items,
+                    24,
+                    &TopkParams {
+                        k: 12,
+                        block_users: bu,
+                        block_items: bi,
+                    },
+                    &ex,
+                ),
+                &want,
+            );
         }
-        let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
-        let two = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
-        let p = TopkParams { k: 12, block_users: 5, block_items: 9 };
+        let one = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        let two = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let p = TopkParams {
+            k: 12,
+            block_users: 5,
+            block_items: 9,
+        };
         let a = one.install(|| top_k_all(&users, &items, 24, &p, &ex));
         let b = two.install(|| top_k_all(&users, &items, 24, &p, &ex));
         assert_eq!(a, b);

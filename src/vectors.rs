@@ -9,7 +9,10 @@ use arrow::datatypes::{DataType, Field, Float32Type, Float64Type};
 
 /// The Arrow type of an embedding column of dimension `dim`.
 pub fn embedding_type(dim: usize) -> DataType {
-    DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Float32, false)), dim as i32)
+    DataType::FixedSizeList(
+        Arc::new(Field::new("item", DataType::Float32, false)),
+        dim as i32,
+    )
 }
 
 /// A flat `rows x dim` buffer as an embedding column.
@@ -48,14 +51,18 @@ pub fn from_arrow(array: &dyn Array) -> Result<(Vec<f32>, usize), String> {
                 let v = floats(v.as_ref())?;
                 match dim {
                     None => dim = Some(v.len()),
-                    Some(d) if d != v.len() => return Err(format!("row {r}: dimension {} differs from {d}", v.len())),
+                    Some(d) if d != v.len() => {
+                        return Err(format!("row {r}: dimension {} differs from {d}", v.len()));
+                    }
                     _ => {}
                 }
                 out.extend_from_slice(&v);
             }
             Ok((out, dim.unwrap_or(0)))
         }
-        other => Err(format!("expected fixed_size_list<float32> or list<float32>, found {other}")),
+        other => Err(format!(
+            "expected fixed_size_list<float32> or list<float32>, found {other}"
+        )),
     }
 }
 
@@ -65,7 +72,12 @@ fn floats(values: &dyn Array) -> Result<Vec<f32>, String> {
     }
     match values.data_type() {
         DataType::Float32 => Ok(values.as_primitive::<Float32Type>().values().to_vec()),
-        DataType::Float64 => Ok(values.as_primitive::<Float64Type>().values().iter().map(|v| *v as f32).collect()),
+        DataType::Float64 => Ok(values
+            .as_primitive::<Float64Type>()
+            .values()
+            .iter()
+            .map(|v| *v as f32)
+            .collect()),
         other => Err(format!("embedding values must be float32, found {other}")),
     }
 }
@@ -73,7 +85,11 @@ fn floats(values: &dyn Array) -> Result<Vec<f32>, String> {
 /// L2-normalise each row in place; returns the index of the first zero or non-finite row.
 pub fn normalize_rows(flat: &mut [f32], dim: usize) -> Result<(), usize> {
     for (r, row) in flat.chunks_exact_mut(dim).enumerate() {
-        let norm = row.iter().map(|v| f64::from(*v) * f64::from(*v)).sum::<f64>().sqrt();
+        let norm = row
+            .iter()
+            .map(|v| f64::from(*v) * f64::from(*v))
+            .sum::<f64>()
+            .sqrt();
         if !(norm.is_finite() && norm > 0.0) {
             return Err(r);
         }
@@ -86,7 +102,10 @@ pub fn normalize_rows(flat: &mut [f32], dim: usize) -> Result<(), usize> {
 /// Dot product with a fixed summation order (f64 accumulation), so a published score can be
 /// reproduced from the published vectors regardless of how the kernel blocked the work.
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum::<f64>() as f32
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| f64::from(*x) * f64::from(*y))
+        .sum::<f64>() as f32
 }
 
 #[cfg(test)]
@@ -99,10 +118,19 @@ mod tests {
         let flat = vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
         let arr = to_arrow(&flat, 3);
         assert_eq!(from_arrow(arr.as_ref()).unwrap(), (flat.clone(), 3));
-        assert_eq!(from_arrow(arr.slice(1, 1).as_ref()).unwrap(), (vec![4.0, 5.0, 6.0], 3));
-        let list = ListArray::from_iter_primitive::<Float32Type, _, _>(vec![Some(vec![Some(1.0), Some(2.0)]), Some(vec![Some(3.0), Some(4.0)])]);
+        assert_eq!(
+            from_arrow(arr.slice(1, 1).as_ref()).unwrap(),
+            (vec![4.0, 5.0, 6.0], 3)
+        );
+        let list = ListArray::from_iter_primitive::<Float32Type, _, _>(vec![
+            Some(vec![Some(1.0), Some(2.0)]),
+            Some(vec![Some(3.0), Some(4.0)]),
+        ]);
         assert_eq!(from_arrow(&list).unwrap(), (vec![1.0, 2.0, 3.0, 4.0], 2));
-        let ragged = ListArray::from_iter_primitive::<Float32Type, _, _>(vec![Some(vec![Some(1.0)]), Some(vec![Some(3.0), Some(4.0)])]);
+        let ragged = ListArray::from_iter_primitive::<Float32Type, _, _>(vec![
+            Some(vec![Some(1.0)]),
+            Some(vec![Some(3.0), Some(4.0)]),
+        ]);
         assert!(from_arrow(&ragged).unwrap_err().contains("row 1"));
     }
 

@@ -3,7 +3,10 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Date32Array, Float32Array, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray};
+use arrow::array::{
+    ArrayRef, Date32Array, Float32Array, Float64Array, Int32Array, Int64Array, RecordBatch,
+    StringArray,
+};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use chrono::NaiveDate;
 
@@ -34,9 +37,13 @@ pub fn recommendations_schema() -> SchemaRef {
 
 pub fn recommendations(rows: &[RecRow], run_id: &str) -> Result<RecordBatch> {
     let columns: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.user_id.as_str()))),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.user_id.as_str()),
+        )),
         Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.rank))),
-        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.item_id.as_str()))),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.item_id.as_str()),
+        )),
         Arc::new(Float32Array::from_iter_values(rows.iter().map(|r| r.score))),
         Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.source))),
         Arc::new(StringArray::from(vec![run_id; rows.len()])),
@@ -56,9 +63,13 @@ pub fn similar_items_schema() -> SchemaRef {
 
 pub fn similar_items(rows: &[RecRow], run_id: &str) -> Result<RecordBatch> {
     let columns: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.user_id.as_str()))),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.user_id.as_str()),
+        )),
         Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.rank))),
-        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.item_id.as_str()))),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.item_id.as_str()),
+        )),
         Arc::new(Float32Array::from_iter_values(rows.iter().map(|r| r.score))),
         Arc::new(StringArray::from(vec![run_id; rows.len()])),
     ];
@@ -74,7 +85,13 @@ pub fn user_embeddings_schema(dim: usize) -> SchemaRef {
     ]))
 }
 
-pub fn user_embeddings(user_ids: &[String], flat: &[f32], dim: usize, n_events: &[i64], run_id: &str) -> Result<RecordBatch> {
+pub fn user_embeddings(
+    user_ids: &[String],
+    flat: &[f32],
+    dim: usize,
+    n_events: &[i64],
+    run_id: &str,
+) -> Result<RecordBatch> {
     let columns: Vec<ArrayRef> = vec![
         Arc::new(StringArray::from_iter_values(user_ids.iter())),
         vectors::to_arrow(flat, dim),
@@ -92,7 +109,12 @@ pub fn item_vectors_schema(dim: usize) -> SchemaRef {
     ]))
 }
 
-pub fn item_vectors(item_ids: &[&str], flat: &[f32], dim: usize, run_id: &str) -> Result<RecordBatch> {
+pub fn item_vectors(
+    item_ids: &[&str],
+    flat: &[f32],
+    dim: usize,
+    run_id: &str,
+) -> Result<RecordBatch> {
     let columns: Vec<ArrayRef> = vec![
         Arc::new(StringArray::from(item_ids.to_vec())),
         vectors::to_arrow(flat, dim),
@@ -120,8 +142,12 @@ pub fn metrics(rows: &[MetricRow], date: NaiveDate, run_id: &str) -> Result<Reco
         Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.metric))),
         Arc::new(Int32Array::from_iter(rows.iter().map(|r| r.k))),
         Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.value))),
-        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.segment))),
-        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.definition.as_str()))),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.segment),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.definition.as_str()),
+        )),
         Arc::new(Date32Array::from(vec![days; rows.len()])),
         Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.n_users))),
         Arc::new(StringArray::from(vec![run_id; rows.len()])),

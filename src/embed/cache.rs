@@ -42,7 +42,14 @@ pub fn schema(dim: usize) -> SchemaRef {
 }
 
 /// New cache entries as a batch of the `item_embeddings` table.
-pub fn batch(item_ids: &[&str], hashes: &[&str], model_id: &str, flat: &[f32], dim: usize, run_id: &str) -> Result<RecordBatch> {
+pub fn batch(
+    item_ids: &[&str],
+    hashes: &[&str],
+    model_id: &str,
+    flat: &[f32],
+    dim: usize,
+    run_id: &str,
+) -> Result<RecordBatch> {
     let n = item_ids.len();
     let columns: Vec<ArrayRef> = vec![
         Arc::new(StringArray::from(item_ids.to_vec())),
@@ -55,7 +62,11 @@ pub fn batch(item_ids: &[&str], hashes: &[&str], model_id: &str, flat: &[f32], d
 }
 
 /// Vectors of `model_id` already in the cache, by content hash.
-pub async fn load(output_root: &Location, model_id: &str, dim: usize) -> Result<HashMap<String, Vec<f32>>> {
+pub async fn load(
+    output_root: &Location,
+    model_id: &str,
+    dim: usize,
+) -> Result<HashMap<String, Vec<f32>>> {
     let table = output_root.child(TABLE);
     let mut cache = HashMap::new();
     for meta in table.list_files().await?.iter().filter(|m| is_data_file(m)) {
@@ -71,15 +82,22 @@ pub async fn load(output_root: &Location, model_id: &str, dim: usize) -> Result<
             }
         };
         for b in batches {
-            let (Some(h), Some(m), Some(e)) = (b.column_by_name("content_hash"), b.column_by_name("model"), b.column_by_name("embedding")) else {
+            let (Some(h), Some(m), Some(e)) = (
+                b.column_by_name("content_hash"),
+                b.column_by_name("model"),
+                b.column_by_name("embedding"),
+            ) else {
                 tracing::warn!(file = %table.object_url(&meta.location), "skipping embedding cache file without content_hash/model/embedding");
                 break;
             };
-            let Ok((flat, d)) = vectors::from_arrow(e.as_ref()) else { continue };
+            let Ok((flat, d)) = vectors::from_arrow(e.as_ref()) else {
+                continue;
+            };
             if d != dim {
                 continue;
             }
-            let hb = RecordBatch::try_from_iter(vec![("h", h.clone()), ("m", m.clone())]).context("reading cache")?;
+            let hb = RecordBatch::try_from_iter(vec![("h", h.clone()), ("m", m.clone())])
+                .context("reading cache")?;
             let (hashes, models) = (strings(&hb, 0), strings(&hb, 1));
             for (r, (hash, model)) in hashes.into_iter().zip(models).enumerate() {
                 if model == model_id {

@@ -70,7 +70,8 @@ pub fn select_device(choice: DeviceChoice) -> Result<Device> {
         DeviceChoice::Cuda => {
             if !candle_core::utils::cuda_is_available() {
                 return Err(Error::Config(
-                    "model.device = cuda, but this binary was built without the `cuda` feature".into(),
+                    "model.device = cuda, but this binary was built without the `cuda` feature"
+                        .into(),
                 ));
             }
             Device::new_cuda(0).context("cannot open CUDA device 0")
@@ -87,18 +88,29 @@ pub fn select_device(choice: DeviceChoice) -> Result<Device> {
 }
 
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::Config(format!("model file {}: {e} (run `make model`?)", path.display())))?;
-    serde_json::from_str(&text).map_err(|e| Error::Config(format!("model file {}: invalid JSON: {e}", path.display())))
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Error::Config(format!(
+            "model file {}: {e} (run `make model`?)",
+            path.display()
+        ))
+    })?;
+    serde_json::from_str(&text)
+        .map_err(|e| Error::Config(format!("model file {}: invalid JSON: {e}", path.display())))
 }
 
 fn file_sha256(path: &Path) -> Result<String> {
-    let mut file = std::fs::File::open(path)
-        .map_err(|e| Error::Config(format!("model file {}: {e} (run `make model`?)", path.display())))?;
+    let mut file = std::fs::File::open(path).map_err(|e| {
+        Error::Config(format!(
+            "model file {}: {e} (run `make model`?)",
+            path.display()
+        ))
+    })?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = file.read(&mut buf).context(format!("reading {}", path.display()))?;
+        let n = file
+            .read(&mut buf)
+            .context(format!("reading {}", path.display()))?;
         if n == 0 {
             break;
         }
@@ -113,7 +125,11 @@ impl CandleEncoder {
         let file = |name: &str| -> PathBuf { dir.join(name) };
         let config: BertConfig = read_json(&file("config.json"))?;
 
-        let modules: Vec<Module> = if file("modules.json").exists() { read_json(&file("modules.json"))? } else { Vec::new() };
+        let modules: Vec<Module> = if file("modules.json").exists() {
+            read_json(&file("modules.json"))?
+        } else {
+            Vec::new()
+        };
         let pooling_dir = modules
             .iter()
             .find(|m| m.kind.ends_with("models.Pooling"))
@@ -124,12 +140,20 @@ impl CandleEncoder {
         let pooling = if pooling_file.exists() {
             let p: PoolingConfig = read_json(&pooling_file)?;
             if p.pooling_mode_max_tokens || p.pooling_mode_mean_sqrt_len_tokens {
-                return Err(Error::Config(format!("{}: only mean or CLS pooling is supported", pooling_file.display())));
+                return Err(Error::Config(format!(
+                    "{}: only mean or CLS pooling is supported",
+                    pooling_file.display()
+                )));
             }
             match (p.pooling_mode_cls_token, p.pooling_mode_mean_tokens) {
                 (true, false) => Pooling::Cls,
                 (false, true) => Pooling::Mean,
-                _ => return Err(Error::Config(format!("{}: exactly one of CLS or mean pooling must be set", pooling_file.display()))),
+                _ => {
+                    return Err(Error::Config(format!(
+                        "{}: exactly one of CLS or mean pooling must be set",
+                        pooling_file.display()
+                    )));
+                }
             }
         } else {
             Pooling::Mean
@@ -142,8 +166,12 @@ impl CandleEncoder {
         .unwrap_or(config.max_position_embeddings)
         .min(config.max_position_embeddings);
 
-        let mut tokenizer = Tokenizer::from_file(file("tokenizer.json"))
-            .map_err(|e| Error::Config(format!("model file {}: {e} (run `make model`?)", file("tokenizer.json").display())))?;
+        let mut tokenizer = Tokenizer::from_file(file("tokenizer.json")).map_err(|e| {
+            Error::Config(format!(
+                "model file {}: {e} (run `make model`?)",
+                file("tokenizer.json").display()
+            ))
+        })?;
         // The shipped tokenizer.json may carry its own truncation/padding (all-MiniLM-L6-v2's
         // says 128 and fixed padding): the model's max_seq_length rules, and we pad per batch.
         tokenizer
@@ -161,8 +189,12 @@ impl CandleEncoder {
         // SAFETY: the weights file is memory-mapped read-only and not modified while loaded.
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &device) }
             .map_err(|e| Error::Config(format!("model file {}: {e}", weights.display())))?;
-        let model = BertModel::load(vb, &config).map_err(|e| Error::Config(format!("model {}: {e}", dir.display())))?;
-        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
+        let model = BertModel::load(vb, &config)
+            .map_err(|e| Error::Config(format!("model {}: {e}", dir.display())))?;
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "model".into());
         Ok(CandleEncoder {
             model,
             tokenizer,
@@ -198,7 +230,11 @@ impl CandleEncoder {
             Pooling::Cls => hidden.i((.., 0))?.contiguous()?,
         };
         let pooled = if self.normalize {
-            let norm = pooled.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12f32, f32::MAX)?;
+            let norm = pooled
+                .sqr()?
+                .sum_keepdim(1)?
+                .sqrt()?
+                .clamp(1e-12f32, f32::MAX)?;
             pooled.broadcast_div(&norm)?
         } else {
             pooled
@@ -251,6 +287,10 @@ impl Encoder for CandleEncoder {
     }
 
     fn encode(&self, batch: &[&[u32]]) -> Result<Vec<f32>> {
-        self.forward(batch).context(format!("encoding a batch of {} texts on {}", batch.len(), self.device()))
+        self.forward(batch).context(format!(
+            "encoding a batch of {} texts on {}",
+            batch.len(),
+            self.device()
+        ))
     }
 }

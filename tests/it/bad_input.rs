@@ -4,7 +4,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, BooleanArray, Float64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow::array::{
+    ArrayRef, BooleanArray, Float64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
 
 use crate::common::*;
 
@@ -12,7 +14,12 @@ use crate::common::*;
 fn write(path: &Path, columns: Vec<(&str, ArrayRef)>) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     let batch = RecordBatch::try_from_iter(columns).unwrap();
-    let mut w = parquet::arrow::ArrowWriter::try_new(std::fs::File::create(path).unwrap(), batch.schema(), None).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(path).unwrap(),
+        batch.schema(),
+        None,
+    )
+    .unwrap();
     w.write(&batch).unwrap();
     w.close().unwrap();
 }
@@ -23,7 +30,11 @@ fn strings(v: &[&str]) -> ArrayRef {
 
 /// A valid little dataset: behavior for 2024-01-01..02, catalog snapshot 2024-01-01.
 fn dataset(root: &Path) {
-    let ts = |n: usize| -> ArrayRef { Arc::new(TimestampMicrosecondArray::from(vec![1_704_100_000_000_000i64; n]).with_timezone("UTC")) };
+    let ts = |n: usize| -> ArrayRef {
+        Arc::new(
+            TimestampMicrosecondArray::from(vec![1_704_100_000_000_000i64; n]).with_timezone("UTC"),
+        )
+    };
     for dt in ["2024-01-01", "2024-01-02"] {
         write(
             &root.join(format!("behavior/dt={dt}/part-0.parquet")),
@@ -32,7 +43,10 @@ fn dataset(root: &Path) {
                 ("item_id", strings(&["a", "b", "c"])),
                 ("event_type", strings(&["purchase", "purchase", "purchase"])),
                 ("ts", ts(3)),
-                ("value", Arc::new(Float64Array::from(vec![Some(1.0), None, Some(2.0)]))),
+                (
+                    "value",
+                    Arc::new(Float64Array::from(vec![Some(1.0), None, Some(2.0)])),
+                ),
             ],
         );
     }
@@ -40,23 +54,44 @@ fn dataset(root: &Path) {
         &root.join("catalog/dt=2024-01-01/part-0.parquet"),
         vec![
             ("item_id", strings(&["a", "b", "c", "d"])),
-            ("title", strings(&["red mug", "blue mug", "garden hose", "tea pot"])),
-            ("available", Arc::new(BooleanArray::from(vec![true, true, true, true]))),
+            (
+                "title",
+                strings(&["red mug", "blue mug", "garden hose", "tea pot"]),
+            ),
+            (
+                "available",
+                Arc::new(BooleanArray::from(vec![true, true, true, true])),
+            ),
         ],
     );
 }
 
 /// Run `recjob run` for 2024-01-02 on the dataset in `root`; returns (exit code, stderr).
 fn run(root: &Path, date: &str, extra: &[&str]) -> (i32, String) {
-    let config = write_config(root, &root.join("behavior"), &root.join("catalog"), &root.join("out"), "");
-    let args = [&["run", "--config", config.to_str().unwrap(), "--date", date], extra].concat();
+    let config = write_config(
+        root,
+        &root.join("behavior"),
+        &root.join("catalog"),
+        &root.join("out"),
+        "",
+    );
+    let args = [
+        &["run", "--config", config.to_str().unwrap(), "--date", date],
+        extra,
+    ]
+    .concat();
     let o = recjob(root, &args);
     (code(&o), stderr(&o))
 }
 
 fn assert_nothing_published(root: &Path) {
     let out = root.join("out");
-    for t in ["recommendations", "metrics", "_manifests", "item_embeddings"] {
+    for t in [
+        "recommendations",
+        "metrics",
+        "_manifests",
+        "item_embeddings",
+    ] {
         assert!(!has_files(&out.join(t)), "{t} was written");
     }
 }
@@ -67,7 +102,11 @@ fn the_valid_dataset_publishes() {
     dataset(tmp.path());
     let (code, err) = run(tmp.path(), "2024-01-02", &["--set", "topk.k=2"]);
     assert_eq!(code, 0, "{err}");
-    assert!(tmp.path().join("out/_manifests/dt=2024-01-02/manifest.json").exists());
+    assert!(
+        tmp.path()
+            .join("out/_manifests/dt=2024-01-02/manifest.json")
+            .exists()
+    );
 }
 
 #[test]
@@ -76,7 +115,10 @@ fn a_missing_behavior_partition_is_not_ready() {
     dataset(tmp.path());
     let (code, err) = run(tmp.path(), "2024-01-03", &[]);
     assert_eq!(code, 3, "{err}");
-    assert!(err.contains("behavior") && err.contains("dt=2024-01-03"), "{err}");
+    assert!(
+        err.contains("behavior") && err.contains("dt=2024-01-03"),
+        "{err}"
+    );
     assert_nothing_published(tmp.path());
 }
 
@@ -85,10 +127,22 @@ fn a_missing_required_column_names_file_and_column() {
     let tmp = tempfile::tempdir().unwrap();
     dataset(tmp.path());
     let file = tmp.path().join("behavior/dt=2024-01-02/part-0.parquet");
-    write(&file, vec![("user_id", strings(&["u1"])), ("item_id", strings(&["a"])), ("event_type", strings(&["purchase"]))]);
+    write(
+        &file,
+        vec![
+            ("user_id", strings(&["u1"])),
+            ("item_id", strings(&["a"])),
+            ("event_type", strings(&["purchase"])),
+        ],
+    );
     let (code, err) = run(tmp.path(), "2024-01-02", &[]);
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("table behavior") && err.contains("column ts") && err.contains(&file.display().to_string()), "{err}");
+    assert!(
+        err.contains("table behavior")
+            && err.contains("column ts")
+            && err.contains(&file.display().to_string()),
+        "{err}"
+    );
     assert_nothing_published(tmp.path());
 }
 
@@ -99,11 +153,21 @@ fn a_wrong_column_type_names_file_and_column() {
     let file = tmp.path().join("behavior/dt=2024-01-01/part-0.parquet");
     write(
         &file,
-        vec![("user_id", strings(&["u1"])), ("item_id", strings(&["a"])), ("event_type", strings(&["purchase"])), ("ts", strings(&["yesterday"]))],
+        vec![
+            ("user_id", strings(&["u1"])),
+            ("item_id", strings(&["a"])),
+            ("event_type", strings(&["purchase"])),
+            ("ts", strings(&["yesterday"])),
+        ],
     );
     let (code, err) = run(tmp.path(), "2024-01-02", &[]);
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("column ts") && err.contains("must be a timestamp") && err.contains("dt=2024-01-01"), "{err}");
+    assert!(
+        err.contains("column ts")
+            && err.contains("must be a timestamp")
+            && err.contains("dt=2024-01-01"),
+        "{err}"
+    );
     assert_nothing_published(tmp.path());
 }
 
@@ -115,7 +179,10 @@ fn a_corrupt_file_is_bad_input() {
     std::fs::write(&file, b"this is not parquet").unwrap();
     let (code, err) = run(tmp.path(), "2024-01-02", &[]);
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("not a readable Parquet file") && err.contains("part-1.parquet"), "{err}");
+    assert!(
+        err.contains("not a readable Parquet file") && err.contains("part-1.parquet"),
+        "{err}"
+    );
     assert_nothing_published(tmp.path());
 }
 
@@ -125,11 +192,19 @@ fn duplicate_catalog_ids_are_bad_input() {
     dataset(tmp.path());
     write(
         &tmp.path().join("catalog/dt=2024-01-01/part-0.parquet"),
-        vec![("item_id", strings(&["a", "b", "c", "a"])), ("title", strings(&["x", "y", "z", "w"]))],
+        vec![
+            ("item_id", strings(&["a", "b", "c", "a"])),
+            ("title", strings(&["x", "y", "z", "w"])),
+        ],
     );
     let (code, err) = run(tmp.path(), "2024-01-02", &[]);
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("table catalog") && err.contains("column item_id") && err.contains("duplicate"), "{err}");
+    assert!(
+        err.contains("table catalog")
+            && err.contains("column item_id")
+            && err.contains("duplicate"),
+        "{err}"
+    );
     assert_nothing_published(tmp.path());
 }
 
@@ -137,7 +212,9 @@ fn duplicate_catalog_ids_are_bad_input() {
 fn unknown_event_types_and_unknown_items_count_against_the_threshold() {
     let tmp = tempfile::tempdir().unwrap();
     dataset(tmp.path());
-    let ts: ArrayRef = Arc::new(TimestampMicrosecondArray::from(vec![1_704_200_000_000_000i64; 3]).with_timezone("UTC"));
+    let ts: ArrayRef = Arc::new(
+        TimestampMicrosecondArray::from(vec![1_704_200_000_000_000i64; 3]).with_timezone("UTC"),
+    );
     write(
         &tmp.path().join("behavior/dt=2024-01-02/part-0.parquet"),
         vec![
@@ -149,14 +226,34 @@ fn unknown_event_types_and_unknown_items_count_against_the_threshold() {
     );
     let (code, err) = run(tmp.path(), "2024-01-02", &[]);
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("unknown_event_type: 1") && err.contains("item_not_in_catalog: 1"), "{err}");
+    assert!(
+        err.contains("unknown_event_type: 1") && err.contains("item_not_in_catalog: 1"),
+        "{err}"
+    );
     assert_nothing_published(tmp.path());
     // Tolerated below the threshold: dropped, counted in the manifest.
-    let (code, err) = run(tmp.path(), "2024-01-02", &["--set", "input.max_invalid_fraction=0.5"]);
+    let (code, err) = run(
+        tmp.path(),
+        "2024-01-02",
+        &["--set", "input.max_invalid_fraction=0.5"],
+    );
     assert_eq!(code, 0, "{err}");
-    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(tmp.path().join("out/_manifests/dt=2024-01-02/manifest.json")).unwrap()).unwrap();
-    assert_eq!(manifest["invalid_rows"]["by_reason"]["unknown_event_type"], 1);
-    assert_eq!(manifest["invalid_rows"]["by_reason"]["item_not_in_catalog"], 1);
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            tmp.path()
+                .join("out/_manifests/dt=2024-01-02/manifest.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        manifest["invalid_rows"]["by_reason"]["unknown_event_type"],
+        1
+    );
+    assert_eq!(
+        manifest["invalid_rows"]["by_reason"]["item_not_in_catalog"],
+        1
+    );
 }
 
 #[test]

@@ -17,15 +17,27 @@ pub fn repo() -> PathBuf {
 
 /// The real all-MiniLM-L6-v2 directory (`make model` puts it there).
 pub fn model_dir() -> PathBuf {
-    let dir = std::env::var("RECJOB_TEST_MODEL").map(PathBuf::from).unwrap_or_else(|_| repo().join("models/all-MiniLM-L6-v2"));
-    assert!(dir.join("model.safetensors").exists(), "model missing at {}: run `make model` first", dir.display());
+    let dir = std::env::var("RECJOB_TEST_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo().join("models/all-MiniLM-L6-v2"));
+    assert!(
+        dir.join("model.safetensors").exists(),
+        "model missing at {}: run `make model` first",
+        dir.display()
+    );
     dir
 }
 
 /// `../shared/data` (or `$RECJOB_SHARED_DATA`).
 pub fn shared_data() -> PathBuf {
-    let dir = std::env::var("RECJOB_SHARED_DATA").map(PathBuf::from).unwrap_or_else(|_| repo().join("../shared/data"));
-    assert!(dir.join("online_retail").exists(), "shared data missing at {}", dir.display());
+    let dir = std::env::var("RECJOB_SHARED_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo().join("../shared/data"));
+    assert!(
+        dir.join("online_retail").exists(),
+        "shared data missing at {}",
+        dir.display()
+    );
     dir
 }
 
@@ -49,7 +61,13 @@ pub fn stderr(o: &Output) -> String {
 }
 
 /// A job config for tests: online retail (or `behavior`/`catalog` roots) into `out`.
-pub fn write_config(dir: &Path, behavior: &Path, catalog: &Path, out: &Path, extra: &str) -> PathBuf {
+pub fn write_config(
+    dir: &Path,
+    behavior: &Path,
+    catalog: &Path,
+    out: &Path,
+    extra: &str,
+) -> PathBuf {
     let text = format!(
         "[input]\nbehavior = {:?}\ncatalog = {:?}\n[output]\nroot = {:?}\n[model]\ndir = {:?}\n{extra}\n",
         behavior.display().to_string(),
@@ -67,7 +85,13 @@ pub async fn read_table(url: &str) -> Vec<RecordBatch> {
     let loc = Location::parse(url).unwrap();
     let store: Arc<dyn ObjectStore> = loc.store.clone();
     let mut out = Vec::new();
-    for meta in loc.list_files().await.unwrap().iter().filter(|m| is_data_file(m)) {
+    for meta in loc
+        .list_files()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|m| is_data_file(m))
+    {
         out.extend(read_parquet(&store, &meta.location).await.unwrap());
     }
     out
@@ -80,11 +104,19 @@ pub fn col_strings(b: &RecordBatch, name: &str) -> Vec<String> {
 }
 
 pub fn col_i32(b: &RecordBatch, name: &str) -> Vec<i32> {
-    b.column_by_name(name).unwrap().as_primitive::<Int32Type>().values().to_vec()
+    b.column_by_name(name)
+        .unwrap()
+        .as_primitive::<Int32Type>()
+        .values()
+        .to_vec()
 }
 
 pub fn col_f32(b: &RecordBatch, name: &str) -> Vec<f32> {
-    b.column_by_name(name).unwrap().as_primitive::<Float32Type>().values().to_vec()
+    b.column_by_name(name)
+        .unwrap()
+        .as_primitive::<Float32Type>()
+        .values()
+        .to_vec()
 }
 
 /// `id -> vector` from an `embedding` column.
@@ -92,7 +124,8 @@ pub fn vectors_by_id(batches: &[RecordBatch], id: &str) -> HashMap<String, Vec<f
     let mut out = HashMap::new();
     for b in batches {
         let ids = col_strings(b, id);
-        let (flat, dim) = recjob::vectors::from_arrow(b.column_by_name("embedding").unwrap().as_ref()).unwrap();
+        let (flat, dim) =
+            recjob::vectors::from_arrow(b.column_by_name("embedding").unwrap().as_ref()).unwrap();
         for (r, i) in ids.into_iter().enumerate() {
             out.insert(i, flat[r * dim..(r + 1) * dim].to_vec());
         }
@@ -111,7 +144,11 @@ pub fn walk(dir: &Path) -> impl Iterator<Item = PathBuf> {
     while let Some(d) = stack.pop() {
         if let Ok(entries) = std::fs::read_dir(&d) {
             for e in entries.flatten() {
-                if e.path().is_dir() { stack.push(e.path()) } else { files.push(e.path()) }
+                if e.path().is_dir() {
+                    stack.push(e.path())
+                } else {
+                    files.push(e.path())
+                }
             }
         }
     }

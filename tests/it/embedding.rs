@@ -4,19 +4,21 @@ use std::collections::HashMap;
 
 use recjob::config::DeviceChoice;
 use recjob::embed::candle::CandleEncoder;
-use recjob::embed::{Encoder, embed_texts, embed_items};
+use recjob::embed::{Encoder, embed_items, embed_texts};
 
 use crate::common::{col_strings, model_dir, shared_data};
 
 fn reference() -> (Vec<String>, Vec<f32>, usize) {
     let path = shared_data().join("ref_embeddings/all-MiniLM-L6-v2.parquet");
     let file = std::fs::File::open(&path).unwrap();
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(file, 1024).unwrap();
+    let reader =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(file, 1024).unwrap();
     let (mut texts, mut flat, mut dim) = (Vec::new(), Vec::new(), 0);
     for b in reader {
         let b = b.unwrap();
         texts.extend(col_strings(&b, "text"));
-        let (f, d) = recjob::vectors::from_arrow(b.column_by_name("embedding").unwrap().as_ref()).unwrap();
+        let (f, d) =
+            recjob::vectors::from_arrow(b.column_by_name("embedding").unwrap().as_ref()).unwrap();
         flat.extend(f);
         dim = d;
     }
@@ -24,7 +26,11 @@ fn reference() -> (Vec<String>, Vec<f32>, usize) {
 }
 
 fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum();
+    let dot: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| f64::from(*x) * f64::from(*y))
+        .sum();
     let na: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
     let nb: f64 = b.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
     dot / (na * nb)
@@ -35,7 +41,10 @@ fn matches_sentence_transformers_on_every_reference_row() {
     let (texts, want, dim) = reference();
     assert_eq!(texts.len(), 200);
     let encoder = CandleEncoder::load(&model_dir(), DeviceChoice::Cpu).unwrap();
-    assert_eq!((encoder.dim(), encoder.max_seq_length(), encoder.pooling()), (dim, 256, "mean"));
+    assert_eq!(
+        (encoder.dim(), encoder.max_seq_length(), encoder.pooling()),
+        (dim, 256, "mean")
+    );
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     // A small budget forces many batches of mixed lengths.
     let (got, stats) = embed_texts(&encoder, &refs, 600).unwrap();
@@ -46,10 +55,24 @@ fn matches_sentence_transformers_on_every_reference_row() {
         if c < worst.0 {
             worst = (c, r);
         }
-        let max_diff = got[r * dim..(r + 1) * dim].iter().zip(&want[r * dim..(r + 1) * dim]).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-        assert!(max_diff < 1e-4, "row {r} {:?}: max |diff| {max_diff}", texts[r]);
+        let max_diff = got[r * dim..(r + 1) * dim]
+            .iter()
+            .zip(&want[r * dim..(r + 1) * dim])
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            max_diff < 1e-4,
+            "row {r} {:?}: max |diff| {max_diff}",
+            texts[r]
+        );
     }
-    assert!(worst.0 >= 0.99999, "row {} {:?}: cosine {}", worst.1, texts[worst.1], worst.0);
+    assert!(
+        worst.0 >= 0.99999,
+        "row {} {:?}: cosine {}",
+        worst.1,
+        texts[worst.1],
+        worst.0
+    );
 }
 
 #[test]
@@ -62,7 +85,11 @@ fn a_row_embeds_the_same_alone_as_in_any_batch() {
     for (r, text) in sample.iter().enumerate() {
         let (alone, _) = embed_texts(&encoder, &[text], 1 << 20).unwrap();
         for other in [&batched, &small] {
-            let d = alone.iter().zip(&other[r * dim..(r + 1) * dim]).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            let d = alone
+                .iter()
+                .zip(&other[r * dim..(r + 1) * dim])
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
             assert!(d <= 1e-5, "{text:?}: alone vs batch differ by {d}");
         }
     }
@@ -71,11 +98,27 @@ fn a_row_embeds_the_same_alone_as_in_any_batch() {
 #[test]
 fn the_cache_reuses_vectors_and_embeds_only_new_texts() {
     let encoder = CandleEncoder::load(&model_dir(), DeviceChoice::Cpu).unwrap();
-    let texts: Vec<String> = ["RED MUG", "BLUE MUG", "RED MUG", "GARDEN HOSE"].iter().map(|s| s.to_string()).collect();
+    let texts: Vec<String> = ["RED MUG", "BLUE MUG", "RED MUG", "GARDEN HOSE"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     let first = embed_items(&encoder, &HashMap::new(), &texts, 4096).unwrap();
-    assert_eq!(first.new_rows, vec![0, 1, 3], "duplicates are embedded once");
+    assert_eq!(
+        first.new_rows,
+        vec![0, 1, 3],
+        "duplicates are embedded once"
+    );
     let dim = encoder.dim();
-    let cache: HashMap<String, Vec<f32>> = first.new_rows.iter().map(|&r| (first.hashes[r].clone(), first.flat[r * dim..(r + 1) * dim].to_vec())).collect();
+    let cache: HashMap<String, Vec<f32>> = first
+        .new_rows
+        .iter()
+        .map(|&r| {
+            (
+                first.hashes[r].clone(),
+                first.flat[r * dim..(r + 1) * dim].to_vec(),
+            )
+        })
+        .collect();
     let mut changed = texts.clone();
     changed[1] = "BLUE TEAPOT".into();
     let second = embed_items(&encoder, &cache, &changed, 4096).unwrap();

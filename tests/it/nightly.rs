@@ -5,7 +5,13 @@ use std::collections::{HashMap, HashSet};
 
 use crate::common::*;
 
-const OUT_TABLES: [&str; 5] = ["recommendations", "user_embeddings", "item_vectors", "similar_items", "metrics"];
+const OUT_TABLES: [&str; 5] = [
+    "recommendations",
+    "user_embeddings",
+    "item_vectors",
+    "similar_items",
+    "metrics",
+];
 
 /// (user, item) pairs with an event in behavior partitions [first, last] of online retail.
 fn window_pairs(first: &str, last: &str) -> HashMap<String, HashSet<String>> {
@@ -18,10 +24,17 @@ fn window_pairs(first: &str, last: &str) -> HashMap<String, HashSet<String>> {
             continue;
         }
         for file in walk(&root.join(&name)) {
-            let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(std::fs::File::open(file).unwrap(), 8192).unwrap();
+            let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(
+                std::fs::File::open(file).unwrap(),
+                8192,
+            )
+            .unwrap();
             for b in reader {
                 let b = b.unwrap();
-                for (u, i) in col_strings(&b, "user_id").into_iter().zip(col_strings(&b, "item_id")) {
+                for (u, i) in col_strings(&b, "user_id")
+                    .into_iter()
+                    .zip(col_strings(&b, "item_id"))
+                {
                     out.entry(u).or_default().insert(i);
                 }
             }
@@ -35,11 +48,20 @@ async fn two_nights_on_online_retail_publish_exact_complete_lists() {
     let data = shared_data().join("online_retail/parquet");
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
-    let config = write_config(tmp.path(), &data.join("behavior"), &data.join("catalog"), &out, "[catalog]\navailable_column = \"is_merchandise\"\n");
+    let config = write_config(
+        tmp.path(),
+        &data.join("behavior"),
+        &data.join("catalog"),
+        &out,
+        "[catalog]\navailable_column = \"is_merchandise\"\n",
+    );
     let config = config.to_str().unwrap();
     let sets = ["--set", "window.lookback_days=30", "--set", "topk.k=20"];
     for date in ["2011-11-29", "2011-11-30"] {
-        let o = recjob(tmp.path(), &[&["run", "--config", config, "--date", date], &sets[..]].concat());
+        let o = recjob(
+            tmp.path(),
+            &[&["run", "--config", config, "--date", date], &sets[..]].concat(),
+        );
         assert_eq!(code(&o), 0, "run {date}: {}", stderr(&o));
     }
     let url = |t: &str| format!("{}/{t}/dt=2011-11-30/", out.display());
@@ -51,29 +73,52 @@ async fn two_nights_on_online_retail_publish_exact_complete_lists() {
     // Every active user has exactly ranks 1..20, never a window item, scores descending.
     let mut lists: HashMap<String, Vec<(i32, String, f32, String)>> = HashMap::new();
     for b in &recs {
-        let (u, r, i, s, src) = (col_strings(b, "user_id"), col_i32(b, "rank"), col_strings(b, "item_id"), col_f32(b, "score"), col_strings(b, "source"));
+        let (u, r, i, s, src) = (
+            col_strings(b, "user_id"),
+            col_i32(b, "rank"),
+            col_strings(b, "item_id"),
+            col_f32(b, "score"),
+            col_strings(b, "source"),
+        );
         for j in 0..b.num_rows() {
-            lists.entry(u[j].clone()).or_default().push((r[j], i[j].clone(), s[j], src[j].clone()));
+            lists
+                .entry(u[j].clone())
+                .or_default()
+                .push((r[j], i[j].clone(), s[j], src[j].clone()));
         }
     }
     let active: HashSet<&String> = window.keys().collect();
-    assert_eq!(lists.keys().collect::<HashSet<_>>(), active, "recommendations cover exactly the window's users");
+    assert_eq!(
+        lists.keys().collect::<HashSet<_>>(),
+        active,
+        "recommendations cover exactly the window's users"
+    );
     let mut personal = 0;
     for (user, list) in lists.iter_mut() {
         list.sort_by_key(|r| r.0);
-        assert_eq!(list.iter().map(|r| r.0).collect::<Vec<_>>(), (1..=20).collect::<Vec<_>>(), "user {user}");
+        assert_eq!(
+            list.iter().map(|r| r.0).collect::<Vec<_>>(),
+            (1..=20).collect::<Vec<_>>(),
+            "user {user}"
+        );
         for w in list.windows(2) {
             assert!(w[0].2 >= w[1].2, "user {user}: scores rise {w:?}");
         }
         for (_, item, _, _) in list.iter() {
-            assert!(!window[user].contains(item), "user {user}: window item {item} recommended");
+            assert!(
+                !window[user].contains(item),
+                "user {user}: window item {item} recommended"
+            );
         }
         if list[0].3 == "personal" {
             personal += 1;
             let u = &users[user];
             for (rank, item, score, _) in list.iter() {
                 let dot: f32 = u.iter().zip(&items[item]).map(|(a, b)| a * b).sum();
-                assert!((dot - score).abs() < 1e-3, "user {user} rank {rank}: score {score} vs dot {dot}");
+                assert!(
+                    (dot - score).abs() < 1e-3,
+                    "user {user} rank {rank}: score {score} vs dot {dot}"
+                );
             }
             // Exact top-K: no eligible item beats the 20th.
             let twentieth = list[19].2;
@@ -83,17 +128,26 @@ async fn two_nights_on_online_retail_publish_exact_complete_lists() {
                     continue;
                 }
                 let dot: f32 = u.iter().zip(v).map(|(a, b)| a * b).sum();
-                assert!(dot <= twentieth + 1e-5, "user {user}: item {item} scores {dot} > 20th {twentieth}");
+                assert!(
+                    dot <= twentieth + 1e-5,
+                    "user {user}: item {item} scores {dot} > 20th {twentieth}"
+                );
             }
         } else {
-            assert!(list.iter().all(|r| r.3 == "popular"), "user {user}: one source per list");
+            assert!(
+                list.iter().all(|r| r.3 == "popular"),
+                "user {user}: one source per list"
+            );
         }
     }
     assert!(personal > 1500, "most users get personal lists: {personal}");
 
     // similar_items never pairs an item with itself.
     for b in read_table(&url("similar_items")).await {
-        for (a, s) in col_strings(&b, "item_id").iter().zip(col_strings(&b, "similar_item_id")) {
+        for (a, s) in col_strings(&b, "item_id")
+            .iter()
+            .zip(col_strings(&b, "similar_item_id"))
+        {
             assert_ne!(a, &s);
         }
     }
@@ -106,7 +160,8 @@ async fn two_nights_on_online_retail_publish_exact_complete_lists() {
         let v = b.column_by_name("value").unwrap();
         for j in 0..b.num_rows() {
             use arrow::array::{Array, AsArray};
-            let kk = (!k.is_null(j)).then(|| k.as_primitive::<arrow::datatypes::Int32Type>().value(j));
+            let kk =
+                (!k.is_null(j)).then(|| k.as_primitive::<arrow::datatypes::Int32Type>().value(j));
             if kk == Some(20) && !v.is_null(j) {
                 let value = v.as_primitive::<arrow::datatypes::Float64Type>().value(j);
                 assert!((0.0..=1.0).contains(&value), "{} {} = {value}", m[j], s[j]);
@@ -116,36 +171,81 @@ async fn two_nights_on_online_retail_publish_exact_complete_lists() {
     }
     for m in ["recall", "catalog_coverage", "ndcg", "precision"] {
         for s in ["all", "baseline_popular"] {
-            assert!(found.contains(&(m.to_string(), s.to_string())), "metrics lack {m}@20 for {s}: {found:?}");
+            assert!(
+                found.contains(&(m.to_string(), s.to_string())),
+                "metrics lack {m}@20 for {s}: {found:?}"
+            );
         }
     }
 
     // The second night reused every cached vector.
-    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("_manifests/dt=2011-11-30/manifest.json")).unwrap()).unwrap();
-    assert_eq!(manifest["embedding"]["embedded"], 0, "{}", manifest["embedding"]);
-    assert_eq!(manifest["users"]["active"].as_u64().unwrap() as usize, active.len());
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(out.join("_manifests/dt=2011-11-30/manifest.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        manifest["embedding"]["embedded"], 0,
+        "{}",
+        manifest["embedding"]
+    );
+    assert_eq!(
+        manifest["users"]["active"].as_u64().unwrap() as usize,
+        active.len()
+    );
 
     // Rerun: exit 99 without --force; with --force the same rows (run_id aside) replace the partition.
-    let o = recjob(tmp.path(), &[&["run", "--config", config, "--date", "2011-11-30"], &sets[..]].concat());
+    let o = recjob(
+        tmp.path(),
+        &[
+            &["run", "--config", config, "--date", "2011-11-30"],
+            &sets[..],
+        ]
+        .concat(),
+    );
     assert_eq!(code(&o), 99, "{}", stderr(&o));
     assert!(stderr(&o).contains("already published"), "{}", stderr(&o));
-    let o = recjob(tmp.path(), &[&["run", "--config", config, "--date", "2011-11-30", "--force"], &sets[..]].concat());
+    let o = recjob(
+        tmp.path(),
+        &[
+            &["run", "--config", config, "--date", "2011-11-30", "--force"],
+            &sets[..],
+        ]
+        .concat(),
+    );
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let again = read_table(&url("recommendations")).await;
     let strip = |bs: &[arrow::array::RecordBatch]| -> Vec<(String, i32, String, u32)> {
         let mut rows = Vec::new();
         for b in bs {
-            let (u, r, i, s) = (col_strings(b, "user_id"), col_i32(b, "rank"), col_strings(b, "item_id"), col_f32(b, "score"));
-            rows.extend((0..b.num_rows()).map(|j| (u[j].clone(), r[j], i[j].clone(), s[j].to_bits())));
+            let (u, r, i, s) = (
+                col_strings(b, "user_id"),
+                col_i32(b, "rank"),
+                col_strings(b, "item_id"),
+                col_f32(b, "score"),
+            );
+            rows.extend(
+                (0..b.num_rows()).map(|j| (u[j].clone(), r[j], i[j].clone(), s[j].to_bits())),
+            );
         }
         rows.sort();
         rows
     };
-    assert_eq!(strip(&recs), strip(&again), "a forced rerun reproduces the rows exactly");
+    assert_eq!(
+        strip(&recs),
+        strip(&again),
+        "a forced rerun reproduces the rows exactly"
+    );
     for t in OUT_TABLES {
         let files: Vec<_> = walk(&out.join(t).join("dt=2011-11-30")).collect();
-        assert_eq!(files.len(), 1, "{t}: one file per partition after a rerun: {files:?}");
+        assert_eq!(
+            files.len(),
+            1,
+            "{t}: one file per partition after a rerun: {files:?}"
+        );
     }
     assert!(out.join("_manifests/dt=2011-11-30/superseded").exists());
-    assert!(!has_files(&out.join("_staging")), "staging is cleaned after publishing");
+    assert!(
+        !has_files(&out.join("_staging")),
+        "staging is cleaned after publishing"
+    );
 }
