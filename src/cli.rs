@@ -119,7 +119,7 @@ pub enum Command {
         #[arg(long)]
         exclude: Option<String>,
         /// Users per block.
-        #[arg(long, default_value_t = 256)]
+        #[arg(long, default_value_t = 1024)]
         block_users: usize,
         /// Items per block.
         #[arg(long, default_value_t = 2048)]

@@ -201,7 +201,7 @@ impl Default for TopkConfig {
     fn default() -> Self {
         Self {
             k: 50,
-            block_users: 256,
+            block_users: 1024,
             block_items: 2048,
         }
     }

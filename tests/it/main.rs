@@ -5,3 +5,4 @@ mod bad_input;
 mod common;
 mod embedding;
 mod nightly;
+mod s3;
