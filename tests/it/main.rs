@@ -1,6 +1,7 @@
 //! Integration tests: one binary (`autotests = false`). Tests over real data need the model
 //! (`make model`) and `../shared/data`; they fail with a message saying so, never skip.
 
+mod analyst;
 mod bad_input;
 mod common;
 mod embedding;

@@ -1,0 +1,32 @@
+-- Catalog coverage by category: per published date, the share of each category's available
+-- items that appear in at least one user's list ('(none)' for items without a category).
+-- Tables: recommendations, catalog (the newest snapshot)
+-- Output: dt, category, n_items, n_recommended, coverage
+WITH items AS (
+    SELECT item_id, coalesce(category, '(none)') AS category
+    FROM catalog
+    WHERE dt = (SELECT max(dt) FROM catalog)
+),
+recommended AS (
+    SELECT DISTINCT dt, item_id FROM recommendations
+),
+dates AS (
+    SELECT DISTINCT dt FROM recommendations
+),
+per_category AS (
+    SELECT d.dt, i.category, count(*) AS n_items, count(r.item_id) AS n_recommended
+    FROM dates d
+    CROSS JOIN items i
+    LEFT JOIN recommended r ON r.dt = d.dt AND r.item_id = i.item_id
+    GROUP BY d.dt, i.category
+)
+SELECT dt, category, n_items, n_recommended, coverage
+FROM (
+    SELECT dt, category, n_items, n_recommended,
+           round(CAST(n_recommended AS DOUBLE) / n_items, 4) AS coverage,
+           -- Ordered through a window: a plain ORDER BY here loses its later keys in
+           -- DataFusion 55 (it wrongly treats dt as a key after the cross join above).
+           row_number() OVER (ORDER BY dt, n_recommended DESC, category) AS position
+    FROM per_category
+) ordered
+ORDER BY position

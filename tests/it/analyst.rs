@@ -1,0 +1,248 @@
+//! The saved analyst queries (`sql/analyst/*.sql`) and `recjob sql`'s guarantees, over the
+//! outputs of two nightly runs on `fixtures/tiny` with the real model.
+//!
+//! `tests/sql/analyst.slt` holds the expected rows (sqllogictest format). A record's SQL may be
+//! `FILE <path> [name=value ...]`: the statement of a saved query, with its parameters.
+//! Regenerate the expected rows after a reviewed change with `RECJOB_SLT_COMPLETE=1`.
+
+use std::path::{Path, PathBuf};
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::DataType;
+use datafusion::prelude::SessionContext;
+use sqllogictest::{DBOutput, DefaultColumnType};
+
+use crate::common::*;
+
+/// Publish 2024-01-04 and 2024-01-05 of the tiny fixture into `dir/out`; returns the config.
+pub fn tiny_outputs(dir: &Path) -> PathBuf {
+    let fixtures = repo().join("fixtures/tiny");
+    let config = write_config(
+        dir,
+        &fixtures.join("behavior"),
+        &fixtures.join("catalog"),
+        &dir.join("out"),
+        "[events.weights]\nview = 0.25\npurchase = 1.0\nreturn = 0.0\n[topk]\nk = 5\n[similar_items]\nk = 3\n\
+         [window]\nlookback_days = 7\n[evaluate]\nks = [3, 5]\n",
+    );
+    for date in ["2024-01-04", "2024-01-05"] {
+        let o = recjob(
+            dir,
+            &["run", "--config", config.to_str().unwrap(), "--date", date],
+        );
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+    }
+    config
+}
+
+struct Db(SessionContext);
+
+#[derive(Debug)]
+struct DbError(String);
+
+impl std::fmt::Display for DbError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for DbError {}
+
+fn cell(batch: &RecordBatch, c: usize, r: usize) -> String {
+    let a = batch.column(c);
+    if a.is_null(r) {
+        return "NULL".into();
+    }
+    arrow::util::display::array_value_to_string(a, r).unwrap()
+}
+
+#[async_trait::async_trait]
+impl sqllogictest::AsyncDB for Db {
+    type Error = DbError;
+    type ColumnType = DefaultColumnType;
+
+    async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, DbError> {
+        let (sql, params) = match sql.trim().strip_prefix("FILE ") {
+            Some(rest) => {
+                let mut parts = rest.split_whitespace();
+                let path = repo().join(parts.next().unwrap());
+                let params: Vec<(String, String)> = parts
+                    .map(|p| {
+                        p.split_once('=')
+                            .map(|(k, v)| (k.to_string(), v.to_string()))
+                            .unwrap()
+                    })
+                    .collect();
+                (
+                    std::fs::read_to_string(&path)
+                        .map_err(|e| DbError(format!("{}: {e}", path.display())))?,
+                    params,
+                )
+            }
+            None => (sql.to_string(), Vec::new()),
+        };
+        let batches = recjob::sql::query(&self.0, &sql, &params)
+            .await
+            .map_err(|e| DbError(format!("{e:#}")))?;
+        let Some(first) = batches.first() else {
+            return Ok(DBOutput::Rows {
+                types: vec![],
+                rows: vec![],
+            });
+        };
+        let types = first
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| match f.data_type() {
+                t if t.is_integer() => DefaultColumnType::Integer,
+                DataType::Float32 | DataType::Float64 => DefaultColumnType::FloatingPoint,
+                _ => DefaultColumnType::Text,
+            })
+            .collect();
+        let rows = batches
+            .iter()
+            .flat_map(|b| {
+                (0..b.num_rows())
+                    .map(move |r| (0..b.num_columns()).map(|c| cell(b, c, r)).collect())
+            })
+            .collect();
+        Ok(DBOutput::Rows { types, rows })
+    }
+
+    async fn shutdown(&mut self) {}
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn saved_queries_give_the_reviewed_rows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config_path = tiny_outputs(tmp.path());
+    let config = recjob::config::Config::load(&config_path, &[]).unwrap();
+    let ctx = recjob::sql::session(&config).await.unwrap();
+    let slt = repo().join("tests/sql/analyst.slt");
+    let mut runner = sqllogictest::Runner::new(move || {
+        let ctx = ctx.clone();
+        async move { Ok(Db(ctx)) }
+    });
+    if std::env::var_os("RECJOB_SLT_COMPLETE").is_some() {
+        runner
+            .update_test_file(
+                &slt,
+                " ",
+                sqllogictest::default_validator,
+                sqllogictest::default_normalizer,
+                sqllogictest::default_column_validator,
+            )
+            .await
+            .unwrap();
+    } else {
+        runner.run_file_async(&slt).await.unwrap();
+    }
+}
+
+#[test]
+fn recjob_sql_is_read_only_and_sees_only_published_dates() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tiny_outputs(tmp.path());
+    let config = config.to_str().unwrap();
+    let before: Vec<(PathBuf, Vec<u8>)> = walk(&tmp.path().join("out"))
+        .map(|p| (p.clone(), std::fs::read(&p).unwrap()))
+        .collect();
+    for statement in [
+        "DROP TABLE metrics",
+        "CREATE TABLE x AS SELECT 1",
+        "INSERT INTO metrics SELECT * FROM metrics",
+        "COPY (SELECT * FROM recommendations) TO 'stolen.parquet'",
+        "CREATE EXTERNAL TABLE y STORED AS PARQUET LOCATION 'out/metrics'",
+    ] {
+        let o = recjob(tmp.path(), &["sql", "--config", config, "-c", statement]);
+        assert_eq!(code(&o), 1, "{statement}: {}", stderr(&o));
+    }
+    let after: Vec<(PathBuf, Vec<u8>)> = walk(&tmp.path().join("out"))
+        .map(|p| (p.clone(), std::fs::read(&p).unwrap()))
+        .collect();
+    assert_eq!(before, after, "the outputs are unchanged");
+    assert!(!tmp.path().join("stolen.parquet").exists());
+
+    // Unpublish 2024-01-05 (as a --force rerun does while it copies): it disappears from SQL.
+    std::fs::remove_file(
+        tmp.path()
+            .join("out/_manifests/dt=2024-01-05/manifest.json"),
+    )
+    .unwrap();
+    let o = recjob(
+        tmp.path(),
+        &[
+            "sql",
+            "--config",
+            config,
+            "--format",
+            "csv",
+            "-c",
+            "SELECT DISTINCT dt FROM recommendations ORDER BY dt",
+        ],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "dt\n2024-01-04\n");
+}
+
+#[test]
+fn duckdb_and_pyarrow_read_the_same_rows_as_recjob_sql() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tiny_outputs(tmp.path());
+    let python = repo().join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} missing: run `make setup`",
+        python.display()
+    );
+    let o = std::process::Command::new(&python)
+        .arg(repo().join("tests/python/readers.py"))
+        .arg(tmp.path().join("out"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let readers: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for table in recjob::sql::PUBLISHED_TABLES {
+        let sql = format!(
+            "SELECT CAST(dt AS VARCHAR) AS dt, count(*) AS n FROM {table} GROUP BY dt ORDER BY dt"
+        );
+        let o = recjob(
+            tmp.path(),
+            &[
+                "sql",
+                "--config",
+                config.to_str().unwrap(),
+                "--format",
+                "json",
+                "-c",
+                &sql,
+            ],
+        );
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        let mut ours = serde_json::Map::new();
+        for line in String::from_utf8_lossy(&o.stdout).lines() {
+            let row: serde_json::Value = serde_json::from_str(line).unwrap();
+            ours.insert(row["dt"].as_str().unwrap().to_string(), row["n"].clone());
+        }
+        assert_eq!(ours.len(), 2, "{table}: two published dates");
+        assert_eq!(
+            readers[table]["duckdb"],
+            serde_json::Value::Object(ours.clone()),
+            "{table}: DuckDB"
+        );
+        assert_eq!(
+            readers[table]["pyarrow"],
+            serde_json::Value::Object(ours),
+            "{table}: pyarrow"
+        );
+        assert_eq!(
+            readers[table]["duckdb_dt_type"],
+            serde_json::json!(["DATE"]),
+            "DuckDB types dt as DATE"
+        );
+        assert_eq!(
+            readers[table]["pyarrow_dt_type"], "string",
+            "pyarrow types dt as string"
+        );
+    }
+}
