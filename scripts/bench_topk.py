@@ -51,7 +51,7 @@ flop = 2.0 * a.users * a.items * a.dim
 
 env = dict(os.environ, RECJOB_LOG="info", RECJOB_LOG_FORMAT="json")
 t = time.perf_counter()
-run = subprocess.run(["target/debug/recjob", "topk", "--users", f"{tmp}/users.parquet", "--items", f"{tmp}/items.parquet",
+run = subprocess.run(["/usr/bin/time", "-f", "%M", "target/debug/recjob", "topk", "--users", f"{tmp}/users.parquet", "--items", f"{tmp}/items.parquet",
                       "--k", str(a.k), "--exclude", f"{tmp}/exclude.parquet", "--output", f"{tmp}/out.parquet"],
                      env=env, capture_output=True, text=True, check=True)
 wall = time.perf_counter() - t
@@ -59,7 +59,8 @@ kernel = next(json.loads(l) for l in run.stderr.splitlines() if '"top-K kernel"'
 ours = float(kernel["kernel_seconds"])
 print(f"users={a.users} items={a.items} d={a.dim} K={a.k} exclusions={a.exclusions} threads={a.threads}")
 print(f"GEMM peak (gemm crate, 2048^3, {a.threads} threads): {peak:.1f} GFLOP/s")
-print(f"recjob kernel: {ours:.2f} s  {flop / ours / 1e9:.1f} GFLOP/s  ({flop / ours / 1e9 / peak:.0%} of peak); whole command {wall:.2f} s")
+peak_mb = int(run.stderr.strip().splitlines()[-1]) / 1024
+print(f"recjob kernel: {ours:.2f} s  {flop / ours / 1e9:.1f} GFLOP/s  ({flop / ours / 1e9 / peak:.0%} of peak); whole command {wall:.2f} s, peak RSS {peak_mb:.0f} MB")
 
 if not a.skip_faiss:
     excluded = {}

@@ -9,8 +9,11 @@ use recjob::embed::{Encoder, embed_items, embed_texts};
 use crate::common::{col_strings, model_dir, shared_data};
 
 fn reference() -> (Vec<String>, Vec<f32>, usize) {
-    let path = shared_data().join("ref_embeddings/all-MiniLM-L6-v2.parquet");
-    let file = std::fs::File::open(&path).unwrap();
+    read_expected(&shared_data().join("ref_embeddings/all-MiniLM-L6-v2.parquet"))
+}
+
+fn read_expected(path: &std::path::Path) -> (Vec<String>, Vec<f32>, usize) {
+    let file = std::fs::File::open(path).unwrap();
     let reader =
         parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(file, 1024).unwrap();
     let (mut texts, mut flat, mut dim) = (Vec::new(), Vec::new(), 0);
@@ -124,4 +127,34 @@ fn the_cache_reuses_vectors_and_embeds_only_new_texts() {
     let second = embed_items(&encoder, &cache, &changed, 4096).unwrap();
     assert_eq!((second.new_rows.clone(), second.reused), (vec![1], 3));
     assert_eq!(&second.flat[0..dim], &first.flat[0..dim]);
+}
+
+/// A second, tiny BERT (fixtures/tiny_bert): CLS pooling, max_seq_length 12 while its
+/// tokenizer.json says 64, no Normalize module. Expected vectors come from transformers/PyTorch.
+#[test]
+fn any_sentence_transformers_directory_is_configured_by_its_own_files() {
+    let dir = crate::common::repo().join("fixtures/tiny_bert");
+    let (texts, want, dim) = read_expected(&dir.join("expected.parquet"));
+    let encoder = CandleEncoder::load(&dir.join("model"), DeviceChoice::Cpu).unwrap();
+    assert_eq!(
+        (encoder.dim(), encoder.max_seq_length(), encoder.pooling()),
+        (32, 12, "cls")
+    );
+    assert_eq!(dim, 32);
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let (got, _) = embed_texts(&encoder, &refs, 48).unwrap();
+    for (r, text) in texts.iter().enumerate() {
+        let (g, w) = (&got[r * dim..(r + 1) * dim], &want[r * dim..(r + 1) * dim]);
+        let max_diff = g
+            .iter()
+            .zip(w)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(max_diff < 1e-4, "{text:?}: max |diff| {max_diff}");
+        let norm: f32 = g.iter().map(|v| v * v).sum::<f32>().sqrt();
+        assert!(
+            norm > 2.0,
+            "{text:?}: not normalised without a Normalize module (norm {norm})"
+        );
+    }
 }

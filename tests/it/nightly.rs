@@ -249,3 +249,67 @@ async fn two_nights_on_online_retail_publish_exact_complete_lists() {
         "staging is cleaned after publishing"
     );
 }
+
+/// The embedding cache across nights: the second night embeds nothing; a changed title is the
+/// only text embedded the night after.
+#[test]
+fn the_next_night_embeds_only_changed_texts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fixtures = repo().join("fixtures/tiny");
+    let catalog = tmp.path().join("catalog");
+    std::fs::create_dir_all(catalog.join("dt=2024-01-01")).unwrap();
+    std::fs::copy(
+        fixtures.join("catalog/dt=2024-01-01/part-0.parquet"),
+        catalog.join("dt=2024-01-01/part-0.parquet"),
+    )
+    .unwrap();
+    let config = write_config(
+        tmp.path(),
+        &fixtures.join("behavior"),
+        &catalog,
+        &tmp.path().join("out"),
+        "[events.weights]\nview = 0.25\npurchase = 1.0\nreturn = 0.0\n[topk]\nk = 5\n[window]\nlookback_days = 7\n",
+    );
+    let embedded = |date: &str| -> (u64, u64) {
+        let o = recjob(
+            tmp.path(),
+            &["run", "--config", config.to_str().unwrap(), "--date", date],
+        );
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        let m: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(
+                tmp.path()
+                    .join(format!("out/_manifests/dt={date}/manifest.json")),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        (
+            m["embedding"]["embedded"].as_u64().unwrap(),
+            m["embedding"]["reused"].as_u64().unwrap(),
+        )
+    };
+    assert_eq!(embedded("2024-01-03"), (40, 0));
+    assert_eq!(embedded("2024-01-04"), (0, 40));
+    // A new snapshot (dt=2024-01-05) where one title changed.
+    let batches = {
+        let f = std::fs::File::open(catalog.join("dt=2024-01-01/part-0.parquet")).unwrap();
+        parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(f, 1024)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect::<Vec<_>>()
+    };
+    let b = &batches[0];
+    let mut titles = col_strings(b, "title");
+    titles[7] = format!("{} deluxe", titles[7]);
+    let idx = b.schema().index_of("title").unwrap();
+    let mut columns = b.columns().to_vec();
+    columns[idx] = std::sync::Arc::new(arrow::array::StringArray::from(titles));
+    let changed = arrow::array::RecordBatch::try_new(b.schema(), columns).unwrap();
+    std::fs::create_dir_all(catalog.join("dt=2024-01-05")).unwrap();
+    let file = std::fs::File::create(catalog.join("dt=2024-01-05/part-0.parquet")).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(file, changed.schema(), None).unwrap();
+    w.write(&changed).unwrap();
+    w.close().unwrap();
+    assert_eq!(embedded("2024-01-05"), (1, 39));
+}

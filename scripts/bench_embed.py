@@ -1,0 +1,60 @@
+"""Embedding benchmark: `recjob embed` vs sentence-transformers on CPU, same texts, same model,
+same thread count, in one invocation. Prints texts/s for both, their ratio, and the minimum
+cosine between the two outputs. Run by `make bench-embed`; figures go to BENCHMARKS.md.
+
+Texts: the first N distinct product/movie titles of ../shared/data (Online Retail, Amazon,
+MovieLens catalogs, in that order).
+"""
+import argparse, glob, json, os, subprocess, tempfile, time
+
+p = argparse.ArgumentParser()
+p.add_argument("--texts", type=int, default=10_000)
+p.add_argument("--threads", type=int, default=2)
+p.add_argument("--model", default="models/all-MiniLM-L6-v2")
+a = p.parse_args()
+os.environ["OMP_NUM_THREADS"] = os.environ["RAYON_NUM_THREADS"] = str(a.threads)
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+import numpy as np  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+import torch  # noqa: E402
+from sentence_transformers import SentenceTransformer  # noqa: E402
+
+torch.set_num_threads(a.threads)
+titles, seen = [], set()
+for ds in ["online_retail", "amazon2018_small", "movielens_latest_small"]:
+    f = sorted(glob.glob(f"../shared/data/{ds}/parquet/catalog/*/part-0.parquet"))[0]
+    for t in pq.read_table(f, columns=["title"]).column(0).to_pylist():
+        if t and t not in seen:
+            seen.add(t)
+            titles.append(t)
+while len(titles) < a.texts:  # more than the catalogs hold: pair titles deterministically
+    titles.append(f"{titles[len(titles) % 7919]} {titles[(len(titles) * 31) % 7919]}")
+titles = titles[: a.texts]
+
+tmp = tempfile.mkdtemp(prefix="bench-embed-")
+pq.write_table(pa.table({"id": list(range(len(titles))), "text": titles}), f"{tmp}/in.parquet")
+env = dict(os.environ, RECJOB_LOG="info", RECJOB_LOG_FORMAT="json")
+t = time.perf_counter()
+run = subprocess.run(["/usr/bin/time", "-f", "%M", "target/debug/recjob", "embed", "--model", a.model, "--input", f"{tmp}/in.parquet",
+                      "--column", "text", "--output", f"{tmp}/out.parquet", "--device", "cpu"],
+                     env=env, capture_output=True, text=True, check=True)
+wall = time.perf_counter() - t
+log = next(json.loads(l) for l in run.stderr.splitlines() if '"embedded texts"' in l)
+peak_mb = int(run.stderr.strip().splitlines()[-1]) / 1024
+ours = float(log["seconds"])
+
+model = SentenceTransformer(a.model, device="cpu")
+model.encode(titles[:64])  # warm-up
+t = time.perf_counter()
+ref = model.encode(titles, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
+theirs = time.perf_counter() - t
+
+got = np.stack(pq.read_table(f"{tmp}/out.parquet").column("embedding").to_numpy(zero_copy_only=False))
+cos = (got * ref).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(ref, axis=1)
+print(f"texts={len(titles)} threads={a.threads} model={a.model}")
+print(f"recjob embed: {len(titles) / ours:.0f} texts/s (encoder {ours:.2f} s, whole command {wall:.2f} s, peak RSS {peak_mb:.0f} MB)")
+print(f"sentence-transformers {__import__('sentence_transformers').__version__} (torch {torch.__version__}, batch 64): {len(titles) / theirs:.0f} texts/s ({theirs:.2f} s)")
+print(f"ratio recjob/sentence-transformers: {theirs / ours:.2f}x")
+print(f"min cosine between the two outputs: {cos.min():.7f}")
