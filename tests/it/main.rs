@@ -7,3 +7,4 @@ mod common;
 mod embedding;
 mod nightly;
 mod s3;
+mod topk_cli;

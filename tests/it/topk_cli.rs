@@ -1,0 +1,158 @@
+//! `recjob topk` on its own: bring your own vectors.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, FixedSizeListArray, Float32Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field};
+
+use crate::common::*;
+
+fn write_vectors(path: &Path, ids: &[&str], rows: &[Vec<f32>]) {
+    let dim = rows[0].len();
+    let values = Float32Array::from(rows.iter().flatten().copied().collect::<Vec<_>>());
+    // pyarrow-style child name, to prove it is not relied on.
+    let emb = FixedSizeListArray::new(
+        Arc::new(Field::new("element", DataType::Float32, true)),
+        dim as i32,
+        Arc::new(values),
+        None,
+    );
+    let batch = RecordBatch::try_from_iter(vec![
+        ("id", Arc::new(StringArray::from(ids.to_vec())) as ArrayRef),
+        ("embedding", Arc::new(emb) as ArrayRef),
+    ])
+    .unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(path).unwrap(),
+        batch.schema(),
+        None,
+    )
+    .unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+}
+
+fn topk(dir: &Path, k: &str, exclude: bool) -> std::process::Output {
+    let mut args = vec![
+        "topk",
+        "--users",
+        "users.parquet",
+        "--items",
+        "items.parquet",
+        "--k",
+        k,
+        "--output",
+        "out.parquet",
+    ];
+    if exclude {
+        args.extend(["--exclude", "exclude.parquet"]);
+    }
+    recjob(dir, &args)
+}
+
+#[test]
+fn exact_lists_with_exclusions_and_short_users() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    write_vectors(
+        &d.join("users.parquet"),
+        &["u1", "u2"],
+        &[vec![1.0, 0.0, 0.0], vec![0.0, 2.0, 0.0]],
+    );
+    write_vectors(
+        &d.join("items.parquet"),
+        &["c", "a", "b"],
+        &[
+            vec![0.0, 1.0, 0.0],
+            vec![1.0, 0.1, 0.0],
+            vec![1.0, 0.0, 0.0],
+        ],
+    );
+    let ex = RecordBatch::try_from_iter(vec![
+        (
+            "user_id",
+            Arc::new(StringArray::from(vec!["u1"])) as ArrayRef,
+        ),
+        (
+            "item_id",
+            Arc::new(StringArray::from(vec!["b"])) as ArrayRef,
+        ),
+    ])
+    .unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(d.join("exclude.parquet")).unwrap(),
+        ex.schema(),
+        None,
+    )
+    .unwrap();
+    w.write(&ex).unwrap();
+    w.close().unwrap();
+    let o = topk(d, "5", true);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("2 users with fewer than 5"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let f = std::fs::File::open(d.join("out.parquet")).unwrap();
+    let b = parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(f, 100)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    let rows: Vec<(String, i32, String)> = col_strings(&b, "user_id")
+        .into_iter()
+        .zip(col_i32(&b, "rank"))
+        .zip(col_strings(&b, "item_id"))
+        .map(|((u, r), i)| (u, r, i))
+        .collect();
+    let expect = [
+        ("u1", 1, "a"),
+        ("u1", 2, "c"),
+        ("u2", 1, "c"),
+        ("u2", 2, "a"),
+        ("u2", 3, "b"),
+    ];
+    assert_eq!(
+        rows,
+        expect
+            .iter()
+            .map(|(u, r, i)| (u.to_string(), *r, i.to_string()))
+            .collect::<Vec<_>>()
+    );
+    let scores = col_f32(&b, "score");
+    assert!(
+        (scores[0] - 1.0 / 1.01f32.sqrt()).abs() < 1e-6,
+        "{scores:?}"
+    );
+}
+
+#[test]
+fn bad_vectors_are_rejected_naming_the_id() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    write_vectors(
+        &d.join("items.parquet"),
+        &["a", "b"],
+        &[vec![1.0, 0.0], vec![0.0, 1.0]],
+    );
+    for (ids, rows, needle) in [
+        (
+            vec!["u1", "u1"],
+            vec![vec![1.0, 0.0], vec![0.0, 1.0]],
+            "duplicate id u1",
+        ),
+        (
+            vec!["u1", "u2"],
+            vec![vec![1.0, 0.0], vec![0.0, 0.0]],
+            "id u2: zero",
+        ),
+        (vec!["u1"], vec![vec![1.0, 0.0, 0.0]], "dimension 3"),
+    ] {
+        write_vectors(&d.join("users.parquet"), &ids, &rows);
+        let o = topk(d, "1", false);
+        assert_eq!(code(&o), 1, "{}", stderr(&o));
+        assert!(stderr(&o).contains(needle), "{needle}: {}", stderr(&o));
+    }
+}
