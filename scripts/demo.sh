@@ -11,14 +11,11 @@ echo
 echo "Outputs: $(pwd)/out/<table>/dt=YYYY-MM-DD/part-0.parquet, manifests in out/_manifests/"
 ls out
 echo
-echo "Example query (DuckDB over the published Parquet): metrics at K=20 for 2011-11-30"
-./scripts/pyenv.sh >/dev/null
-.venv/bin/python - <<'PY'
-import duckdb
-print(duckdb.sql("""
+echo "Example query: metrics at K=20 for 2011-11-30, model vs popularity baseline"
+echo "  $BIN sql --config jobs/nightly.toml -c \"SELECT metric, segment, value, n_users FROM metrics WHERE ...\""
+"$BIN" sql --config jobs/nightly.toml -c "
     SELECT metric, segment, round(value, 4) AS value, n_users
-    FROM read_parquet('out/metrics/*/*.parquet', hive_partitioning = true)
+    FROM metrics
     WHERE dt = DATE '2011-11-30' AND k = 20 AND metric IN ('recall', 'ndcg', 'catalog_coverage')
-    ORDER BY metric, segment
-"""))
-PY
+    ORDER BY metric, segment"
+echo "More: sql/analyst/*.sql (recjob sql --config jobs/nightly.toml -f sql/analyst/top_items_per_day.sql)"
