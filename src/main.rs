@@ -107,7 +107,11 @@ async fn dispatch(command: Command) -> Result<ExitCode, Error> {
             for r in &rows {
                 println!(
                     "{:<12} {:<22} {:>5} {:>8.1}  {}",
-                    r.date, r.action, r.code as u8, r.seconds, r.detail
+                    r.date.to_string(),
+                    r.action,
+                    r.code as u8,
+                    r.seconds,
+                    r.detail
                 );
             }
             let code = backfill_exit_code(&rows);

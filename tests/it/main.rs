@@ -6,5 +6,6 @@ mod bad_input;
 mod common;
 mod embedding;
 mod nightly;
+mod operations;
 mod s3;
 mod topk_cli;
