@@ -4,7 +4,8 @@ CARGO ?= cargo
 BIN := target/debug/recjob
 PY := .venv/bin/python
 
-.PHONY: help demo test setup model pyenv build lint fixtures bench-topk bench-embed clean-out
+
+.PHONY: help demo test setup model pyenv build release lint fixtures bench-topk bench-embed clean-out
 
 help:
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -26,6 +27,9 @@ pyenv: ## .venv with pyarrow, duckdb (cross-checks of the outputs) and SeaweedFS
 
 build: ## Build recjob (one profile for tests and runs: optimised dependencies)
 	$(CARGO) build --bins --tests
+
+release: ## Optimised production binary (target/release/recjob; 40-50 min cold on 2 cores)
+	$(CARGO) build --release --bins
 
 lint: ## Formatting and clippy, warnings are errors
 	$(CARGO) fmt --check
