@@ -101,12 +101,12 @@ async fn dispatch(command: Command) -> Result<ExitCode, Error> {
             let runner = Runner::new(Config::load(&config.config, &config.sets)?);
             let rows = backfill(&runner, from, to, RunOptions { force, dry_run }, keep_going).await;
             println!(
-                "{:<12} {:<22} {:>5} {:>8}  detail",
+                "{:<12} {:<34} {:>5} {:>8}  detail",
                 "date", "action", "exit", "seconds"
             );
             for r in &rows {
                 println!(
-                    "{:<12} {:<22} {:>5} {:>8.1}  {}",
+                    "{:<12} {:<34} {:>5} {:>8.1}  {}",
                     r.date.to_string(),
                     r.action,
                     r.code as u8,

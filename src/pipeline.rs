@@ -25,7 +25,7 @@ use crate::evaluate::{EvalInput, RankedList, evaluate, lists_from_batches};
 use crate::fallback::{popular_list, popularity_score};
 use crate::files::read_parquet;
 use crate::prepare::{Window, check_invalid_rows, prepare_window, register_window_events};
-use crate::read::{behavior_ready, dt, load_catalog, register_inputs};
+use crate::read::{behavior_ready, dt, load_catalog, partitions, register_inputs};
 use crate::storage::{Location, is_data_file};
 use crate::topk::{Exclusions, Hit, TopkParams, top_k};
 use crate::write::{self, RecRow};
@@ -90,10 +90,11 @@ impl Runner {
         Ok(self.encoder.get_or_init(|| e).clone())
     }
 
-    /// What a run of `date` would do now, without reading any data.
-    pub async fn plan(&self, date: NaiveDate, force: bool) -> Result<String> {
+    /// What a run of `date` would do now and which partitions it would read, from listings
+    /// only (no data is read).
+    pub async fn plan(&self, date: NaiveDate, force: bool) -> Result<(String, String)> {
         let root = Location::parse(&self.config.output.root)?;
-        Ok(if is_published(&root, date).await? {
+        let action = if is_published(&root, date).await? {
             if force {
                 "replace (--force)"
             } else {
@@ -103,8 +104,27 @@ impl Runner {
             "not ready (no behavior partition)"
         } else {
             "run"
-        }
-        .to_string())
+        };
+        // The run reads D-1's window too, for the baseline of its evaluation.
+        let first =
+            Window::ending(date - TimeDelta::days(1), self.config.window.lookback_days).first;
+        let behavior = partitions(&Location::parse(&self.config.input.behavior)?).await?;
+        let n_behavior = behavior
+            .iter()
+            .filter(|d| **d >= first && **d <= date)
+            .count();
+        let catalog = partitions(&Location::parse(&self.config.input.catalog)?).await?;
+        let catalog = catalog
+            .iter()
+            .rev()
+            .find(|d| **d <= date)
+            .map_or("none".to_string(), |d| dt(*d));
+        let inputs = format!(
+            "behavior dt={}..{}: {n_behavior} partitions; catalog dt={catalog}",
+            dt(first),
+            dt(date)
+        );
+        Ok((action.to_string(), inputs))
     }
 
     pub async fn run(&self, date: NaiveDate, opts: RunOptions) -> Result<RunReport> {
@@ -129,9 +149,10 @@ impl Runner {
         let previous_window =
             Window::ending(date - TimeDelta::days(1), config.window.lookback_days);
         if opts.dry_run {
+            let (action, inputs) = self.plan(date, opts.force).await?;
             return Ok(RunReport {
                 date: dt(date),
-                action: self.plan(date, opts.force).await?,
+                action: format!("{action}\t{inputs}"),
                 run_id: None,
                 manifest: None,
                 rows: BTreeMap::new(),
@@ -572,11 +593,11 @@ pub async fn backfill(
         let started = Instant::now();
         let row = if opts.dry_run {
             match runner.plan(date, opts.force).await {
-                Ok(action) => BackfillRow {
+                Ok((action, inputs)) => BackfillRow {
                     date,
                     action,
                     code: ExitCode::Published,
-                    detail: String::new(),
+                    detail: inputs,
                     seconds: 0.0,
                 },
                 Err(e) => BackfillRow {

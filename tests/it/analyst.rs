@@ -246,3 +246,41 @@ fn duckdb_and_pyarrow_read_the_same_rows_as_recjob_sql() {
         );
     }
 }
+
+#[test]
+fn without_a_statement_recjob_sql_reads_statements_from_a_prompt() {
+    use std::io::Write;
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tiny_outputs(tmp.path());
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_recjob"))
+        .args([
+            "sql",
+            "--config",
+            config.to_str().unwrap(),
+            "--format",
+            "csv",
+        ])
+        .current_dir(tmp.path())
+        .env("HOME", tmp.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"SELECT count(*) AS n\n  FROM recommendations;\nDROP TABLE metrics;\nSELECT 7 AS seven;\n")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("n\n150\n") && out.contains("seven\n7\n"),
+        "{out}"
+    );
+    assert!(stderr(&o).contains("read-only"), "{}", stderr(&o));
+    let history = std::fs::read_to_string(tmp.path().join(".recjob_sql_history")).unwrap();
+    assert!(history.contains("SELECT 7 AS seven;"), "{history}");
+}

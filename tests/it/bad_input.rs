@@ -279,10 +279,16 @@ fn an_empty_catalog_is_bad_input() {
     let tmp = tempfile::tempdir().unwrap();
     dataset(tmp.path());
     let empty: Vec<&str> = Vec::new();
-    write(&tmp.path().join("catalog/dt=2024-01-01/part-0.parquet"), vec![("item_id", strings(&empty)), ("title", strings(&empty))]);
+    write(
+        &tmp.path().join("catalog/dt=2024-01-01/part-0.parquet"),
+        vec![("item_id", strings(&empty)), ("title", strings(&empty))],
+    );
     let (code, err) = run(tmp.path(), "2024-01-02", &[]);
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("table catalog") && err.contains("dt=2024-01-01") && err.contains("no rows"), "{err}");
+    assert!(
+        err.contains("table catalog") && err.contains("dt=2024-01-01") && err.contains("no rows"),
+        "{err}"
+    );
     assert_nothing_published(tmp.path());
 }
 
@@ -290,24 +296,57 @@ fn an_empty_catalog_is_bad_input() {
 fn null_ids_are_dropped_and_counted_then_fail_above_the_threshold() {
     let tmp = tempfile::tempdir().unwrap();
     dataset(tmp.path());
-    let ts: ArrayRef = Arc::new(TimestampMicrosecondArray::from(vec![1_704_200_000_000_000i64; 4]).with_timezone("UTC"));
+    let ts: ArrayRef = Arc::new(
+        TimestampMicrosecondArray::from(vec![1_704_200_000_000_000i64; 4]).with_timezone("UTC"),
+    );
     write(
         &tmp.path().join("behavior/dt=2024-01-02/part-0.parquet"),
         vec![
-            ("user_id", Arc::new(StringArray::from(vec![Some("u1"), None, Some("u2"), Some("u3")])) as ArrayRef),
-            ("item_id", Arc::new(StringArray::from(vec![Some("a"), Some("b"), None, Some("c")])) as ArrayRef),
+            (
+                "user_id",
+                Arc::new(StringArray::from(vec![
+                    Some("u1"),
+                    None,
+                    Some("u2"),
+                    Some("u3"),
+                ])) as ArrayRef,
+            ),
+            (
+                "item_id",
+                Arc::new(StringArray::from(vec![
+                    Some("a"),
+                    Some("b"),
+                    None,
+                    Some("c"),
+                ])) as ArrayRef,
+            ),
             ("event_type", strings(&["purchase"; 4])),
             ("ts", ts),
         ],
     );
     let (code, err) = run(tmp.path(), "2024-01-02", &[]);
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("null_user_id: 1") && err.contains("null_item_id: 1") && err.contains("max_invalid_fraction"), "{err}");
+    assert!(
+        err.contains("null_user_id: 1")
+            && err.contains("null_item_id: 1")
+            && err.contains("max_invalid_fraction"),
+        "{err}"
+    );
     assert_nothing_published(tmp.path());
-    let (code, err) = run(tmp.path(), "2024-01-02", &["--set", "input.max_invalid_fraction=0.5"]);
+    let (code, err) = run(
+        tmp.path(),
+        "2024-01-02",
+        &["--set", "input.max_invalid_fraction=0.5"],
+    );
     assert_eq!(code, 0, "{err}");
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(tmp.path().join("out/_manifests/dt=2024-01-02/manifest.json")).unwrap()).unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            tmp.path()
+                .join("out/_manifests/dt=2024-01-02/manifest.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
     assert_eq!(manifest["invalid_rows"]["by_reason"]["null_user_id"], 1);
     assert_eq!(manifest["invalid_rows"]["by_reason"]["null_item_id"], 1);
     assert_eq!(manifest["invalid_rows"]["total_rows"], 7);
@@ -320,10 +359,18 @@ fn integer_ids_and_other_timestamp_units_are_accepted() {
     write(
         &tmp.path().join("behavior/dt=2024-01-02/part-0.parquet"),
         vec![
-            ("user_id", Arc::new(arrow::array::Int64Array::from(vec![7, 8])) as ArrayRef),
+            (
+                "user_id",
+                Arc::new(arrow::array::Int64Array::from(vec![7, 8])) as ArrayRef,
+            ),
             ("item_id", strings(&["a", "b"])),
             ("event_type", strings(&["purchase", "purchase"])),
-            ("ts", Arc::new(arrow::array::TimestampMillisecondArray::from(vec![1_704_200_000_000i64; 2])) as ArrayRef),
+            (
+                "ts",
+                Arc::new(arrow::array::TimestampMillisecondArray::from(
+                    vec![1_704_200_000_000i64; 2],
+                )) as ArrayRef,
+            ),
         ],
     );
     let (code, err) = run(tmp.path(), "2024-01-02", &["--set", "topk.k=2"]);
