@@ -419,3 +419,81 @@ pub fn lists_from_batches(batches: &[RecordBatch]) -> Vec<RankedList> {
     lists.sort_by(|a, b| a.user_id.cmp(&b.user_id));
     lists
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn list(user: &str, items: &[&str]) -> RankedList {
+        RankedList {
+            user_id: user.into(),
+            items: items.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    /// A hand-worked example of `sql/evaluate/ranking.sql`.
+    ///
+    /// A: list [x, y, z, w], truth {y, w, q}.  B: list [q, r, s, t], truth {s}.
+    /// C: truth {x} but no list: not evaluated.
+    /// K = 2: A hits y at rank 2: recall 1/3, precision 1/2, DCG 1/log2(3) = 0.6309298,
+    ///        IDCG over min(3, 2) = 2 hits: 1 + 0.6309298, NDCG 0.3868528, MRR 1/2, hit 1.
+    ///        B has no hit: all 0. Means: recall 1/6, precision 1/4, NDCG 0.1934264, MRR 1/4,
+    ///        hit rate 1/2.
+    /// K = 4: A hits y (2) and w (4): recall 2/3, precision 2/4, DCG 0.6309298 + 1/log2(5)
+    ///        = 1.0616064, IDCG over 3 hits = 2.1309298, NDCG 0.4981910, MRR 1/2.
+    ///        B hits s at 3: recall 1, precision 1/4, DCG 1/2, IDCG 1, NDCG 1/2, MRR 1/3.
+    ///        Means: recall 5/6, precision 3/8, NDCG 0.4990955, MRR 5/12, hit rate 1.
+    #[tokio::test]
+    async fn ranking_sql_reproduces_a_hand_worked_example() {
+        let ctx = SessionContext::new();
+        register(&ctx, "ks", int_table("k", vec![2, 4])).unwrap();
+        register(&ctx, "positions", int_table("p", (1..=4).collect())).unwrap();
+        register(
+            &ctx,
+            "recs",
+            lists_table(&[
+                list("A", &["x", "y", "z", "w"]),
+                list("B", &["q", "r", "s", "t"]),
+            ]),
+        )
+        .unwrap();
+        register(
+            &ctx,
+            "truth",
+            lists_table(&[
+                list("A", &["y", "w", "q"]),
+                list("B", &["s"]),
+                list("C", &["x"]),
+            ]),
+        )
+        .unwrap();
+        let batches = query(&ctx, "ranking", RANKING_SQL, vec![]).await.unwrap();
+        let b = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
+        let want = [
+            (2, [1.0 / 6.0, 0.25, 0.1934264, 0.25, 0.5]),
+            (4, [5.0 / 6.0, 0.375, 0.4990955, 5.0 / 12.0, 1.0]),
+        ];
+        assert_eq!(b.num_rows(), 2);
+        for (row, (k, values)) in want.iter().enumerate() {
+            assert_eq!(
+                b.column(0)
+                    .as_primitive::<arrow::datatypes::Int32Type>()
+                    .value(row),
+                *k
+            );
+            assert_eq!(
+                b.column(1).as_primitive::<Int64Type>().value(row),
+                2,
+                "C is not evaluated"
+            );
+            for (c, v) in values.iter().enumerate() {
+                let got = b.column(2 + c).as_primitive::<Float64Type>().value(row);
+                assert!(
+                    (got - v).abs() < 1e-6,
+                    "k={k} {}: {got} vs {v}",
+                    RANKING_METRICS[c]
+                );
+            }
+        }
+    }
+}

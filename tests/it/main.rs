@@ -5,6 +5,7 @@ mod analyst;
 mod bad_input;
 mod common;
 mod embedding;
+mod metrics;
 mod nightly;
 mod operations;
 mod s3;

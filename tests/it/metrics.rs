@@ -1,0 +1,226 @@
+//! The published metrics recomputed by a second, independent, deliberately plain
+//! implementation from the published tables and the raw input files (DESIGN.md "Evaluation").
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+
+use arrow::array::{Array, AsArray};
+
+use crate::common::*;
+
+/// (user, item, event_type, ts) rows of one raw behavior partition of the tiny fixture.
+fn raw_events(dt: &str) -> Vec<(String, String, String, i64)> {
+    let path = repo().join(format!("fixtures/tiny/behavior/dt={dt}/part-0.parquet"));
+    let Ok(file) = std::fs::File::open(&path) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for b in parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(file, 4096).unwrap() {
+        let b = b.unwrap();
+        let ts = b
+            .column_by_name("ts")
+            .unwrap()
+            .as_primitive::<arrow::datatypes::TimestampMicrosecondType>()
+            .clone();
+        let (u, i, e) = (
+            col_strings(&b, "user_id"),
+            col_strings(&b, "item_id"),
+            col_strings(&b, "event_type"),
+        );
+        for r in 0..b.num_rows() {
+            out.push((u[r].clone(), i[r].clone(), e[r].clone(), ts.value(r)));
+        }
+    }
+    out
+}
+
+fn lists(out: &Path, dt: &str) -> BTreeMap<String, Vec<String>> {
+    let f =
+        std::fs::File::open(out.join(format!("recommendations/dt={dt}/part-0.parquet"))).unwrap();
+    let mut rows: Vec<(String, i32, String)> = Vec::new();
+    for b in parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(f, 4096).unwrap() {
+        let b = b.unwrap();
+        let (u, r, i) = (
+            col_strings(&b, "user_id"),
+            col_i32(&b, "rank"),
+            col_strings(&b, "item_id"),
+        );
+        rows.extend((0..b.num_rows()).map(|j| (u[j].clone(), r[j], i[j].clone())));
+    }
+    rows.sort();
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (u, _, i) in rows {
+        out.entry(u).or_default().push(i);
+    }
+    out
+}
+
+/// The five ranking metrics at K of `lists` against `truth`, over users with truth and a list.
+fn ranking(
+    lists: &BTreeMap<String, Vec<String>>,
+    truth: &BTreeMap<String, BTreeSet<String>>,
+    k: usize,
+) -> [f64; 5] {
+    let (mut recall, mut precision, mut ndcg, mut mrr, mut hit, mut n) =
+        (0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+    for (user, relevant) in truth {
+        let Some(list) = lists.get(user) else {
+            continue;
+        };
+        n += 1.0;
+        let top: Vec<&String> = list.iter().take(k).collect();
+        let hits: Vec<usize> = top
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| relevant.contains(**i))
+            .map(|(r, _)| r + 1)
+            .collect();
+        recall += hits.len() as f64 / relevant.len() as f64;
+        precision += hits.len() as f64 / k as f64;
+        let dcg: f64 = hits.iter().map(|r| 1.0 / ((*r as f64) + 1.0).log2()).sum();
+        let idcg: f64 = (1..=relevant.len().min(k))
+            .map(|r| 1.0 / ((r as f64) + 1.0).log2())
+            .sum();
+        ndcg += dcg / idcg;
+        mrr += hits.first().map_or(0.0, |r| 1.0 / *r as f64);
+        hit += if hits.is_empty() { 0.0 } else { 1.0 };
+    }
+    [recall / n, precision / n, ndcg / n, mrr / n, hit / n]
+}
+
+#[test]
+fn published_metrics_match_an_independent_recomputation() {
+    let tmp = tempfile::tempdir().unwrap();
+    crate::analyst::tiny_outputs(tmp.path()); // publishes 2024-01-04 and 2024-01-05, ks = [3, 5]
+    let out = tmp.path().join("out");
+
+    // Ground truth of 2024-01-05: distinct (user, item) of the day's events.
+    let mut truth: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (u, i, _, _) in raw_events("2024-01-05") {
+        truth.entry(u).or_default().insert(i);
+    }
+    let model = lists(&out, "2024-01-04");
+
+    // The baseline: events per available item in 2023-12-29..2024-01-04 (deduplicated), most
+    // popular first, ties by id, minus each user's items of that window.
+    let window: Vec<(String, String, String, i64)> = {
+        let mut all: Vec<_> = ["2024-01-01", "2024-01-02", "2024-01-03", "2024-01-04"]
+            .iter()
+            .flat_map(|d| raw_events(d))
+            .collect();
+        all.sort();
+        all.dedup();
+        all
+    };
+    let unavailable: BTreeSet<String> = {
+        let f =
+            std::fs::File::open(repo().join("fixtures/tiny/catalog/dt=2024-01-01/part-0.parquet"))
+                .unwrap();
+        let mut s = BTreeSet::new();
+        for b in parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(f, 4096).unwrap() {
+            let b = b.unwrap();
+            let ids = col_strings(&b, "item_id");
+            let avail = b.column_by_name("available").unwrap().as_boolean().clone();
+            s.extend(
+                ids.into_iter()
+                    .enumerate()
+                    .filter(|(r, _)| avail.is_valid(*r) && !avail.value(*r))
+                    .map(|(_, i)| i),
+            );
+        }
+        s
+    };
+    let mut counts: HashMap<String, i64> = HashMap::new();
+    let mut seen: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (u, i, _, _) in &window {
+        *counts.entry(i.clone()).or_default() += 1;
+        seen.entry(u.clone()).or_default().insert(i.clone());
+    }
+    let mut popular: Vec<(i64, String)> = counts
+        .into_iter()
+        .filter(|(i, _)| !unavailable.contains(i))
+        .map(|(i, n)| (-n, i))
+        .collect();
+    popular.sort();
+    let baseline: BTreeMap<String, Vec<String>> = truth
+        .keys()
+        .filter(|u| model.contains_key(*u))
+        .map(|u| {
+            (
+                u.clone(),
+                popular
+                    .iter()
+                    .map(|(_, i)| i.clone())
+                    .filter(|i| !seen[u].contains(i))
+                    .take(5)
+                    .collect(),
+            )
+        })
+        .collect();
+
+    // The published rows.
+    let f = std::fs::File::open(out.join("metrics/dt=2024-01-05/part-0.parquet")).unwrap();
+    let mut published: HashMap<(String, String, Option<i32>), f64> = HashMap::new();
+    for b in parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(f, 4096).unwrap() {
+        let b = b.unwrap();
+        let (m, s) = (col_strings(&b, "metric"), col_strings(&b, "segment"));
+        let k = b
+            .column_by_name("k")
+            .unwrap()
+            .as_primitive::<arrow::datatypes::Int32Type>()
+            .clone();
+        let v = b
+            .column_by_name("value")
+            .unwrap()
+            .as_primitive::<arrow::datatypes::Float64Type>()
+            .clone();
+        for r in 0..b.num_rows() {
+            if v.is_valid(r) {
+                published.insert(
+                    (
+                        m[r].clone(),
+                        s[r].clone(),
+                        k.is_valid(r).then(|| k.value(r)),
+                    ),
+                    v.value(r),
+                );
+            }
+        }
+    }
+    let mut checked = 0;
+    for (segment, lists) in [("all", &model), ("baseline_popular", &baseline)] {
+        for k in [3, 5] {
+            let want = ranking(lists, &truth, k);
+            for (metric, value) in ["recall", "precision", "ndcg", "mrr", "hit_rate"]
+                .iter()
+                .zip(want)
+            {
+                let got = published[&(metric.to_string(), segment.to_string(), Some(k as i32))];
+                assert!(
+                    (got - value).abs() < 1e-6,
+                    "{metric}@{k} {segment}: published {got}, recomputed {value}"
+                );
+                checked += 1;
+            }
+        }
+        let evaluated = truth.keys().filter(|u| model.contains_key(*u)).count() as f64;
+        let got = published[&("eval_user_coverage".to_string(), segment.to_string(), None)];
+        assert!((got - evaluated / truth.len() as f64).abs() < 1e-9);
+    }
+    // Coverage of 2024-01-05's own lists: distinct items in the first K / available items.
+    let own = lists(&out, "2024-01-05");
+    for k in [3usize, 5] {
+        let items: BTreeSet<&String> = own.values().flat_map(|l| l.iter().take(k)).collect();
+        let want = items.len() as f64 / (40 - unavailable.len()) as f64;
+        let got = published[&(
+            "catalog_coverage".to_string(),
+            "all".to_string(),
+            Some(k as i32),
+        )];
+        assert!(
+            (got - want).abs() < 1e-9,
+            "catalog_coverage@{k}: {got} vs {want}"
+        );
+    }
+    assert_eq!(checked, 20);
+}
