@@ -81,6 +81,15 @@ pub enum Command {
         #[arg(long)]
         keep_going: bool,
     },
+    /// Recompute and republish the metrics of a published date (after a definition changed).
+    #[command(after_help = EXIT_CODES)]
+    Evaluate {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Published date YYYY-MM-DD.
+        #[arg(long)]
+        date: String,
+    },
     /// Embed a text column of a Parquet file: every input column plus `embedding`.
     Embed {
         /// Sentence-transformers model directory.

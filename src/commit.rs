@@ -246,6 +246,27 @@ impl Publisher {
         Ok(())
     }
 
+    /// Replace already published files of a published date (`recjob evaluate`): each staged
+    /// file is copied over its target (one atomic replace per object), then the manifest is
+    /// overwritten in one put. Readers see the old or the new file, never a mix within a file.
+    pub async fn republish(self, manifest: &serde_json::Value) -> Result<()> {
+        let root = &self.root;
+        for f in &self.staged {
+            root.store
+                .copy(&f.staged, &f.target)
+                .await
+                .context(format!("publishing {}", f.url))?;
+        }
+        let path = manifest_path(root, self.date);
+        let bytes = serde_json::to_vec_pretty(manifest).expect("JSON value serialises");
+        root.store
+            .put(&path, PutPayload::from(bytes))
+            .await
+            .context(format!("updating {}", root.object_url(&path)))?;
+        self.discard().await;
+        Ok(())
+    }
+
     /// Remove this run's staging files (best effort: leftovers are never read).
     pub async fn discard(&self) {
         for f in &self.staged {

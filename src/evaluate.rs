@@ -381,6 +381,36 @@ pub fn lists_table(lists: &[RankedList]) -> MemTable {
     MemTable::try_new(schema, vec![vec![batch]]).expect("valid table")
 }
 
+/// The lists published for `date`, if it is published.
+pub async fn published_lists(
+    root: &crate::storage::Location,
+    date: NaiveDate,
+) -> Result<Option<Vec<RankedList>>> {
+    if !crate::commit::is_published(root, date).await? {
+        return Ok(None);
+    }
+    let dir = root.child(&format!("recommendations/dt={}", dt(date)));
+    let mut batches = Vec::new();
+    for meta in dir
+        .list_files()
+        .await?
+        .iter()
+        .filter(|m| crate::storage::is_data_file(m))
+    {
+        batches.extend(
+            crate::files::read_parquet(&dir.store, &meta.location)
+                .await
+                .map_err(|e| {
+                    crate::error::Error::infra(
+                        format!("reading {}", dir.object_url(&meta.location)),
+                        e,
+                    )
+                })?,
+        );
+    }
+    Ok(Some(lists_from_batches(&batches)))
+}
+
 /// Ranked lists from a `recommendations` batch set (`user_id, rank, item_id` columns).
 pub fn lists_from_batches(batches: &[RecordBatch]) -> Vec<RankedList> {
     let mut by_user: HashMap<String, Vec<(i32, String)>> = HashMap::new();

@@ -15,6 +15,29 @@ pub fn popular_list<'a>(
         .collect()
 }
 
+/// Popularity lists of `users` (the baseline of a window's own lists).
+pub fn popular_lists(
+    data: &crate::prepare::WindowData,
+    users: &[String],
+    k: usize,
+) -> Vec<crate::evaluate::RankedList> {
+    let empty = Vec::new();
+    users
+        .iter()
+        .map(|u| crate::evaluate::RankedList {
+            user_id: u.clone(),
+            items: popular_list(
+                &data.popularity,
+                data.exclusions.get(u).unwrap_or(&empty),
+                k,
+            )
+            .into_iter()
+            .map(|(i, _)| i.clone())
+            .collect(),
+        })
+        .collect()
+}
+
 /// The published score of a popular item: its event count relative to the most popular item,
 /// in [0, 1], so fallback rows sort and compare like cosine scores.
 pub fn popularity_score(n_events: i64, max_events: i64) -> f32 {

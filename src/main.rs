@@ -118,6 +118,13 @@ async fn dispatch(command: Command) -> Result<ExitCode, Error> {
             println!("{} dates, exit code {}", rows.len(), code as u8);
             Ok(code)
         }
+        Command::Evaluate { config, date } => {
+            let date = parse_date(&date)?;
+            let runner = Runner::new(Config::load(&config.config, &config.sets)?);
+            let rows = runner.evaluate_published(date).await?;
+            println!("republished metrics/dt={date}: {rows} rows");
+            Ok(ExitCode::Published)
+        }
         Command::Embed {
             model,
             input,

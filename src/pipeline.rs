@@ -16,17 +16,16 @@ use chrono::{NaiveDate, TimeDelta, Utc};
 use serde_json::json;
 
 use crate::audit::{AuditInput, audit};
-use crate::commit::{Publisher, is_published, manifest_path};
+use crate::commit::{Publisher, is_published, manifest_path, read_manifest};
 use crate::config::Config;
 use crate::embed::candle::CandleEncoder;
 use crate::embed::{Encoder, cache, embed_items};
 use crate::error::{Error, Result};
-use crate::evaluate::{EvalInput, RankedList, evaluate, lists_from_batches};
-use crate::fallback::{popular_list, popularity_score};
-use crate::files::read_parquet;
+use crate::evaluate::{EvalInput, RankedList, evaluate, published_lists};
+use crate::fallback::{popular_lists, popularity_score};
 use crate::prepare::{Window, check_invalid_rows, prepare_window, register_window_events};
 use crate::read::{behavior_ready, dt, load_catalog, partitions, register_inputs};
-use crate::storage::{Location, is_data_file};
+use crate::storage::Location;
 use crate::topk::{Exclusions, Hit, TopkParams, top_k};
 use crate::write::{self, RecRow};
 use crate::{session, users, vectors};
@@ -125,6 +124,66 @@ impl Runner {
             dt(date)
         );
         Ok((action.to_string(), inputs))
+    }
+
+    /// `recjob evaluate`: recompute the metrics of a published date from its published lists,
+    /// D-1's and the raw behavior, and republish only `metrics/dt=D/` (the manifest records
+    /// when). Idempotent: the same inputs give the same rows.
+    pub async fn evaluate_published(&self, date: NaiveDate) -> Result<usize> {
+        let config = &self.config;
+        let root = Location::parse(&config.output.root)?;
+        let Some(mut manifest) = read_manifest(&root, date).await? else {
+            return Err(Error::NotReady(format!(
+                "dt={} is not published under {}: nothing to evaluate",
+                dt(date),
+                root.url()
+            )));
+        };
+        let run_id = manifest["run_id"].as_str().unwrap_or("unknown").to_string();
+        let window = Window::ending(date, config.window.lookback_days);
+        let previous_window =
+            Window::ending(date - TimeDelta::days(1), config.window.lookback_days);
+        let ctx = session::context();
+        root.register(&ctx);
+        let inputs = register_inputs(&ctx, config, previous_window.first, date).await?;
+        let catalog = load_catalog(&ctx, config, &inputs).await?;
+        register_window_events(&ctx, config, previous_window.first, date).await?;
+        let data = prepare_window(&ctx, config, window).await?;
+        let own = published_lists(&root, date).await?.unwrap_or_default();
+        let mut active_users: Vec<String> = data.user_events.keys().cloned().collect();
+        active_users.sort();
+        let baseline = popular_lists(&data, &active_users, config.topk.k);
+        let previous = published_lists(&root, date - TimeDelta::days(1)).await?;
+        let previous_data = prepare_window(&ctx, config, previous_window).await?;
+        let rows = evaluate(
+            &ctx,
+            config,
+            EvalInput {
+                date,
+                previous,
+                previous_window: &previous_data,
+                own: &own,
+                own_baseline: &baseline,
+                n_candidates: catalog.available.iter().filter(|a| **a).count(),
+                n_active: active_users.len(),
+            },
+        )
+        .await?;
+        let mut publisher = Publisher::new(root.clone(), date, &format!("{run_id}-evaluate"));
+        publisher
+            .stage_partition(
+                "metrics",
+                write::metrics_schema(),
+                &[write::metrics(&rows, date, &run_id)?],
+            )
+            .await?;
+        publisher.verify_staged().await?;
+        manifest["metrics_evaluated_at"] = json!(Utc::now().to_rfc3339());
+        manifest["metrics_code_version"] = json!(crate::VERSION);
+        manifest["row_counts"]["metrics"] = json!(rows.len());
+        publisher.republish(&manifest).await?;
+        tracing::info!(date = %dt(date), rows = rows.len(), "metrics republished");
+        Ok(rows.len())
     }
 
     pub async fn run(&self, date: NaiveDate, opts: RunOptions) -> Result<RunReport> {
@@ -269,21 +328,22 @@ impl Runner {
         let empty = Vec::new();
         let mut recommendations: Vec<RecRow> = Vec::new();
         let mut own_lists = Vec::with_capacity(active_users.len());
-        let mut baseline_lists = Vec::with_capacity(active_users.len());
+        // The baseline's lists are also the fallback of users without a usable history.
+        let baseline_lists = popular_lists(&data, &active_users, config.topk.k);
+        let events_of: HashMap<&str, i64> = data
+            .popularity
+            .iter()
+            .map(|(i, n)| (i.as_str(), *n))
+            .collect();
         let mut eligible: HashMap<String, usize> = HashMap::new();
         let (mut n_personal, mut n_popular) = (0usize, 0usize);
-        for user in &active_users {
+        for (user, popular) in active_users.iter().zip(&baseline_lists) {
             let excluded = data.exclusions.get(user).unwrap_or(&empty);
             let n_excluded = excluded
                 .iter()
                 .filter(|i| candidate_index.contains_key(i.as_str()))
                 .count();
             eligible.insert(user.clone(), candidate_ids.len() - n_excluded);
-            let popular = popular_list(&data.popularity, excluded, config.topk.k);
-            baseline_lists.push(RankedList {
-                user_id: user.clone(),
-                items: popular.iter().map(|(i, _)| i.clone()).collect(),
-            });
             let rows: Vec<RecRow> = match personal.get(user.as_str()) {
                 Some(hits) => {
                     n_personal += 1;
@@ -301,13 +361,14 @@ impl Runner {
                 None => {
                     n_popular += 1;
                     popular
+                        .items
                         .iter()
                         .enumerate()
-                        .map(|(r, (item, n))| RecRow {
+                        .map(|(r, item)| RecRow {
                             user_id: user.clone(),
                             rank: r as i32 + 1,
                             item_id: item.clone(),
-                            score: popularity_score(*n, max_events),
+                            score: popularity_score(events_of[item.as_str()], max_events),
                             source: "popular",
                         })
                         .collect()
@@ -358,19 +419,7 @@ impl Runner {
 
         // evaluate: D-1's published lists against D's behavior.
         let previous_date = date - TimeDelta::days(1);
-        let previous =
-            if is_published(&root, previous_date).await? {
-                let dir = root.child(&format!("recommendations/dt={}", dt(previous_date)));
-                let mut batches = Vec::new();
-                for meta in dir.list_files().await?.iter().filter(|m| is_data_file(m)) {
-                    batches.extend(read_parquet(&dir.store, &meta.location).await.map_err(
-                        |e| Error::infra(format!("reading {}", dir.object_url(&meta.location)), e),
-                    )?);
-                }
-                Some(lists_from_batches(&batches))
-            } else {
-                None
-            };
+        let previous = published_lists(&root, previous_date).await?;
         let previous_data = prepare_window(&ctx, config, previous_window).await?;
         let metric_rows = evaluate(
             &ctx,

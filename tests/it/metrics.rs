@@ -224,3 +224,81 @@ fn published_metrics_match_an_independent_recomputation() {
     }
     assert_eq!(checked, 20);
 }
+
+/// `recjob evaluate` republishes only the metrics of a published date: idempotent, and able to
+/// refresh history (here: D-1 gets published after D's run, so D becomes evaluable).
+#[test]
+fn evaluate_republishes_only_the_metrics_of_a_published_date() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = crate::analyst::tiny_outputs(tmp.path());
+    let cfg = config.to_str().unwrap();
+    let out = tmp.path().join("out");
+    let metrics_rows = |dt: &str| -> Vec<String> {
+        let f = std::fs::File::open(out.join(format!("metrics/dt={dt}/part-0.parquet"))).unwrap();
+        let mut rows = Vec::new();
+        for b in parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(f, 4096).unwrap() {
+            let b = b.unwrap();
+            for r in 0..b.num_rows() {
+                rows.push(
+                    (0..b.num_columns())
+                        .map(|c| {
+                            arrow::util::display::array_value_to_string(b.column(c), r).unwrap()
+                        })
+                        .collect::<Vec<_>>()
+                        .join("|"),
+                );
+            }
+        }
+        rows
+    };
+    let before = metrics_rows("2024-01-05");
+    let recs = std::fs::read(out.join("recommendations/dt=2024-01-05/part-0.parquet")).unwrap();
+    let o = recjob(
+        tmp.path(),
+        &["evaluate", "--config", cfg, "--date", "2024-01-05"],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(metrics_rows("2024-01-05"), before, "idempotent");
+    assert_eq!(
+        std::fs::read(out.join("recommendations/dt=2024-01-05/part-0.parquet")).unwrap(),
+        recs,
+        "only metrics are rewritten"
+    );
+    let m: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(out.join("_manifests/dt=2024-01-05/manifest.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(m["metrics_evaluated_at"].is_string());
+
+    // 2024-01-04 was not evaluable (2024-01-03 unpublished); publish 2024-01-03, re-evaluate.
+    let not_evaluated = metrics_rows("2024-01-04");
+    assert!(
+        not_evaluated
+            .iter()
+            .any(|r| r.contains("not evaluated: no recommendations published for 2024-01-03"))
+    );
+    let o = recjob(
+        tmp.path(),
+        &["run", "--config", cfg, "--date", "2024-01-03"],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let o = recjob(
+        tmp.path(),
+        &["evaluate", "--config", cfg, "--date", "2024-01-04"],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let refreshed = metrics_rows("2024-01-04");
+    assert!(
+        refreshed
+            .iter()
+            .any(|r| r.starts_with("recall|5|0.") || r.starts_with("recall|5|1")),
+        "{refreshed:?}"
+    );
+    assert!(!refreshed.iter().any(|r| r.contains("not evaluated")));
+
+    let o = recjob(
+        tmp.path(),
+        &["evaluate", "--config", cfg, "--date", "2024-01-07"],
+    );
+    assert_eq!(code(&o), 3, "an unpublished date: {}", stderr(&o));
+}
