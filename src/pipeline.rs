@@ -126,6 +126,14 @@ impl Runner {
         Ok((action.to_string(), inputs))
     }
 
+    /// Write the date's HTML report; a failure is logged, never fatal (the data is published).
+    async fn report(&self, date: NaiveDate) {
+        match crate::report::write_report(&self.config, date).await {
+            Ok(url) => tracing::info!(report = %url, "report written"),
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "could not write the report"),
+        }
+    }
+
     /// `recjob evaluate`: recompute the metrics of a published date from its published lists,
     /// D-1's and the raw behavior, and republish only `metrics/dt=D/` (the manifest records
     /// when). Idempotent: the same inputs give the same rows.
@@ -182,6 +190,7 @@ impl Runner {
         manifest["metrics_code_version"] = json!(crate::VERSION);
         manifest["row_counts"]["metrics"] = json!(rows.len());
         publisher.republish(&manifest).await?;
+        self.report(date).await;
         tracing::info!(date = %dt(date), rows = rows.len(), "metrics republished");
         Ok(rows.len())
     }
@@ -586,6 +595,7 @@ impl Runner {
         });
         let manifest_url = root.object_url(&manifest_path(&root, date));
         publisher.publish(&manifest, opts.force).await?;
+        self.report(date).await;
         tracing::info!(date = %dt(date), run_id, manifest = %manifest_url, seconds = format!("{:.1}", started.elapsed().as_secs_f64()), "published");
         Ok(RunReport {
             date: dt(date),

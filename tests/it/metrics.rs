@@ -269,6 +269,13 @@ fn evaluate_republishes_only_the_metrics_of_a_published_date() {
     )
     .unwrap();
     assert!(m["metrics_evaluated_at"].is_string());
+    let report = std::fs::read_to_string(out.join("reports/dt=2024-01-05/report.html")).unwrap();
+    assert!(
+        report.contains("<svg")
+            && report.contains("recall@5")
+            && report.contains("baseline recall@5"),
+        "{report}"
+    );
 
     // 2024-01-04 was not evaluable (2024-01-03 unpublished); publish 2024-01-03, re-evaluate.
     let not_evaluated = metrics_rows("2024-01-04");
