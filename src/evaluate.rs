@@ -25,6 +25,7 @@ pub const COVERAGE_SQL: &str = include_str!("../sql/evaluate/coverage.sql");
 
 pub const SEGMENT_ALL: &str = "all";
 pub const SEGMENT_BASELINE: &str = "baseline_popular";
+pub const SEGMENT_LIFT: &str = "lift_vs_baseline";
 
 /// One row of the `metrics` table.
 #[derive(Debug, Clone, PartialEq)]
@@ -79,6 +80,18 @@ fn definition(metric: &str, segment: &str) -> String {
                 own_lists(segment)
             );
         }
+        "gini" => {
+            return format!(
+                "Gini index of how often each available item appears in users' first K of this run's own lists (items never recommended count as 0): 0 = every item equally often, 1 = one item only; {}",
+                own_lists(segment)
+            );
+        }
+        "novelty" => {
+            return format!(
+                "mean over recommendations at rank <= K of -log2 p(item), p = (events of the item in the window of dt + 1) / (events in the window + available items), log base 2; {}",
+                own_lists(segment)
+            );
+        }
         "user_coverage" => {
             return format!(
                 "users with at least K recommendations / active users (any valid event in the window of dt); {}",
@@ -88,6 +101,49 @@ fn definition(metric: &str, segment: &str) -> String {
         other => other.to_string(),
     };
     format!("{body}; {lists}")
+}
+
+/// Gini index and novelty of lists at K over the window's available items (see `definition`).
+pub fn distribution(
+    lists: &[RankedList],
+    popularity: &[(String, i64)],
+    k: usize,
+) -> (Option<f64>, Option<f64>) {
+    let mut counts: HashMap<&str, u64> = popularity.iter().map(|(i, _)| (i.as_str(), 0)).collect();
+    let total_events: i64 = popularity.iter().map(|(_, n)| n).sum();
+    let share: HashMap<&str, f64> = popularity
+        .iter()
+        .map(|(i, n)| {
+            (
+                i.as_str(),
+                (*n as f64 + 1.0) / (total_events as f64 + popularity.len() as f64),
+            )
+        })
+        .collect();
+    let (mut surprisal, mut n_recs) = (0.0, 0usize);
+    for l in lists {
+        for item in l.items.iter().take(k) {
+            if let Some(c) = counts.get_mut(item.as_str()) {
+                *c += 1;
+            }
+            if let Some(p) = share.get(item.as_str()) {
+                surprisal -= p.log2();
+                n_recs += 1;
+            }
+        }
+    }
+    let mut x: Vec<u64> = counts.into_values().collect();
+    x.sort_unstable();
+    let n = x.len() as f64;
+    let sum: f64 = x.iter().map(|v| *v as f64).sum();
+    let gini = (sum > 0.0).then(|| {
+        x.iter()
+            .enumerate()
+            .map(|(i, v)| (2.0 * (i as f64 + 1.0) - n - 1.0) * *v as f64)
+            .sum::<f64>()
+            / (n * sum)
+    });
+    (gini, (n_recs > 0).then(|| surprisal / n_recs as f64))
 }
 
 fn own_lists(segment: &str) -> &'static str {
@@ -107,6 +163,8 @@ pub struct EvalInput<'a> {
     pub previous: Option<Vec<RankedList>>,
     /// D-1's training window (for the baseline).
     pub previous_window: &'a WindowData,
+    /// D's training window (popularity of the distribution metrics).
+    pub window: &'a WindowData,
     /// D's own lists, and the baseline's lists for D's active users.
     pub own: &'a [RankedList],
     pub own_baseline: &'a [RankedList],
@@ -153,6 +211,22 @@ pub async fn evaluate(
             let cat = b.column(1).as_primitive::<Float64Type>();
             let usr = b.column(2).as_primitive::<Float64Type>();
             for i in 0..b.num_rows() {
+                let (gini, novelty) =
+                    distribution(lists, &input.window.popularity, k.value(i) as usize);
+                rows.push(row(
+                    "gini",
+                    Some(k.value(i)),
+                    gini,
+                    segment,
+                    lists.len() as i64,
+                ));
+                rows.push(row(
+                    "novelty",
+                    Some(k.value(i)),
+                    novelty,
+                    segment,
+                    lists.len() as i64,
+                ));
                 rows.push(row(
                     "catalog_coverage",
                     Some(k.value(i)),
@@ -304,6 +378,36 @@ pub async fn evaluate(
             n_evaluated as i64,
         ));
     }
+    // Lift: the model's value over the baseline's, per ranking metric and K.
+    let value = |m: &str, seg: &str, k: Option<i32>| {
+        rows.iter()
+            .find(|r| r.metric == m && r.segment == seg && r.k == k)
+            .and_then(|r| r.value)
+    };
+    let mut lifts = Vec::new();
+    for metric in RANKING_METRICS {
+        for &k in &ks {
+            let k = Some(k as i32);
+            if let (Some(m), Some(b)) = (
+                value(metric, SEGMENT_ALL, k),
+                value(metric, SEGMENT_BASELINE, k),
+            ) {
+                let n = rows
+                    .iter()
+                    .find(|r| r.metric == metric && r.segment == SEGMENT_ALL && r.k == k)
+                    .map_or(0, |r| r.n_users);
+                lifts.push(MetricRow {
+                    metric,
+                    k,
+                    value: (b > 0.0).then(|| m / b),
+                    segment: SEGMENT_LIFT,
+                    definition: format!("{metric}@K of the model (segment all) / {metric}@K of the popularity baseline, same evaluated users; NULL when the baseline is 0"),
+                    n_users: n,
+                });
+            }
+        }
+    }
+    rows.extend(lifts);
     Ok(rows)
 }
 
@@ -525,5 +629,39 @@ mod tests {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod distribution_tests {
+    use super::*;
+
+    /// Items a (9 events), b (0), c (0); lists at K=1: [a], [a] -> counts a=2, b=0, c=0.
+    /// Gini over x = [0, 0, 2] (sorted): sum((2i - n - 1) x_i) / (n sum x) = (2*3 - 3 - 1) * 2 / (3 * 2) = 2/3.
+    /// Novelty: p(a) = (9 + 1) / (9 + 3) = 5/6, -log2(5/6) = 0.2630344.
+    #[test]
+    fn gini_and_novelty_by_hand() {
+        let pop = vec![
+            ("a".to_string(), 9),
+            ("b".to_string(), 0),
+            ("c".to_string(), 0),
+        ];
+        let lists = vec![
+            RankedList {
+                user_id: "u".into(),
+                items: vec!["a".into(), "b".into()],
+            },
+            RankedList {
+                user_id: "v".into(),
+                items: vec!["a".into(), "c".into()],
+            },
+        ];
+        let (gini, novelty) = distribution(&lists, &pop, 1);
+        assert!((gini.unwrap() - 2.0 / 3.0).abs() < 1e-12);
+        assert!((novelty.unwrap() - 0.2630344).abs() < 1e-6);
+        // K=2: counts a=2, b=1, c=1 -> x = [1, 1, 2]: ((-2)*1 + 0*1 + 2*2) / (3*4) = 1/6.
+        let (gini, _) = distribution(&lists, &pop, 2);
+        assert!((gini.unwrap() - 1.0 / 6.0).abs() < 1e-12);
+        assert_eq!(distribution(&[], &pop, 2), (None, None));
     }
 }
