@@ -4,7 +4,6 @@ CARGO ?= cargo
 BIN := target/debug/recjob
 PY := .venv/bin/python
 
-
 .PHONY: help demo test setup model pyenv build release lint fixtures bench-topk bench-embed clean-out
 
 help:

@@ -358,7 +358,7 @@ impl Config {
                 ));
             }
         }
-        if self.evaluate.ks.iter().any(|k| *k == 0) {
+        if self.evaluate.ks.contains(&0) {
             errors.push("evaluate.ks values must be at least 1".to_string());
         }
         if let Err(e) = crate::text::Template::parse(&self.text.template) {

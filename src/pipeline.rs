@@ -635,7 +635,7 @@ pub async fn backfill(
 ) -> Vec<BackfillRow> {
     use crate::error::ExitCode;
     let days = (to - from).num_days().max(0) as u64 + 1;
-    let bar = crate::embed::progress_bar(days as usize * 1000).map(|b| {
+    let bar = crate::embed::progress_bar(days as usize * 1000).inspect(|b| {
         b.set_length(days);
         b.set_style(
             indicatif::ProgressStyle::with_template(
@@ -643,7 +643,6 @@ pub async fn backfill(
             )
             .expect("valid template"),
         );
-        b
     });
     let mut rows = Vec::new();
     let mut date = from;

@@ -80,7 +80,7 @@ impl Location {
                 let path = u
                     .to_file_path()
                     .map_err(|_| bad("not an absolute file path"))?;
-                Self::local(&path, url)
+                Ok(Self::local(&path))
             }
             Ok(u) if u.scheme().len() > 1 => Err(bad(&format!(
                 "unsupported scheme {:?} (use file://, s3://, memory:// or a path)",
@@ -89,12 +89,12 @@ impl Location {
             // A relative or absolute filesystem path (or a Windows drive letter).
             _ => {
                 let cwd = std::env::current_dir().context("cannot read the working directory")?;
-                Self::local(&cwd.join(url), url)
+                Ok(Self::local(&cwd.join(url)))
             }
         }
     }
 
-    fn local(path: &std::path::Path, url: &str) -> Result<Location> {
+    fn local(path: &std::path::Path) -> Location {
         let mut parts: Vec<String> = Vec::new();
         for c in path.components() {
             match c {
@@ -106,12 +106,11 @@ impl Location {
             }
         }
         let prefix = Path::from_iter(parts.iter().map(String::as_str));
-        let _ = url;
-        Ok(Location {
+        Location {
             store: Arc::new(LocalFileSystem::new()),
             base: Url::parse("file:///").expect("valid URL: this is a bug"),
             prefix,
-        })
+        }
     }
 
     /// `scheme://authority/prefix/` of this location.

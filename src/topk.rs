@@ -109,7 +109,7 @@ pub fn top_k<E>(
     mut sink: impl FnMut(usize, Vec<Vec<Hit>>) -> Result<(), E>,
 ) -> Result<(), E> {
     assert!(
-        dim > 0 && users.len() % dim == 0 && items.len() % dim == 0,
+        dim > 0 && users.len().is_multiple_of(dim) && items.len().is_multiple_of(dim),
         "matrix shapes: this is a bug"
     );
     let n_users = users.len() / dim;
