@@ -13,6 +13,7 @@ pub mod functions;
 pub mod pipeline;
 pub mod prepare;
 pub mod read;
+pub mod recommend;
 pub mod report;
 pub mod session;
 pub mod sql;

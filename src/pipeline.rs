@@ -1,8 +1,8 @@
 //! The stage sequence of one run date; `backfill` loops over it. The only module that knows
 //! the order of stages:
 //!
-//! read -> prepare -> embed -> users -> top-K (+ similar items) -> evaluate -> write -> audit
-//! -> publish.
+//! read -> prepare -> embed -> users -> recommend (top-K, fallback, similar items) -> evaluate
+//! -> write -> audit -> publish.
 //!
 //! A run is idempotent per date: a published date is skipped (exit 99) unless forced, and a
 //! forced rerun replaces the partition as described in [`crate::commit`].
@@ -21,13 +21,13 @@ use crate::config::Config;
 use crate::embed::candle::CandleEncoder;
 use crate::embed::{Encoder, cache, embed_items};
 use crate::error::{Error, Result};
-use crate::evaluate::{EvalInput, RankedList, evaluate, published_lists};
-use crate::fallback::{popular_lists, popularity_score};
+use crate::evaluate::{EvalInput, evaluate, published_lists};
+use crate::fallback::popular_lists;
 use crate::prepare::{Window, check_invalid_rows, prepare_window, register_window_events};
 use crate::read::{behavior_ready, dt, load_catalog, partitions, register_inputs};
+use crate::recommend::{Candidates, recommend, similar_items};
 use crate::storage::Location;
-use crate::topk::{Exclusions, Hit, TopkParams, top_k};
-use crate::write::{self, RecRow};
+use crate::write;
 use crate::{session, users, vectors};
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -277,154 +277,10 @@ impl Runner {
         let user_vectors = users::build(&data.interactions, &item_index, &items.flat, dim);
         t.lap("users");
 
-        // top-K: candidates are the available items, in id order (ties break by item_id).
-        let candidate_rows: Vec<usize> = (0..catalog.ids.len())
-            .filter(|&i| catalog.available[i])
-            .collect();
-        let candidate_ids: Vec<&str> = candidate_rows
-            .iter()
-            .map(|&i| catalog.ids[i].as_str())
-            .collect();
-        let candidate_index: HashMap<&str, u32> = candidate_ids
-            .iter()
-            .enumerate()
-            .map(|(j, id)| (*id, j as u32))
-            .collect();
-        let mut candidate_flat = Vec::with_capacity(candidate_rows.len() * dim);
-        for &i in &candidate_rows {
-            candidate_flat.extend_from_slice(&items.flat[i * dim..(i + 1) * dim]);
-        }
-        let params = TopkParams {
-            k: config.topk.k,
-            block_users: config.topk.block_users,
-            block_items: config.topk.block_items,
-        };
-        let user_pos: HashMap<&str, u32> = user_vectors
-            .user_ids
-            .iter()
-            .enumerate()
-            .map(|(u, id)| (id.as_str(), u as u32))
-            .collect();
-        let mut pairs = Vec::new();
-        for (user, excluded) in &data.exclusions {
-            if let Some(&u) = user_pos.get(user.as_str()) {
-                pairs.extend(
-                    excluded
-                        .iter()
-                        .filter_map(|i| candidate_index.get(i.as_str()).map(|&j| (u, j))),
-                );
-            }
-        }
-        let exclusions = Exclusions::from_pairs(user_vectors.user_ids.len(), pairs);
-        let mut personal: HashMap<&str, Vec<Hit>> = HashMap::new();
-        top_k::<()>(
-            &user_vectors.flat,
-            &candidate_flat,
-            dim,
-            &params,
-            &exclusions,
-            |first, lists| {
-                for (o, hits) in lists.into_iter().enumerate() {
-                    personal.insert(user_vectors.user_ids[first + o].as_str(), hits);
-                }
-                Ok(())
-            },
-        )
-        .expect("infallible sink");
-
-        let mut active_users: Vec<String> = data.user_events.keys().cloned().collect();
-        active_users.sort();
-        let max_events = data.popularity.first().map_or(0, |p| p.1);
-        let empty = Vec::new();
-        let mut recommendations: Vec<RecRow> = Vec::new();
-        let mut own_lists = Vec::with_capacity(active_users.len());
-        // The baseline's lists are also the fallback of users without a usable history.
-        let baseline_lists = popular_lists(&data, &active_users, config.topk.k);
-        let events_of: HashMap<&str, i64> = data
-            .popularity
-            .iter()
-            .map(|(i, n)| (i.as_str(), *n))
-            .collect();
-        let mut eligible: HashMap<String, usize> = HashMap::new();
-        let (mut n_personal, mut n_popular) = (0usize, 0usize);
-        for (user, popular) in active_users.iter().zip(&baseline_lists) {
-            let excluded = data.exclusions.get(user).unwrap_or(&empty);
-            let n_excluded = excluded
-                .iter()
-                .filter(|i| candidate_index.contains_key(i.as_str()))
-                .count();
-            eligible.insert(user.clone(), candidate_ids.len() - n_excluded);
-            let rows: Vec<RecRow> = match personal.get(user.as_str()) {
-                Some(hits) => {
-                    n_personal += 1;
-                    hits.iter()
-                        .enumerate()
-                        .map(|(r, h)| RecRow {
-                            user_id: user.clone(),
-                            rank: r as i32 + 1,
-                            item_id: candidate_ids[h.item as usize].to_string(),
-                            score: h.score,
-                            source: "personal",
-                        })
-                        .collect()
-                }
-                None => {
-                    n_popular += 1;
-                    popular
-                        .items
-                        .iter()
-                        .enumerate()
-                        .map(|(r, item)| RecRow {
-                            user_id: user.clone(),
-                            rank: r as i32 + 1,
-                            item_id: item.clone(),
-                            score: popularity_score(events_of[item.as_str()], max_events),
-                            source: "popular",
-                        })
-                        .collect()
-                }
-            };
-            own_lists.push(RankedList {
-                user_id: user.clone(),
-                items: rows.iter().map(|r| r.item_id.clone()).collect(),
-            });
-            recommendations.extend(rows);
-        }
-
-        // similar items: every catalog item against the candidates, never itself.
-        let self_pairs: Vec<(u32, u32)> = (0..catalog.ids.len())
-            .filter_map(|q| {
-                candidate_index
-                    .get(catalog.ids[q].as_str())
-                    .map(|&j| (q as u32, j))
-            })
-            .collect();
-        let similar_params = TopkParams {
-            k: config.similar_items.k,
-            ..params
-        };
-        let mut similar: Vec<RecRow> = Vec::new();
-        top_k::<()>(
-            &items.flat,
-            &candidate_flat,
-            dim,
-            &similar_params,
-            &Exclusions::from_pairs(catalog.ids.len(), self_pairs),
-            |first, lists| {
-                for (o, hits) in lists.into_iter().enumerate() {
-                    let item = &catalog.ids[first + o];
-                    similar.extend(hits.iter().enumerate().map(|(r, h)| RecRow {
-                        user_id: item.clone(),
-                        rank: r as i32 + 1,
-                        item_id: candidate_ids[h.item as usize].to_string(),
-                        score: h.score,
-                        source: "content",
-                    }));
-                }
-                Ok(())
-            },
-        )
-        .expect("infallible sink");
+        // top-K
+        let candidates = Candidates::from_catalog(&catalog, &items.flat, dim);
+        let recs = recommend(config, &candidates, &user_vectors, &data);
+        let similar = similar_items(config, &catalog.ids, &items.flat, &candidates);
         t.lap("topk");
 
         // evaluate: D-1's published lists against D's behavior.
@@ -439,35 +295,36 @@ impl Runner {
                 previous,
                 previous_window: &previous_data,
                 window: &data,
-                own: &own_lists,
-                own_baseline: &baseline_lists,
-                n_candidates: candidate_ids.len(),
-                n_active: active_users.len(),
+                own: &recs.lists,
+                own_baseline: &recs.baseline,
+                n_candidates: candidates.len(),
+                n_active: recs.active_users.len(),
             },
         )
         .await?;
         t.lap("evaluate");
 
         // audit
-        let candidates: HashSet<&str> = candidate_ids.iter().copied().collect();
+        let candidate_set: HashSet<&str> = candidates.ids.iter().map(String::as_str).collect();
         let user_vec_map: HashMap<&str, &[f32]> = user_vectors
             .user_ids
             .iter()
             .enumerate()
             .map(|(u, id)| (id.as_str(), &user_vectors.flat[u * dim..(u + 1) * dim]))
             .collect();
-        let item_vec_map: HashMap<&str, &[f32]> = candidate_ids
+        let item_vec_map: HashMap<&str, &[f32]> = candidates
+            .ids
             .iter()
             .enumerate()
-            .map(|(j, id)| (*id, &candidate_flat[j * dim..(j + 1) * dim]))
+            .map(|(j, id)| (id.as_str(), candidates.vector(j)))
             .collect();
         let report = audit(&AuditInput {
             k: config.topk.k,
-            recommendations: &recommendations,
-            active_users: &active_users,
-            eligible: &eligible,
+            recommendations: &recs.rows,
+            active_users: &recs.active_users,
+            eligible: &recs.eligible,
             exclusions: &data.exclusions,
-            candidates: &candidates,
+            candidates: &candidate_set,
             user_vectors: &user_vec_map,
             item_vectors: &item_vec_map,
             similar_items: &similar,
@@ -482,7 +339,7 @@ impl Runner {
             .stage_partition(
                 "recommendations",
                 write::recommendations_schema(),
-                &[write::recommendations(&recommendations, &run_id)?],
+                &[write::recommendations(&recs.rows, &run_id)?],
             )
             .await?;
         publisher
@@ -503,8 +360,8 @@ impl Runner {
                 "item_vectors",
                 write::item_vectors_schema(dim),
                 &[write::item_vectors(
-                    &candidate_ids,
-                    &candidate_flat,
+                    &candidates.ids,
+                    &candidates.flat,
                     dim,
                     &run_id,
                 )?],
@@ -585,13 +442,13 @@ impl Runner {
                 "tokens": items.stats.tokens,
             },
             "users": {
-                "active": active_users.len(),
-                "personal": n_personal,
-                "popular": n_popular,
+                "active": recs.active_users.len(),
+                "personal": recs.n_personal,
+                "popular": recs.n_popular,
                 "short": report.short_users,
                 "short_reason": report.short_reason,
             },
-            "candidates": candidate_ids.len(),
+            "candidates": candidates.len(),
             "timings_s": t.0.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
             "config": config,
         });

@@ -110,13 +110,13 @@ pub fn item_vectors_schema(dim: usize) -> SchemaRef {
 }
 
 pub fn item_vectors(
-    item_ids: &[&str],
+    item_ids: &[String],
     flat: &[f32],
     dim: usize,
     run_id: &str,
 ) -> Result<RecordBatch> {
     let columns: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from(item_ids.to_vec())),
+        Arc::new(StringArray::from_iter_values(item_ids.iter())),
         vectors::to_arrow(flat, dim),
         Arc::new(StringArray::from(vec![run_id; item_ids.len()])),
     ];
