@@ -158,8 +158,7 @@ impl Runner {
         register_window_events(&ctx, config, previous_window.first, date).await?;
         let data = prepare_window(&ctx, config, window).await?;
         let own = published_lists(&root, date).await?.unwrap_or_default();
-        let mut active_users: Vec<String> = data.user_events.keys().cloned().collect();
-        active_users.sort();
+        let active_users = data.active_users();
         let baseline = popular_lists(&data, &active_users, config.topk.k);
         let previous = published_lists(&root, date - TimeDelta::days(1)).await?;
         let previous_data = prepare_window(&ctx, config, previous_window).await?;

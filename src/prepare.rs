@@ -71,6 +71,15 @@ pub struct WindowData {
     pub user_events: HashMap<String, i64>,
 }
 
+impl WindowData {
+    /// Users with any valid event in the window, sorted.
+    pub fn active_users(&self) -> Vec<String> {
+        let mut users: Vec<String> = self.user_events.keys().cloned().collect();
+        users.sort();
+        users
+    }
+}
+
 /// Invalid rows by reason, and the total rows of the training window.
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct InvalidRows {

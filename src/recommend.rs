@@ -129,8 +129,7 @@ pub fn recommend(
     )
     .expect("infallible sink");
 
-    let mut active_users: Vec<String> = data.user_events.keys().cloned().collect();
-    active_users.sort();
+    let active_users = data.active_users();
     // The baseline's lists are also the fallback of users without a usable history.
     let baseline = popular_lists(data, &active_users, k);
     let events_of: HashMap<&str, i64> = data
