@@ -272,5 +272,11 @@ impl Publisher {
         for f in &self.staged {
             let _ = self.root.store.delete(&f.staged).await;
         }
+        // Object stores have no directories; a local filesystem keeps the empty ones.
+        if self.root.base.scheme() == "file" {
+            let staging = std::path::Path::new("/").join(self.root.path(STAGING).as_ref());
+            let _ = std::fs::remove_dir_all(staging.join(&self.run_id));
+            let _ = std::fs::remove_dir(&staging); // only when no other run is staging
+        }
     }
 }
