@@ -167,7 +167,7 @@ impl UniqueIds {
 }
 
 /// Users per kernel call of `recjob topk`: input is streamed, so memory stays flat in users.
-const USERS_PER_CHUNK: usize = 65_536;
+const USERS_PER_CHUNK: usize = 16_384;
 
 /// `recjob topk`: streams users through the kernel against all items and writes results as it
 /// goes. Returns the number of users with fewer than K results.
