@@ -159,10 +159,6 @@ const RANKING_METRICS: [&str; 5] = ["recall", "precision", "ndcg", "mrr", "hit_r
 /// Everything evaluation needs besides the registered `window_events`.
 pub struct EvalInput<'a> {
     pub date: NaiveDate,
-    /// Lists published for D-1, if D-1 is published.
-    pub previous: Option<Vec<RankedList>>,
-    /// D-1's training window (for the baseline).
-    pub previous_window: &'a WindowData,
     /// D's training window (popularity of the distribution metrics).
     pub window: &'a WindowData,
     /// D's own lists, and the baseline's lists for D's active users.
@@ -172,9 +168,12 @@ pub struct EvalInput<'a> {
     pub n_active: usize,
 }
 
+/// Evaluate run D. Needs `window_events` registered over D-1's and D's windows; reads the lists
+/// published for D-1 under `root` and prepares D-1's window for the baseline.
 pub async fn evaluate(
     ctx: &SessionContext,
     config: &Config,
+    root: &crate::storage::Location,
     input: EvalInput<'_>,
 ) -> Result<Vec<MetricRow>> {
     let ks = config.metric_ks();
@@ -285,7 +284,15 @@ pub async fn evaluate(
         MemTable::try_new(truth_schema, vec![truth_batches]).context("truth")?,
     )?;
 
-    let reason = match (&input.previous, truth_users.is_empty()) {
+    let previous_date = input.date.pred_opt().expect("date in range");
+    let previous = published_lists(root, previous_date).await?;
+    let previous_window = crate::prepare::prepare_window(
+        ctx,
+        config,
+        crate::prepare::Window::ending(previous_date, config.window.lookback_days),
+    )
+    .await?;
+    let reason = match (&previous, truth_users.is_empty()) {
         (None, _) => Some(format!(
             "not evaluated: no recommendations published for {}",
             dt(input.date.pred_opt().expect("date in range"))
@@ -321,7 +328,7 @@ pub async fn evaluate(
         }
         return Ok(rows);
     }
-    let previous = input.previous.expect("checked above");
+    let previous = previous.expect("checked above");
 
     // The baseline for the same evaluated users, with D-1's popularity and exclusions.
     let evaluated: Vec<&RankedList> = previous
@@ -332,14 +339,10 @@ pub async fn evaluate(
     let baseline: Vec<RankedList> = evaluated
         .iter()
         .map(|l| {
-            let excluded = input
-                .previous_window
-                .exclusions
-                .get(&l.user_id)
-                .unwrap_or(&empty);
+            let excluded = previous_window.exclusions.get(&l.user_id).unwrap_or(&empty);
             RankedList {
                 user_id: l.user_id.clone(),
-                items: popular_list(&input.previous_window.popularity, excluded, max_k)
+                items: popular_list(&previous_window.popularity, excluded, max_k)
                     .into_iter()
                     .map(|(i, _)| i.clone())
                     .collect(),

@@ -160,15 +160,12 @@ impl Runner {
         let own = published_lists(&root, date).await?.unwrap_or_default();
         let active_users = data.active_users();
         let baseline = popular_lists(&data, &active_users, config.topk.k);
-        let previous = published_lists(&root, date - TimeDelta::days(1)).await?;
-        let previous_data = prepare_window(&ctx, config, previous_window).await?;
         let rows = evaluate(
             &ctx,
             config,
+            &root,
             EvalInput {
                 date,
-                previous,
-                previous_window: &previous_data,
                 window: &data,
                 own: &own,
                 own_baseline: &baseline,
@@ -283,16 +280,12 @@ impl Runner {
         t.lap("topk");
 
         // evaluate: D-1's published lists against D's behavior.
-        let previous_date = date - TimeDelta::days(1);
-        let previous = published_lists(&root, previous_date).await?;
-        let previous_data = prepare_window(&ctx, config, previous_window).await?;
         let metric_rows = evaluate(
             &ctx,
             config,
+            &root,
             EvalInput {
                 date,
-                previous,
-                previous_window: &previous_data,
                 window: &data,
                 own: &recs.lists,
                 own_baseline: &recs.baseline,
