@@ -12,16 +12,7 @@ use crate::common::*;
 
 /// Write a Parquet file with the given columns.
 fn write(path: &Path, columns: Vec<(&str, ArrayRef)>) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let batch = RecordBatch::try_from_iter(columns).unwrap();
-    let mut w = parquet::arrow::ArrowWriter::try_new(
-        std::fs::File::create(path).unwrap(),
-        batch.schema(),
-        None,
-    )
-    .unwrap();
-    w.write(&batch).unwrap();
-    w.close().unwrap();
+    write_file(path, &RecordBatch::try_from_iter(columns).unwrap());
 }
 
 fn strings(v: &[&str]) -> ArrayRef {

@@ -154,3 +154,43 @@ pub fn walk(dir: &Path) -> impl Iterator<Item = PathBuf> {
     }
     files.into_iter()
 }
+
+/// Every batch of a local Parquet file.
+pub fn read_file(path: &Path) -> Vec<RecordBatch> {
+    let f = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(f, 4096)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+/// Write one batch as a local Parquet file (parent directories created).
+pub fn write_file(path: &Path, batch: &RecordBatch) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(path).unwrap(),
+        batch.schema(),
+        None,
+    )
+    .unwrap();
+    w.write(batch).unwrap();
+    w.close().unwrap();
+}
+
+/// A local Parquet file's rows as `a|b|c` strings, without the columns in `skip`.
+pub fn file_rows(path: &Path, skip: &[&str]) -> Vec<String> {
+    let mut rows = Vec::new();
+    for b in read_file(path) {
+        let keep: Vec<usize> = (0..b.num_columns())
+            .filter(|&c| !skip.contains(&b.schema().field(c).name().as_str()))
+            .collect();
+        let b = b.project(&keep).unwrap();
+        for r in 0..b.num_rows() {
+            let cells: Vec<String> = (0..b.num_columns())
+                .map(|c| arrow::util::display::array_value_to_string(b.column(c), r).unwrap())
+                .collect();
+            rows.push(cells.join("|"));
+        }
+    }
+    rows
+}

@@ -234,22 +234,7 @@ fn evaluate_republishes_only_the_metrics_of_a_published_date() {
     let cfg = config.to_str().unwrap();
     let out = tmp.path().join("out");
     let metrics_rows = |dt: &str| -> Vec<String> {
-        let f = std::fs::File::open(out.join(format!("metrics/dt={dt}/part-0.parquet"))).unwrap();
-        let mut rows = Vec::new();
-        for b in parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(f, 4096).unwrap() {
-            let b = b.unwrap();
-            for r in 0..b.num_rows() {
-                rows.push(
-                    (0..b.num_columns())
-                        .map(|c| {
-                            arrow::util::display::array_value_to_string(b.column(c), r).unwrap()
-                        })
-                        .collect::<Vec<_>>()
-                        .join("|"),
-                );
-            }
-        }
-        rows
+        file_rows(&out.join(format!("metrics/dt={dt}/part-0.parquet")), &[])
     };
     let before = metrics_rows("2024-01-05");
     let recs = std::fs::read(out.join("recommendations/dt=2024-01-05/part-0.parquet")).unwrap();

@@ -295,13 +295,7 @@ fn the_next_night_embeds_only_changed_texts() {
     assert_eq!(embedded("2024-01-03"), (40, 0));
     assert_eq!(embedded("2024-01-04"), (0, 40));
     // A new snapshot (dt=2024-01-05) where one title changed.
-    let batches = {
-        let f = std::fs::File::open(catalog.join("dt=2024-01-01/part-0.parquet")).unwrap();
-        parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(f, 1024)
-            .unwrap()
-            .map(Result::unwrap)
-            .collect::<Vec<_>>()
-    };
+    let batches = read_file(&catalog.join("dt=2024-01-01/part-0.parquet"));
     let b = &batches[0];
     let mut titles = col_strings(b, "title");
     titles[7] = format!("{} deluxe", titles[7]);
@@ -309,10 +303,6 @@ fn the_next_night_embeds_only_changed_texts() {
     let mut columns = b.columns().to_vec();
     columns[idx] = std::sync::Arc::new(arrow::array::StringArray::from(titles));
     let changed = arrow::array::RecordBatch::try_new(b.schema(), columns).unwrap();
-    std::fs::create_dir_all(catalog.join("dt=2024-01-05")).unwrap();
-    let file = std::fs::File::create(catalog.join("dt=2024-01-05/part-0.parquet")).unwrap();
-    let mut w = parquet::arrow::ArrowWriter::try_new(file, changed.schema(), None).unwrap();
-    w.write(&changed).unwrap();
-    w.close().unwrap();
+    write_file(&catalog.join("dt=2024-01-05/part-0.parquet"), &changed);
     assert_eq!(embedded("2024-01-05"), (1, 39));
 }

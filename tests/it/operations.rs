@@ -41,23 +41,10 @@ fn snapshot(out: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
 
 /// Rows of a table partition without run_id, sorted: what must not depend on the run.
 fn rows_without_run_id(out: &Path, table: &str, date: &str) -> Vec<String> {
-    let f = std::fs::File::open(out.join(format!("{table}/dt={date}/part-0.parquet"))).unwrap();
-    let mut rows = Vec::new();
-    for b in parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(f, 4096).unwrap() {
-        let b = b.unwrap();
-        let keep: Vec<usize> = (0..b.num_columns())
-            .filter(|&c| b.schema().field(c).name() != "run_id")
-            .collect();
-        let b = b.project(&keep).unwrap();
-        for r in 0..b.num_rows() {
-            rows.push(
-                (0..b.num_columns())
-                    .map(|c| arrow::util::display::array_value_to_string(b.column(c), r).unwrap())
-                    .collect::<Vec<_>>()
-                    .join("|"),
-            );
-        }
-    }
+    let mut rows = file_rows(
+        &out.join(format!("{table}/dt={date}/part-0.parquet")),
+        &["run_id"],
+    );
     rows.sort();
     rows
 }

@@ -23,14 +23,7 @@ fn write_vectors(path: &Path, ids: &[&str], rows: &[Vec<f32>]) {
         ("embedding", Arc::new(emb) as ArrayRef),
     ])
     .unwrap();
-    let mut w = parquet::arrow::ArrowWriter::try_new(
-        std::fs::File::create(path).unwrap(),
-        batch.schema(),
-        None,
-    )
-    .unwrap();
-    w.write(&batch).unwrap();
-    w.close().unwrap();
+    write_file(path, &batch);
 }
 
 fn topk(dir: &Path, k: &str, exclude: bool) -> std::process::Output {
@@ -80,14 +73,7 @@ fn exact_lists_with_exclusions_and_short_users() {
         ),
     ])
     .unwrap();
-    let mut w = parquet::arrow::ArrowWriter::try_new(
-        std::fs::File::create(d.join("exclude.parquet")).unwrap(),
-        ex.schema(),
-        None,
-    )
-    .unwrap();
-    w.write(&ex).unwrap();
-    w.close().unwrap();
+    write_file(&d.join("exclude.parquet"), &ex);
     let o = topk(d, "5", true);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert!(
