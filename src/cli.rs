@@ -81,6 +81,23 @@ pub enum Command {
         #[arg(long)]
         keep_going: bool,
     },
+    /// Replay a configuration over a date range without publishing anything: mean metrics per K
+    /// of the model and the popularity baseline, printed and written as Parquet.
+    #[command(after_help = EXIT_CODES)]
+    Backtest {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// First evaluated date, YYYY-MM-DD (its D-1 is computed too).
+        #[arg(long)]
+        from: String,
+        /// Last evaluated date (inclusive), YYYY-MM-DD.
+        #[arg(long)]
+        to: String,
+        /// Where to write the table (path or URL); default
+        /// <output.root>/backtests/backtest-<from>-<to>-<time>.parquet.
+        #[arg(long)]
+        output: Option<String>,
+    },
     /// Recompute and republish the metrics of a published date (after a definition changed).
     #[command(after_help = EXIT_CODES)]
     Evaluate {

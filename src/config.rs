@@ -33,6 +33,8 @@ pub struct Config {
     #[serde(default)]
     pub exclusions: ExclusionsConfig,
     #[serde(default)]
+    pub hybrid: HybridConfig,
+    #[serde(default)]
     pub evaluate: EvaluateConfig,
 }
 
@@ -135,12 +137,16 @@ pub struct CatalogConfig {
     /// Boolean catalog column; items where it is false are never recommended. Optional in the
     /// data: when the column is absent, every item is available.
     pub available_column: String,
+    /// String catalog column whose values are the per-category metric segments. Optional in
+    /// the data: when the column is absent, there are no category segments.
+    pub category_column: String,
 }
 
 impl Default for CatalogConfig {
     fn default() -> Self {
         Self {
             available_column: "available".into(),
+            category_column: "category".into(),
         }
     }
 }
@@ -240,8 +246,37 @@ pub struct ExclusionsConfig {
 impl Default for ExclusionsConfig {
     fn default() -> Self {
         Self {
-            policy: ExclusionPolicy::SeenInWindow,
+            policy: ExclusionPolicy::AllowRepeats,
             repeat_after_days: 0,
+        }
+    }
+}
+
+/// The hybrid model (README "The model"; `crate::behavior`): behavior factors learned from the
+/// window by implicit ALS, blended with the text embeddings in the vectors top-K scores.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HybridConfig {
+    /// Dimensions f of the behavior factors; 0 = text embeddings only.
+    pub factors: usize,
+    /// Confidence per unit of decayed event weight: c = 1 + alpha * w.
+    pub alpha: f64,
+    /// L2 regularisation (lambda) of the user and item factors.
+    pub regularization: f64,
+    /// ALS sweeps; each solves every user, then every item.
+    pub iterations: usize,
+    /// Weight tau of the text cosine in the score tau * cos(text) + x_u . y_i.
+    pub text_weight: f64,
+}
+
+impl Default for HybridConfig {
+    fn default() -> Self {
+        Self {
+            factors: 64,
+            alpha: 10.0,
+            regularization: 1.0,
+            iterations: 10,
+            text_weight: 0.3,
         }
     }
 }
@@ -251,12 +286,20 @@ impl Default for ExclusionsConfig {
 pub struct EvaluateConfig {
     /// Cut-offs K of the ranking metrics; values above `topk.k` are skipped.
     pub ks: Vec<usize>,
+    /// Days at the end of a training window in which a user's (an item's) first event makes it
+    /// new: the `new_users` segment and `new_item_share`.
+    pub new_days: u32,
+    /// Per-category segments for at most this many categories (those with the most available
+    /// items); 0 = none.
+    pub max_categories: usize,
 }
 
 impl Default for EvaluateConfig {
     fn default() -> Self {
         Self {
             ks: vec![10, 20, 50],
+            new_days: 7,
+            max_categories: 10,
         }
     }
 }
@@ -358,6 +401,28 @@ impl Config {
                 ));
             }
         }
+        let h = &self.hybrid;
+        if !(h.text_weight.is_finite() && h.text_weight >= 0.0) {
+            errors.push("hybrid.text_weight must be a finite number >= 0".to_string());
+        }
+        if h.factors == 0 && h.text_weight <= 0.0 {
+            errors.push(
+                "hybrid.text_weight must be > 0 when hybrid.factors = 0 (nothing would rank)"
+                    .to_string(),
+            );
+        }
+        if h.factors > 0 && h.iterations == 0 {
+            errors.push("hybrid.iterations must be at least 1 when hybrid.factors > 0".to_string());
+        }
+        if !(h.alpha.is_finite() && h.alpha >= 0.0) {
+            errors.push("hybrid.alpha must be a finite number >= 0".to_string());
+        }
+        if !(h.regularization.is_finite() && h.regularization > 0.0) {
+            errors.push("hybrid.regularization must be a finite number > 0".to_string());
+        }
+        if self.evaluate.new_days == 0 || self.evaluate.new_days > self.window.lookback_days {
+            errors.push("evaluate.new_days must be within [1, window.lookback_days]".to_string());
+        }
         if self.evaluate.ks.contains(&0) {
             errors.push("evaluate.ks values must be at least 1".to_string());
         }
@@ -454,6 +519,43 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.exclusions.policy, ExclusionPolicy::AllowRepeats);
+    }
+
+    #[test]
+    fn hybrid_and_exclusion_defaults_and_their_checks() {
+        let c = Config::from_parts(MINIMAL, "t", &[], &[]).unwrap();
+        assert_eq!(c.exclusions.policy, ExclusionPolicy::AllowRepeats);
+        assert_eq!(c.exclusions.repeat_after_days, 0);
+        assert_eq!(
+            (c.hybrid.factors, c.hybrid.iterations),
+            (HybridConfig::default().factors, 10)
+        );
+        let c = Config::from_parts(
+            MINIMAL,
+            "t",
+            &[],
+            &["hybrid.factors=0".into(), "hybrid.text_weight=1.0".into()],
+        )
+        .unwrap();
+        assert_eq!(c.hybrid.factors, 0);
+        for (set, name) in [
+            ("hybrid.text_weight=-1", "hybrid.text_weight"),
+            ("hybrid.regularization=0", "hybrid.regularization"),
+            ("hybrid.alpha=-2", "hybrid.alpha"),
+            ("hybrid.iterations=0", "hybrid.iterations"),
+        ] {
+            let e = Config::from_parts(MINIMAL, "t", &[], &[set.into()]).unwrap_err();
+            assert!(e.to_string().contains(name), "{set}: {e}");
+            assert_eq!(e.exit_code() as u8, 1);
+        }
+        let e = Config::from_parts(
+            MINIMAL,
+            "t",
+            &[],
+            &["hybrid.factors=0".into(), "hybrid.text_weight=0".into()],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("nothing would rank"), "{e}");
     }
 
     #[test]

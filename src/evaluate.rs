@@ -26,6 +26,12 @@ pub const COVERAGE_SQL: &str = include_str!("../sql/evaluate/coverage.sql");
 pub const SEGMENT_ALL: &str = "all";
 pub const SEGMENT_BASELINE: &str = "baseline_popular";
 pub const SEGMENT_LIFT: &str = "lift_vs_baseline";
+pub const SEGMENT_NEW_USERS: &str = "new_users";
+pub const SEGMENT_RETURNING_USERS: &str = "returning_users";
+/// Prefix of the per-category segments: `category=<value>`.
+pub const SEGMENT_CATEGORY: &str = "category=";
+pub const USER_SEGMENTS_SQL: &str = include_str!("../sql/evaluate/user_segments.sql");
+pub const NEW_ITEMS_SQL: &str = include_str!("../sql/evaluate/new_items.sql");
 
 /// One row of the `metrics` table.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,7 +39,7 @@ pub struct MetricRow {
     pub metric: &'static str,
     pub k: Option<i32>,
     pub value: Option<f64>,
-    pub segment: &'static str,
+    pub segment: String,
     pub definition: String,
     pub n_users: i64,
 }
@@ -49,30 +55,65 @@ const TRUTH: &str = "G(u) = distinct items u interacted with on evaluated_dt";
 const USERS: &str =
     "evaluated users = users with non-empty G(u) and a list published for evaluated_dt - 1";
 
-fn definition(metric: &str, segment: &str) -> String {
+fn definition(metric: &str, segment: &str, config: &Config) -> String {
+    let users = match segment {
+        SEGMENT_NEW_USERS => format!(
+            "{USERS}, restricted to new users: first valid event in the training window of evaluated_dt - 1 within its last {} days",
+            config.evaluate.new_days
+        ),
+        SEGMENT_RETURNING_USERS => format!(
+            "{USERS}, restricted to returning users: a valid event in the training window of evaluated_dt - 1 before its last {} days",
+            config.evaluate.new_days
+        ),
+        s if s.starts_with(SEGMENT_CATEGORY) => format!(
+            "{USERS}; G(u) and hits restricted to items whose catalog {} is {:?} (evaluated users: non-empty restricted G(u))",
+            config.catalog.category_column,
+            &s[SEGMENT_CATEGORY.len()..]
+        ),
+        _ => USERS.to_string(),
+    };
     let lists = if segment == SEGMENT_BASELINE {
         "lists: popularity of the training window of evaluated_dt - 1 (events per item, ties by item_id), minus each user's exclusions"
     } else {
         "lists: recommendations published for evaluated_dt - 1"
     };
+    const SPARK: &str = "Spark RankingMetrics convention: mean over every user with a list for evaluated_dt - 1, a user with empty G(u) counting 0";
     let body = match metric {
         "recall" => {
-            format!("mean over evaluated users of |R_K(u) ∩ G(u)| / |G(u)|; {TRUTH}; {USERS}")
+            format!("mean over evaluated users of |R_K(u) ∩ G(u)| / |G(u)|; {TRUTH}; {users}")
         }
         "precision" => format!(
-            "mean over evaluated users of |R_K(u) ∩ G(u)| / K (K, not list length); {TRUTH}; {USERS}"
+            "mean over evaluated users of |R_K(u) ∩ G(u)| / K (K, not list length); {TRUTH}; {users}"
         ),
         "ndcg" => format!(
-            "mean over evaluated users of DCG/IDCG, binary gain, discount 1/log2(rank+1), IDCG over min(|G(u)|, K) hits; {TRUTH}; {USERS}"
+            "mean over evaluated users of DCG/IDCG, binary gain, discount 1/log2(rank+1), IDCG over min(|G(u)|, K) hits; {TRUTH}; {users}"
         ),
         "mrr" => format!(
-            "mean over evaluated users of 1/rank of the first hit within K, 0 if none; {TRUTH}; {USERS}"
+            "mean over evaluated users of 1/rank of the first hit within K, 0 if none; {TRUTH}; {users}"
         ),
         "hit_rate" => {
-            format!("share of evaluated users with at least one hit within K; {TRUTH}; {USERS}")
+            format!("share of evaluated users with at least one hit within K; {TRUTH}; {users}")
+        }
+        "map" => format!(
+            "mean over evaluated users of AP@K = (sum over hits within K of hits-so-far / rank) / min(|G(u)|, K); {TRUTH}; {users}"
+        ),
+        "spark_precision" => format!("{SPARK}: precisionAt(K) = |R_K(u) ∩ G(u)| / K; {TRUTH}"),
+        "spark_recall" => format!("{SPARK}: recallAt(K) = |R_K(u) ∩ G(u)| / |G(u)|; {TRUTH}"),
+        "spark_ndcg" => format!(
+            "{SPARK}: ndcgAt(K), binary gain, discount 1/log2(rank+1), IDCG over min(|G(u)|, K); {TRUTH}"
+        ),
+        "spark_map" => {
+            format!("{SPARK}: meanAveragePrecisionAt(K), AP@K divided by min(|G(u)|, K); {TRUTH}")
         }
         "eval_user_coverage" => {
-            format!("evaluated users / users with non-empty G(u); {TRUTH}; {USERS}")
+            format!("evaluated users / users with non-empty G(u); {TRUTH}; {users}")
+        }
+        "new_item_share" => {
+            return format!(
+                "recommendations at rank <= K of new items / recommendations at rank <= K; new item: no valid event in the training window of dt before its last {} days; {}",
+                config.evaluate.new_days,
+                own_lists(segment)
+            );
         }
         "catalog_coverage" => {
             return format!(
@@ -154,7 +195,15 @@ fn own_lists(segment: &str) -> &'static str {
     }
 }
 
-const RANKING_METRICS: [&str; 5] = ["recall", "precision", "ndcg", "mrr", "hit_rate"];
+/// The ranking metrics, in the column order of `sql/evaluate/ranking.sql`.
+const RANKING_METRICS: [&str; 6] = ["recall", "precision", "ndcg", "mrr", "hit_rate", "map"];
+/// Spark RankingMetrics' names of ranking metrics whose value only differs by the users averaged.
+const SPARK_METRICS: [(&str, &str); 4] = [
+    ("recall", "spark_recall"),
+    ("precision", "spark_precision"),
+    ("ndcg", "spark_ndcg"),
+    ("map", "spark_map"),
+];
 
 /// Everything evaluation needs besides the registered `window_events`.
 pub struct EvalInput<'a> {
@@ -164,16 +213,18 @@ pub struct EvalInput<'a> {
     /// D's own lists, and the baseline's lists for D's active users.
     pub own: &'a [RankedList],
     pub own_baseline: &'a [RankedList],
-    pub n_candidates: usize,
+    /// The catalog snapshot of D (available items, categories).
+    pub catalog: &'a crate::read::Catalog,
     pub n_active: usize,
+    /// The lists made for D-1 (published, or in memory in a backtest); `None` when there are none.
+    pub previous: Option<&'a [RankedList]>,
 }
 
-/// Evaluate run D. Needs `window_events` registered over D-1's and D's windows; reads the lists
-/// published for D-1 under `root` and prepares D-1's window for the baseline.
+/// Evaluate run D. Needs `window_events` registered over D-1's and D's windows; prepares D-1's
+/// window for the baseline.
 pub async fn evaluate(
     ctx: &SessionContext,
     config: &Config,
-    root: &crate::storage::Location,
     input: EvalInput<'_>,
 ) -> Result<Vec<MetricRow>> {
     let ks = config.metric_ks();
@@ -188,8 +239,26 @@ pub async fn evaluate(
         "positions",
         int_table("p", (1..=max_k as i32).collect()),
     )?;
+    let row =
+        |metric, k, value, segment: &str, n_users| row(config, metric, k, value, segment, n_users);
     let mut rows = Vec::new();
+    let n_candidates = input.catalog.available.iter().filter(|a| **a).count();
 
+    // Distribution metrics of D's own lists.
+    let window = crate::prepare::Window::ending(input.date, config.window.lookback_days);
+    let window_params = |w: crate::prepare::Window| {
+        vec![
+            ("first_dt", utf8(&dt(w.first))),
+            ("last_dt", utf8(&dt(w.last))),
+            (
+                "new_since_dt",
+                utf8(&dt(w.last
+                    - chrono::TimeDelta::days(
+                        i64::from(config.evaluate.new_days.max(1)) - 1,
+                    ))),
+            ),
+        ]
+    };
     for (segment, lists) in [
         (SEGMENT_ALL, input.own),
         (SEGMENT_BASELINE, input.own_baseline),
@@ -198,7 +267,7 @@ pub async fn evaluate(
         let params = vec![
             (
                 "n_candidates",
-                ScalarValue::Float64(Some(input.n_candidates.max(1) as f64)),
+                ScalarValue::Float64(Some(n_candidates.max(1) as f64)),
             ),
             (
                 "n_active",
@@ -212,26 +281,15 @@ pub async fn evaluate(
             for i in 0..b.num_rows() {
                 let (gini, novelty) =
                     distribution(lists, &input.window.popularity, k.value(i) as usize);
-                rows.push(row(
-                    "gini",
-                    Some(k.value(i)),
-                    gini,
-                    segment,
-                    lists.len() as i64,
-                ));
-                rows.push(row(
-                    "novelty",
-                    Some(k.value(i)),
-                    novelty,
-                    segment,
-                    lists.len() as i64,
-                ));
+                let n = lists.len() as i64;
+                rows.push(row("gini", Some(k.value(i)), gini, segment, n));
+                rows.push(row("novelty", Some(k.value(i)), novelty, segment, n));
                 rows.push(row(
                     "catalog_coverage",
                     Some(k.value(i)),
                     Some(cat.value(i)),
                     segment,
-                    lists.len() as i64,
+                    n,
                 ));
                 rows.push(row(
                     "user_coverage",
@@ -239,6 +297,19 @@ pub async fn evaluate(
                     Some(usr.value(i)),
                     segment,
                     input.n_active as i64,
+                ));
+            }
+        }
+        for b in query(ctx, "new_items", NEW_ITEMS_SQL, window_params(window)).await? {
+            let k = b.column(0).as_primitive::<arrow::datatypes::Int32Type>();
+            let share = b.column(1).as_primitive::<Float64Type>();
+            for i in 0..b.num_rows() {
+                rows.push(row(
+                    "new_item_share",
+                    Some(k.value(i)),
+                    Some(share.value(i)),
+                    segment,
+                    lists.len() as i64,
                 ));
             }
         }
@@ -259,43 +330,22 @@ pub async fn evaluate(
             ScalarValue::Boolean(Some(config.events.truth_types.is_empty())),
         ),
     ];
-    let truth_batches = query(ctx, "truth", TRUTH_SQL, params).await?;
-    let mut truth_users: HashSet<String> = HashSet::new();
-    for b in &truth_batches {
-        truth_users.extend(strings(b, 0));
-    }
-    let truth_schema = Arc::new(Schema::new(vec![
-        Field::new("user_id", DataType::Utf8, true),
-        Field::new("item_id", DataType::Utf8, true),
-    ]));
-    let truth_batches: Vec<RecordBatch> = truth_batches
+    let truth: Vec<(String, String)> = query(ctx, "truth", TRUTH_SQL, params)
+        .await?
         .iter()
-        .map(|b| {
-            RecordBatch::try_new(
-                truth_schema.clone(),
-                vec![cast_utf8(b.column(0)), cast_utf8(b.column(1))],
-            )
-        })
-        .collect::<std::result::Result<_, _>>()
-        .context("truth")?;
-    register(
-        ctx,
-        "truth",
-        MemTable::try_new(truth_schema, vec![truth_batches]).context("truth")?,
-    )?;
+        .flat_map(|b| strings(b, 0).into_iter().zip(strings(b, 1)))
+        .collect();
+    let truth_users: HashSet<&str> = truth.iter().map(|(u, _)| u.as_str()).collect();
 
     let previous_date = input.date.pred_opt().expect("date in range");
-    let previous = published_lists(root, previous_date).await?;
-    let previous_window = crate::prepare::prepare_window(
-        ctx,
-        config,
-        crate::prepare::Window::ending(previous_date, config.window.lookback_days),
-    )
-    .await?;
+    let previous = input.previous;
+    let previous_window =
+        crate::prepare::Window::ending(previous_date, config.window.lookback_days);
+    let previous_data = crate::prepare::prepare_window(ctx, config, previous_window).await?;
     let reason = match (&previous, truth_users.is_empty()) {
         (None, _) => Some(format!(
             "not evaluated: no recommendations published for {}",
-            dt(input.date.pred_opt().expect("date in range"))
+            dt(previous_date)
         )),
         (Some(_), true) => Some(format!(
             "not evaluated: no valid behavior on {}",
@@ -311,7 +361,7 @@ pub async fn evaluate(
                         metric,
                         k: Some(k as i32),
                         value: None,
-                        segment,
+                        segment: segment.to_string(),
                         definition: reason.clone(),
                         n_users: 0,
                     });
@@ -321,7 +371,7 @@ pub async fn evaluate(
                 metric: "eval_user_coverage",
                 k: None,
                 value: None,
-                segment,
+                segment: segment.to_string(),
                 definition: reason.clone(),
                 n_users: 0,
             });
@@ -333,16 +383,16 @@ pub async fn evaluate(
     // The baseline for the same evaluated users, with D-1's popularity and exclusions.
     let evaluated: Vec<&RankedList> = previous
         .iter()
-        .filter(|l| truth_users.contains(&l.user_id))
+        .filter(|l| truth_users.contains(l.user_id.as_str()))
         .collect();
     let empty = Vec::new();
     let baseline: Vec<RankedList> = evaluated
         .iter()
         .map(|l| {
-            let excluded = previous_window.exclusions.get(&l.user_id).unwrap_or(&empty);
+            let excluded = previous_data.exclusions.get(&l.user_id).unwrap_or(&empty);
             RankedList {
                 user_id: l.user_id.clone(),
-                items: popular_list(&previous_window.popularity, excluded, max_k)
+                items: popular_list(&previous_data.popularity, excluded, max_k)
                     .into_iter()
                     .map(|(i, _)| i.clone())
                     .collect(),
@@ -350,29 +400,12 @@ pub async fn evaluate(
         })
         .collect();
     let n_evaluated = evaluated.len();
+    register_truth(ctx, truth.iter())?;
     for (segment, lists) in [
-        (SEGMENT_ALL, previous.as_slice()),
+        (SEGMENT_ALL, previous),
         (SEGMENT_BASELINE, baseline.as_slice()),
     ] {
-        register(ctx, "recs", lists_table(lists))?;
-        let mut seen_k = HashSet::new();
-        for b in query(ctx, "ranking", RANKING_SQL, vec![]).await? {
-            let k = b.column(0).as_primitive::<arrow::datatypes::Int32Type>();
-            let n = b.column(1).as_primitive::<Int64Type>();
-            for i in 0..b.num_rows() {
-                seen_k.insert(k.value(i));
-                for (c, metric) in RANKING_METRICS.iter().enumerate() {
-                    let v = b.column(2 + c).as_primitive::<Float64Type>();
-                    rows.push(row(
-                        metric,
-                        Some(k.value(i)),
-                        Some(v.value(i)),
-                        segment,
-                        n.value(i),
-                    ));
-                }
-            }
-        }
+        rows.extend(ranking_rows(ctx, config, lists, segment).await?);
         rows.push(row(
             "eval_user_coverage",
             None,
@@ -381,6 +414,66 @@ pub async fn evaluate(
             n_evaluated as i64,
         ));
     }
+
+    // The model's ranking metrics for new and returning users.
+    let user_segment: HashMap<String, String> = query(
+        ctx,
+        "user_segments",
+        USER_SEGMENTS_SQL,
+        window_params(previous_window),
+    )
+    .await?
+    .iter()
+    .flat_map(|b| strings(b, 0).into_iter().zip(strings(b, 1)))
+    .collect();
+    for segment in [SEGMENT_NEW_USERS, SEGMENT_RETURNING_USERS] {
+        let lists: Vec<RankedList> = previous
+            .iter()
+            .filter(|l| user_segment.get(&l.user_id).map(String::as_str) == Some(segment))
+            .cloned()
+            .collect();
+        if lists
+            .iter()
+            .any(|l| truth_users.contains(l.user_id.as_str()))
+        {
+            rows.extend(ranking_rows(ctx, config, &lists, segment).await?);
+        }
+    }
+
+    // ... and per catalog category (the largest evaluate.max_categories), G(u) restricted to it.
+    let category_of: HashMap<&str, &str> = input
+        .catalog
+        .ids
+        .iter()
+        .zip(&input.catalog.categories)
+        .filter_map(|(id, c)| Some((id.as_str(), c.as_deref()?)))
+        .collect();
+    let mut sizes: HashMap<&str, usize> = HashMap::new();
+    for (c, a) in input
+        .catalog
+        .categories
+        .iter()
+        .zip(&input.catalog.available)
+    {
+        if let (Some(c), true) = (c, a) {
+            *sizes.entry(c.as_str()).or_default() += 1;
+        }
+    }
+    let mut categories: Vec<(&str, usize)> = sizes.into_iter().collect();
+    categories.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    for (category, _) in categories.into_iter().take(config.evaluate.max_categories) {
+        let in_category: Vec<&(String, String)> = truth
+            .iter()
+            .filter(|(_, i)| category_of.get(i.as_str()) == Some(&category))
+            .collect();
+        if in_category.is_empty() {
+            continue;
+        }
+        register_truth(ctx, in_category.into_iter())?;
+        let segment = format!("{SEGMENT_CATEGORY}{category}");
+        rows.extend(ranking_rows(ctx, config, previous, &segment).await?);
+    }
+
     // Lift: the model's value over the baseline's, per ranking metric and K.
     let value = |m: &str, seg: &str, k: Option<i32>| {
         rows.iter()
@@ -403,7 +496,7 @@ pub async fn evaluate(
                     metric,
                     k,
                     value: (b > 0.0).then(|| m / b),
-                    segment: SEGMENT_LIFT,
+                    segment: SEGMENT_LIFT.to_string(),
                     definition: format!("{metric}@K of the model (segment all) / {metric}@K of the popularity baseline, same evaluated users; NULL when the baseline is 0"),
                     n_users: n,
                 });
@@ -414,19 +507,94 @@ pub async fn evaluate(
     Ok(rows)
 }
 
+/// Register `truth (user_id, item_id)`.
+fn register_truth<'a>(
+    ctx: &SessionContext,
+    pairs: impl Iterator<Item = &'a (String, String)>,
+) -> Result<()> {
+    let (users, items): (Vec<&str>, Vec<&str>) =
+        pairs.map(|(u, i)| (u.as_str(), i.as_str())).unzip();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("user_id", DataType::Utf8, false),
+        Field::new("item_id", DataType::Utf8, false),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(StringArray::from(users)),
+            Arc::new(StringArray::from(items)),
+        ],
+    )
+    .context("truth")?;
+    register(
+        ctx,
+        "truth",
+        MemTable::try_new(schema, vec![vec![batch]]).context("truth")?,
+    )
+}
+
+/// Ranking metrics (`sql/evaluate/ranking.sql`) of `lists` against the registered `truth`, as
+/// rows of `segment`; segment `all` also gets the Spark-convention rows.
+async fn ranking_rows(
+    ctx: &SessionContext,
+    config: &Config,
+    lists: &[RankedList],
+    segment: &str,
+) -> Result<Vec<MetricRow>> {
+    register(ctx, "recs", lists_table(lists))?;
+    let mut rows = Vec::new();
+    for b in query(ctx, "ranking", RANKING_SQL, vec![]).await? {
+        let k = b.column(0).as_primitive::<arrow::datatypes::Int32Type>();
+        let n = b.column(1).as_primitive::<Int64Type>();
+        let listed = b
+            .column(2 + RANKING_METRICS.len())
+            .as_primitive::<Int64Type>();
+        for i in 0..b.num_rows() {
+            for (c, metric) in RANKING_METRICS.iter().enumerate() {
+                let v = b.column(2 + c).as_primitive::<Float64Type>().value(i);
+                rows.push(row(
+                    config,
+                    metric,
+                    Some(k.value(i)),
+                    Some(v),
+                    segment,
+                    n.value(i),
+                ));
+                if segment != SEGMENT_ALL {
+                    continue;
+                }
+                // Users with an empty G(u) add 0 to Spark's sums, so its mean over every
+                // listed user is the canonical mean scaled by evaluated / listed users.
+                if let Some((_, spark)) = SPARK_METRICS.iter().find(|(m, _)| m == metric) {
+                    rows.push(row(
+                        config,
+                        spark,
+                        Some(k.value(i)),
+                        Some(v * n.value(i) as f64 / listed.value(i) as f64),
+                        segment,
+                        listed.value(i),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(rows)
+}
+
 fn row(
+    config: &Config,
     metric: &'static str,
     k: Option<i32>,
     value: Option<f64>,
-    segment: &'static str,
+    segment: &str,
     n_users: i64,
 ) -> MetricRow {
     MetricRow {
         metric,
         k,
         value,
-        segment,
-        definition: definition(metric, segment),
+        segment: segment.to_string(),
+        definition: definition(metric, segment, config),
         n_users,
     }
 }
@@ -455,10 +623,6 @@ fn string_table(column: &str, values: Vec<&str>) -> MemTable {
     let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(StringArray::from(values))])
         .expect("valid batch");
     MemTable::try_new(schema, vec![vec![batch]]).expect("valid table")
-}
-
-fn cast_utf8(a: &arrow::array::ArrayRef) -> arrow::array::ArrayRef {
-    arrow::compute::cast(a, &DataType::Utf8).expect("string column")
 }
 
 /// `recs (user_id, rank, item_id)` from ranked lists.
@@ -580,6 +744,9 @@ mod tests {
     ///        = 1.0616064, IDCG over 3 hits = 2.1309298, NDCG 0.4981910, MRR 1/2.
     ///        B hits s at 3: recall 1, precision 1/4, DCG 1/2, IDCG 1, NDCG 1/2, MRR 1/3.
     ///        Means: recall 5/6, precision 3/8, NDCG 0.4990955, MRR 5/12, hit rate 1.
+    /// MAP (AP@K = sum over hits of hits-so-far / rank, / min(|G|, K)):
+    ///   K = 2: A (1/2) / 2 = 1/4, B 0 -> 1/8.
+    ///   K = 4: A (1/2 + 2/4) / 3 = 1/3, B (1/3) / 1 = 1/3 -> 1/3.
     #[tokio::test]
     async fn ranking_sql_reproduces_a_hand_worked_example() {
         let ctx = SessionContext::new();
@@ -607,8 +774,8 @@ mod tests {
         let batches = query(&ctx, "ranking", RANKING_SQL, vec![]).await.unwrap();
         let b = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
         let want = [
-            (2, [1.0 / 6.0, 0.25, 0.1934264, 0.25, 0.5]),
-            (4, [5.0 / 6.0, 0.375, 0.4990955, 5.0 / 12.0, 1.0]),
+            (2, [1.0 / 6.0, 0.25, 0.1934264, 0.25, 0.5, 0.125]),
+            (4, [5.0 / 6.0, 0.375, 0.4990955, 5.0 / 12.0, 1.0, 1.0 / 3.0]),
         ];
         assert_eq!(b.num_rows(), 2);
         for (row, (k, values)) in want.iter().enumerate() {
@@ -632,6 +799,76 @@ mod tests {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod spark_tests {
+    use super::*;
+
+    /// The worked example of Spark's RankingMetrics documentation (mllib "Ranking systems"),
+    /// through the same `ranking_rows` the job publishes with. Spark averages over every user
+    /// with a list, the third user's empty ground truth counting 0:
+    ///   precisionAt(1) = 1/3 = 0.333, precisionAt(3) = 1/3 = 0.333, precisionAt(5) = 4/15 = 0.267,
+    ///   ndcgAt(3) = 0.333, ndcgAt(5) = 0.328, meanAveragePrecision (K = 10, whole lists) = 0.355.
+    /// By hand, user 1 (labels 1..5) hits ranks 1, 3, 6, 9, 10: AP = (1 + 2/3 + 3/6 + 4/9 + 5/10)/5
+    /// = 0.6222; user 2 (labels 1, 2, 3) hits ranks 2, 5, 7: AP = (1/2 + 2/5 + 3/7)/3 = 0.4429;
+    /// MAP = (0.6222 + 0.4429 + 0)/3 = 0.3550.
+    #[tokio::test]
+    async fn spark_ranking_metrics_worked_example() {
+        let ctx = SessionContext::new();
+        let config = crate::config::Config::from_parts(
+            "[input]\nbehavior = \"b\"\ncatalog = \"c\"\n[output]\nroot = \"o\"\n",
+            "t",
+            &[],
+            &[],
+        )
+        .unwrap();
+        register(&ctx, "ks", int_table("k", vec![1, 3, 5, 10])).unwrap();
+        register(&ctx, "positions", int_table("p", (1..=10).collect())).unwrap();
+        let list = |u: &str, items: &[u32]| RankedList {
+            user_id: u.into(),
+            items: items.iter().map(|i| i.to_string()).collect(),
+        };
+        let lists = [
+            list("1", &[1, 6, 2, 7, 8, 3, 9, 10, 4, 5]),
+            list("2", &[4, 1, 5, 6, 2, 7, 3, 8, 9, 10]),
+            list("3", &[1, 2, 3, 4, 5]),
+        ];
+        let truth: Vec<(String, String)> = [("1", 1..=5), ("2", 1..=3)]
+            .into_iter()
+            .flat_map(|(u, items)| items.map(move |i| (u.to_string(), i.to_string())))
+            .collect();
+        register_truth(&ctx, truth.iter()).unwrap();
+        let rows = ranking_rows(&ctx, &config, &lists, SEGMENT_ALL)
+            .await
+            .unwrap();
+        let get = |metric: &str, k: i32| {
+            rows.iter()
+                .find(|r| r.metric == metric && r.k == Some(k))
+                .unwrap_or_else(|| panic!("no {metric}@{k}"))
+        };
+        for (metric, k, want) in [
+            ("spark_precision", 1, 0.333),
+            ("spark_precision", 3, 0.333),
+            ("spark_precision", 5, 0.267),
+            ("spark_ndcg", 3, 0.333),
+            ("spark_ndcg", 5, 0.328),
+            ("spark_map", 10, 0.355),
+        ] {
+            let r = get(metric, k);
+            // Spark's documentation prints three decimals (truncated: ndcgAt(5) is 0.32879).
+            assert!(
+                (r.value.unwrap() - want).abs() < 1e-3,
+                "{metric}@{k} = {:?}, Spark says {want}",
+                r.value
+            );
+            assert_eq!(r.n_users, 3, "Spark averages over every listed user");
+        }
+        // The canonical rows average over the two users with a non-empty G(u).
+        assert!((get("precision", 1).value.unwrap() - 0.5).abs() < 1e-12);
+        assert!((get("map", 10).value.unwrap() - 0.53254).abs() < 1e-4);
+        assert_eq!(get("precision", 1).n_users, 2);
     }
 }
 

@@ -1,6 +1,8 @@
 //! recjob: a nightly batch recommendation job on DataFusion. See README.md and DESIGN.md.
 
 pub mod audit;
+pub mod backtest;
+pub mod behavior;
 pub mod cli;
 pub mod commit;
 pub mod config;

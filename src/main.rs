@@ -118,6 +118,23 @@ async fn dispatch(command: Command) -> Result<ExitCode, Error> {
             println!("{} dates, exit code {}", rows.len(), code as u8);
             Ok(code)
         }
+        Command::Backtest {
+            config,
+            from,
+            to,
+            output,
+        } => {
+            let (from, to) = (parse_date(&from)?, parse_date(&to)?);
+            if from > to {
+                return Err(Error::Config(format!("--from {from} is after --to {to}")));
+            }
+            let runner = Runner::new(Config::load(&config.config, &config.sets)?);
+            let result = recjob::backtest::backtest(&runner, from, to).await?;
+            print!("{}", result.table());
+            let url = result.write(&runner, output.as_deref()).await?;
+            println!("written to {url}");
+            Ok(ExitCode::Published)
+        }
         Command::Evaluate { config, date } => {
             let date = parse_date(&date)?;
             let runner = Runner::new(Config::load(&config.config, &config.sets)?);

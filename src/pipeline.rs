@@ -53,7 +53,25 @@ pub struct Runner {
     encoder: OnceLock<Arc<dyn Encoder>>,
 }
 
-struct Timings(Vec<(&'static str, f64)>, Instant);
+pub(crate) struct Timings(Vec<(&'static str, f64)>, Instant);
+
+/// What [`Runner::compute`] makes of one date.
+pub(crate) struct Computed {
+    pub(crate) ctx: datafusion::prelude::SessionContext,
+    pub(crate) inputs: crate::read::Inputs,
+    pub(crate) invalid: crate::prepare::InvalidRows,
+    pub(crate) catalog: crate::read::Catalog,
+    pub(crate) data: crate::prepare::WindowData,
+    /// Text embeddings of every catalog item (catalog order, unit length).
+    pub(crate) items: crate::embed::ItemEmbeddings,
+    /// The vectors top-K scored: candidates (item_vectors) and users (user_embeddings).
+    pub(crate) candidates: Candidates,
+    pub(crate) user_vectors: crate::users::UserVectors,
+    pub(crate) recs: crate::recommend::Recommendations,
+    /// `similar_items`, by text embeddings.
+    pub(crate) similar: Vec<crate::write::RecRow>,
+    pub(crate) t: Timings,
+}
 
 impl Timings {
     fn lap(&mut self, stage: &'static str) {
@@ -71,7 +89,7 @@ impl Runner {
         }
     }
 
-    fn encoder(&self) -> Result<Arc<dyn Encoder>> {
+    pub(crate) fn encoder(&self) -> Result<Arc<dyn Encoder>> {
         if let Some(e) = self.encoder.get() {
             return Ok(e.clone());
         }
@@ -158,19 +176,20 @@ impl Runner {
         register_window_events(&ctx, config, previous_window.first, date).await?;
         let data = prepare_window(&ctx, config, window).await?;
         let own = published_lists(&root, date).await?.unwrap_or_default();
+        let previous = published_lists(&root, date - TimeDelta::days(1)).await?;
         let active_users = data.active_users();
         let baseline = popular_lists(&data, &active_users, config.topk.k);
         let rows = evaluate(
             &ctx,
             config,
-            &root,
             EvalInput {
                 date,
                 window: &data,
                 own: &own,
                 own_baseline: &baseline,
-                n_candidates: catalog.available.iter().filter(|a| **a).count(),
+                catalog: &catalog,
                 n_active: active_users.len(),
+                previous: previous.as_deref(),
             },
         )
         .await?;
@@ -192,6 +211,86 @@ impl Runner {
         Ok(rows.len())
     }
 
+    /// Stages read .. recommend of `date`, in memory: the lists and vectors a run publishes.
+    /// `cached`: text embeddings by content hash (the `item_embeddings` cache).
+    pub(crate) async fn compute(
+        &self,
+        date: NaiveDate,
+        root: &Location,
+        cached: &HashMap<String, Vec<f32>>,
+    ) -> Result<Computed> {
+        let config = &self.config;
+        let mut t = Timings(Vec::new(), Instant::now());
+        let window = Window::ending(date, config.window.lookback_days);
+        let previous_window =
+            Window::ending(date - TimeDelta::days(1), config.window.lookback_days);
+
+        // read
+        let ctx = session::context();
+        root.register(&ctx);
+        let inputs = register_inputs(&ctx, config, previous_window.first, date).await?;
+        let catalog = load_catalog(&ctx, config, &inputs).await?;
+        t.lap("read");
+
+        // prepare
+        register_window_events(&ctx, config, previous_window.first, date).await?;
+        let invalid = check_invalid_rows(&ctx, config, window).await?;
+        let data = prepare_window(&ctx, config, window).await?;
+        t.lap("prepare");
+
+        // embed
+        let encoder = self.encoder()?;
+        let dim = encoder.dim();
+        let mut items = embed_items(
+            encoder.as_ref(),
+            cached,
+            &catalog.texts,
+            config.model.max_batch_tokens,
+        )?;
+        if let Err(r) = vectors::normalize_rows(&mut items.flat, dim) {
+            return Err(Error::Audit(format!(
+                "item {}: zero embedding",
+                catalog.ids[r]
+            )));
+        }
+        t.lap("embed");
+
+        // users: text vectors, then the behavior factors blended in (hybrid vectors)
+        let item_index: HashMap<&str, usize> = catalog
+            .ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (id.as_str(), i))
+            .collect();
+        let text_users = users::build(&data.interactions, &item_index, &items.flat, dim);
+        let text_candidates = Candidates::from_catalog(&catalog, &items.flat, dim);
+        let similar = similar_items(config, &catalog.ids, &items.flat, &text_candidates);
+        let (candidates, user_vectors) = crate::behavior::hybrid(
+            &config.hybrid,
+            &data.interactions,
+            text_candidates,
+            text_users,
+        );
+        t.lap("users");
+
+        // top-K
+        let recs = recommend(config, &candidates, &user_vectors, &data);
+        t.lap("topk");
+        Ok(Computed {
+            ctx,
+            inputs,
+            invalid,
+            catalog,
+            data,
+            items,
+            candidates,
+            user_vectors,
+            recs,
+            similar,
+            t,
+        })
+    }
+
     pub async fn run(&self, date: NaiveDate, opts: RunOptions) -> Result<RunReport> {
         let started = Instant::now();
         let config = &self.config;
@@ -211,8 +310,6 @@ impl Runner {
             )));
         }
         let window = Window::ending(date, config.window.lookback_days);
-        let previous_window =
-            Window::ending(date - TimeDelta::days(1), config.window.lookback_days);
         if opts.dry_run {
             let (action, inputs) = self.plan(date, opts.force).await?;
             return Ok(RunReport {
@@ -230,67 +327,37 @@ impl Runner {
             &uuid::Uuid::new_v4().simple().to_string()[..8]
         );
         tracing::info!(date = %dt(date), run_id, "run started");
-        let mut t = Timings(Vec::new(), Instant::now());
-
-        // read
-        let ctx = session::context();
-        root.register(&ctx);
-        let inputs = register_inputs(&ctx, config, previous_window.first, date).await?;
-        let catalog = load_catalog(&ctx, config, &inputs).await?;
-        t.lap("read");
-
-        // prepare
-        register_window_events(&ctx, config, previous_window.first, date).await?;
-        let invalid = check_invalid_rows(&ctx, config, window).await?;
-        let data = prepare_window(&ctx, config, window).await?;
-        t.lap("prepare");
-
-        // embed
+        let cached = cache::load(&root, self.encoder()?.model_id(), self.encoder()?.dim()).await?;
+        let Computed {
+            ctx,
+            inputs,
+            invalid,
+            catalog,
+            data,
+            items,
+            candidates,
+            user_vectors,
+            recs,
+            similar,
+            mut t,
+        } = self.compute(date, &root, &cached).await?;
         let encoder = self.encoder()?;
-        let dim = encoder.dim();
-        let cached = cache::load(&root, encoder.model_id(), dim).await?;
-        let mut items = embed_items(
-            encoder.as_ref(),
-            &cached,
-            &catalog.texts,
-            config.model.max_batch_tokens,
-        )?;
-        if let Err(r) = vectors::normalize_rows(&mut items.flat, dim) {
-            return Err(Error::Audit(format!(
-                "item {}: zero embedding",
-                catalog.ids[r]
-            )));
-        }
-        t.lap("embed");
-
-        // users
-        let item_index: HashMap<&str, usize> = catalog
-            .ids
-            .iter()
-            .enumerate()
-            .map(|(i, id)| (id.as_str(), i))
-            .collect();
-        let user_vectors = users::build(&data.interactions, &item_index, &items.flat, dim);
-        t.lap("users");
-
-        // top-K
-        let candidates = Candidates::from_catalog(&catalog, &items.flat, dim);
-        let recs = recommend(config, &candidates, &user_vectors, &data);
-        let similar = similar_items(config, &catalog.ids, &items.flat, &candidates);
-        t.lap("topk");
+        let dim = user_vectors.dim;
+        let text_dim = items.dim;
 
         // evaluate: D-1's published lists against D's behavior.
+        let previous = published_lists(&root, date - TimeDelta::days(1)).await?;
         let metric_rows = evaluate(
             &ctx,
             config,
-            &root,
             EvalInput {
                 date,
                 window: &data,
                 own: &recs.lists,
                 own_baseline: &recs.baseline,
-                n_candidates: candidates.len(),
+                catalog: &catalog,
                 n_active: recs.active_users.len(),
+                previous: previous.as_deref(),
             },
         )
         .await?;
@@ -384,16 +451,16 @@ impl Runner {
                 .iter()
                 .map(|&r| items.hashes[r].as_str())
                 .collect();
-            let mut flat = Vec::with_capacity(ids.len() * dim);
+            let mut flat = Vec::with_capacity(ids.len() * text_dim);
             for &r in &items.new_rows {
-                flat.extend_from_slice(&items.flat[r * dim..(r + 1) * dim]);
+                flat.extend_from_slice(&items.flat[r * text_dim..(r + 1) * text_dim]);
             }
-            let batch = cache::batch(&ids, &hashes, encoder.model_id(), &flat, dim, &run_id)?;
+            let batch = cache::batch(&ids, &hashes, encoder.model_id(), &flat, text_dim, &run_id)?;
             publisher
                 .stage_append(
                     cache::TABLE,
                     &format!("part-{run_id}.parquet"),
-                    cache::schema(dim),
+                    cache::schema(text_dim),
                     &[batch],
                 )
                 .await?;
@@ -417,8 +484,13 @@ impl Runner {
                 "dir": config.model.dir,
                 "pooling": encoder.pooling(),
                 "max_seq_length": encoder.max_seq_length(),
-                "dim": dim,
+                "dim": text_dim,
                 "device": encoder.device(),
+            },
+            "vectors": {
+                "dim": dim,
+                "behavior_factors": config.hybrid.factors,
+                "text_weight": config.hybrid.text_weight,
             },
             "window": { "first_dt": dt(window.first), "last_dt": dt(window.last) },
             "catalog_dt": inputs.catalog_dt,

@@ -201,6 +201,7 @@ pub async fn register_inputs(
     let template = Template::parse(&config.text.template).map_err(Error::Config)?;
     let mut text_columns: Vec<String> = Vec::new();
     let mut has_available = false;
+    let mut has_category = false;
     let mut catalog_rows = 0usize;
     let catalog_files = partition_files(&catalog_root, catalog_date).await?;
     if catalog_files.is_empty() {
@@ -256,6 +257,16 @@ pub async fn register_inputs(
                 }
             }
         }
+        if let Ok(f) = schema.field_with_name(&config.catalog.category_column) {
+            if !is_string(f.data_type()) {
+                return Err(Error::Input(format!(
+                    "{}: the category column must be a string, found {}",
+                    at(&config.catalog.category_column),
+                    f.data_type()
+                )));
+            }
+            has_category = true;
+        }
         if let Ok(f) = schema.field_with_name(&config.catalog.available_column) {
             if f.data_type() != &DataType::Boolean {
                 return Err(Error::Input(format!(
@@ -289,6 +300,13 @@ pub async fn register_inputs(
             .iter()
             .map(|c| Field::new(c, DataType::Utf8, true)),
     );
+    if has_category && !text_columns.contains(&config.catalog.category_column) {
+        fields.push(Field::new(
+            &config.catalog.category_column,
+            DataType::Utf8,
+            true,
+        ));
+    }
     if has_available {
         fields.push(Field::new(
             &config.catalog.available_column,
@@ -305,9 +323,14 @@ pub async fn register_inputs(
         "true".to_string()
     };
     let select_text: String = text_columns.iter().map(|c| format!(", \"{c}\"")).collect();
+    let category = if has_category {
+        format!("\"{}\"", config.catalog.category_column)
+    } else {
+        "CAST(NULL AS VARCHAR)".to_string()
+    };
     let catalog = ctx
         .sql(&format!(
-            "SELECT item_id{select_text}, {available} AS available FROM catalog_files"
+            "SELECT item_id{select_text}, {category} AS category_segment, {available} AS available FROM catalog_files"
         ))
         .await
         .context("reading catalog")?;
@@ -390,6 +413,8 @@ pub struct Catalog {
     pub ids: Vec<String>,
     pub texts: Vec<String>,
     pub available: Vec<bool>,
+    /// `catalog.category_column`, when the snapshot has it (else all `None`).
+    pub categories: Vec<Option<String>>,
 }
 
 /// Load the registered `catalog`, render each item's text and check ids are present and unique.
@@ -416,6 +441,8 @@ pub async fn load_catalog(
             .map(|c| crate::prepare::strings(b, c))
             .collect();
         let available = b.column(b.num_columns() - 1).as_boolean();
+        let category = b.column(b.num_columns() - 2);
+        let category_strings = crate::prepare::strings(b, b.num_columns() - 2);
         let id_strings = crate::prepare::strings(b, 0);
         for r in 0..b.num_rows() {
             if ids.is_null(r) {
@@ -432,6 +459,9 @@ pub async fn load_catalog(
             catalog.ids.push(id_strings[r].clone());
             catalog.texts.push(text);
             catalog.available.push(available.value(r));
+            catalog
+                .categories
+                .push((!category.is_null(r)).then(|| category_strings[r].clone()));
         }
     }
     if null_ids > 0 {

@@ -36,6 +36,11 @@ impl Candidates {
         for &i in &rows {
             flat.extend_from_slice(&item_flat[i * dim..(i + 1) * dim]);
         }
+        Candidates::new(ids, flat, dim)
+    }
+
+    /// Candidates `ids` (sorted) with their vectors.
+    pub fn new(ids: Vec<String>, flat: Vec<f32>, dim: usize) -> Candidates {
         let index = ids
             .iter()
             .enumerate()
@@ -47,6 +52,12 @@ impl Candidates {
             dim,
             index,
         }
+    }
+
+    /// The same items with other vectors (`ids.len() x dim`).
+    pub fn with_vectors(self, flat: Vec<f32>, dim: usize) -> Candidates {
+        assert_eq!(flat.len(), self.ids.len() * dim, "one vector per candidate");
+        Candidates { flat, dim, ..self }
     }
 
     pub fn position(&self, id: &str) -> Option<u32> {

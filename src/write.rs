@@ -143,7 +143,7 @@ pub fn metrics(rows: &[MetricRow], date: NaiveDate, run_id: &str) -> Result<Reco
         Arc::new(Int32Array::from_iter(rows.iter().map(|r| r.k))),
         Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.value))),
         Arc::new(StringArray::from_iter_values(
-            rows.iter().map(|r| r.segment),
+            rows.iter().map(|r| r.segment.as_str()),
         )),
         Arc::new(StringArray::from_iter_values(
             rows.iter().map(|r| r.definition.as_str()),

@@ -6,9 +6,13 @@
 --   ndcg@K      = mean DCG/IDCG, binary gain, discount 1/log2(rank+1), IDCG over min(|G(u)|, K) hits
 --   mrr@K       = mean 1/rank of the first hit within K (0 if none)
 --   hit_rate@K  = share of evaluated users with at least one hit within K
+--   map@K       = mean AP@K, AP@K = sum over hits within K of (hits up to its rank) / rank,
+--                 divided by min(|G(u)|, K) (Spark's meanAveragePrecisionAt)
+--   n_listed    = users with a list, evaluated or not (Spark's conventions average over them,
+--                 an empty G(u) counting 0)
 -- Inputs:  recs (user_id, rank, item_id), truth (user_id, item_id) distinct, ks (k),
 --          positions (p): 1 .. max(k)
--- Output:  k, n_users, recall, precision, ndcg, mrr, hit_rate
+-- Output:  k, n_users, recall, precision, ndcg, mrr, hit_rate, map, n_listed
 WITH evaluated AS (
     SELECT t.user_id, count(*) AS n_truth
     FROM truth t
@@ -16,7 +20,8 @@ WITH evaluated AS (
     GROUP BY t.user_id
 ),
 hits AS (
-    SELECT r.user_id, r.rank
+    SELECT r.user_id, r.rank,
+           row_number() OVER (PARTITION BY r.user_id ORDER BY r.rank) AS nth
     FROM recs r
     JOIN truth t ON r.user_id = t.user_id AND r.item_id = t.item_id
 ),
@@ -24,7 +29,8 @@ per_user AS (
     SELECT e.user_id, ks.k, e.n_truth,
            count(h.rank) AS n_hits,
            min(h.rank) AS first_hit,
-           coalesce(sum(1.0 / log2(h.rank + 1.0)), 0.0) AS dcg
+           coalesce(sum(1.0 / log2(h.rank + 1.0)), 0.0) AS dcg,
+           coalesce(sum(CAST(h.nth AS DOUBLE) / h.rank), 0.0) AS precision_sum
     FROM evaluated e
     CROSS JOIN ks
     LEFT JOIN hits h ON h.user_id = e.user_id AND h.rank <= ks.k
@@ -42,7 +48,9 @@ SELECT u.k,
        avg(CAST(u.n_hits AS DOUBLE) / u.k) AS precision,
        avg(u.dcg / i.idcg) AS ndcg,
        avg(CASE WHEN u.first_hit IS NULL THEN 0.0 ELSE 1.0 / u.first_hit END) AS mrr,
-       avg(CASE WHEN u.n_hits > 0 THEN 1.0 ELSE 0.0 END) AS hit_rate
+       avg(CASE WHEN u.n_hits > 0 THEN 1.0 ELSE 0.0 END) AS hit_rate,
+       avg(u.precision_sum / least(u.n_truth, u.k)) AS map,
+       (SELECT count(DISTINCT user_id) FROM recs) AS n_listed
 FROM per_user u
 JOIN ideal i ON i.n = least(u.n_truth, u.k)
 GROUP BY u.k

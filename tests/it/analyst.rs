@@ -23,7 +23,8 @@ pub fn tiny_outputs(dir: &Path) -> PathBuf {
         &fixtures.join("catalog"),
         &dir.join("out"),
         "[events.weights]\nview = 0.25\npurchase = 1.0\nreturn = 0.0\n[topk]\nk = 5\n[similar_items]\nk = 3\n\
-         [window]\nlookback_days = 7\n[evaluate]\nks = [3, 5]\n",
+         [window]\nlookback_days = 7\n[evaluate]\nks = [3, 5]\nnew_days = 2\n\
+         [exclusions]\npolicy = \"seen_in_window\"\n",
     );
     for date in ["2024-01-04", "2024-01-05"] {
         let o = recjob(

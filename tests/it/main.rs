@@ -8,5 +8,6 @@ mod embedding;
 mod metrics;
 mod nightly;
 mod operations;
+mod quality;
 mod s3;
 mod topk_cli;

@@ -55,14 +55,14 @@ fn lists(out: &Path, dt: &str) -> BTreeMap<String, Vec<String>> {
     out
 }
 
-/// The five ranking metrics at K of `lists` against `truth`, over users with truth and a list.
+/// The six ranking metrics at K of `lists` against `truth`, over users with truth and a list.
 fn ranking(
     lists: &BTreeMap<String, Vec<String>>,
     truth: &BTreeMap<String, BTreeSet<String>>,
     k: usize,
-) -> [f64; 5] {
-    let (mut recall, mut precision, mut ndcg, mut mrr, mut hit, mut n) =
-        (0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+) -> [f64; 6] {
+    let (mut recall, mut precision, mut ndcg, mut mrr, mut hit, mut ap, mut n) =
+        (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
     for (user, relevant) in truth {
         let Some(list) = lists.get(user) else {
             continue;
@@ -84,8 +84,22 @@ fn ranking(
         ndcg += dcg / idcg;
         mrr += hits.first().map_or(0.0, |r| 1.0 / *r as f64);
         hit += if hits.is_empty() { 0.0 } else { 1.0 };
+        // Average precision: precision at each hit's rank, over min(|G|, K).
+        ap += hits
+            .iter()
+            .enumerate()
+            .map(|(nth, r)| (nth + 1) as f64 / *r as f64)
+            .sum::<f64>()
+            / relevant.len().min(k) as f64;
     }
-    [recall / n, precision / n, ndcg / n, mrr / n, hit / n]
+    [
+        recall / n,
+        precision / n,
+        ndcg / n,
+        mrr / n,
+        hit / n,
+        ap / n,
+    ]
 }
 
 #[test]
@@ -191,7 +205,7 @@ fn published_metrics_match_an_independent_recomputation() {
     for (segment, lists) in [("all", &model), ("baseline_popular", &baseline)] {
         for k in [3, 5] {
             let want = ranking(lists, &truth, k);
-            for (metric, value) in ["recall", "precision", "ndcg", "mrr", "hit_rate"]
+            for (metric, value) in ["recall", "precision", "ndcg", "mrr", "hit_rate", "map"]
                 .iter()
                 .zip(want)
             {
@@ -222,7 +236,71 @@ fn published_metrics_match_an_independent_recomputation() {
             "catalog_coverage@{k}: {got} vs {want}"
         );
     }
-    assert_eq!(checked, 20);
+    assert_eq!(checked, 24);
+
+    // new_item_share@5 of 2024-01-05's own lists: items without an event before 2024-01-04
+    // (the window's last 2 days are 01-04 and 01-05).
+    let established: BTreeSet<String> = ["2024-01-01", "2024-01-02", "2024-01-03"]
+        .iter()
+        .flat_map(|d| raw_events(d))
+        .map(|(_, i, _, _)| i)
+        .collect();
+    let recs: Vec<&String> = own.values().flat_map(|l| l.iter().take(5)).collect();
+    let want =
+        recs.iter().filter(|i| !established.contains(**i)).count() as f64 / recs.len() as f64;
+    let got = published[&("new_item_share".to_string(), "all".to_string(), Some(5))];
+    assert!(
+        (got - want).abs() < 1e-9,
+        "new_item_share@5: {got} vs {want}"
+    );
+
+    // Spark's convention: the same sums over every user with a list of 2024-01-04.
+    for k in [3, 5] {
+        let with_truth = ranking(&model, &truth, k);
+        let evaluated = truth.keys().filter(|u| model.contains_key(*u)).count() as f64;
+        let got = published[&(
+            "spark_precision".to_string(),
+            "all".to_string(),
+            Some(k as i32),
+        )];
+        let want = with_truth[1] * evaluated / model.len() as f64;
+        assert!(
+            (got - want).abs() < 1e-9,
+            "spark_precision@{k}: {got} vs {want}"
+        );
+    }
+
+    // New users (first event of the window 2023-12-29..2024-01-04 on 01-03 or 01-04,
+    // evaluate.new_days = 2) and returning users, recomputed on their own lists.
+    let mut first_day: BTreeMap<String, &str> = BTreeMap::new();
+    for d in ["2024-01-01", "2024-01-02", "2024-01-03", "2024-01-04"] {
+        for (u, _, _, _) in raw_events(d) {
+            first_day.entry(u).or_insert(d);
+        }
+    }
+    let mut segments_checked = 0;
+    for (segment, new) in [("new_users", true), ("returning_users", false)] {
+        let part: BTreeMap<String, Vec<String>> = model
+            .iter()
+            .filter(|(u, _)| (first_day[*u] >= "2024-01-03") == new)
+            .map(|(u, l)| (u.clone(), l.clone()))
+            .collect();
+        if !truth.keys().any(|u| part.contains_key(u)) {
+            assert!(
+                !published.contains_key(&("recall".to_string(), segment.to_string(), Some(5))),
+                "{segment}: no evaluated user, no row"
+            );
+            continue;
+        }
+        let want = ranking(&part, &truth, 5)[0];
+        let got = published[&("recall".to_string(), segment.to_string(), Some(5))];
+        assert!(
+            (got - want).abs() < 1e-9,
+            "recall@5 {segment}: {got} vs {want}"
+        );
+        segments_checked += 1;
+    }
+    assert!(segments_checked >= 1);
 }
 
 /// `recjob evaluate` republishes only the metrics of a published date: idempotent, and able to

@@ -56,7 +56,15 @@ async fn two_nights_on_online_retail_publish_exact_complete_lists() {
         "[catalog]\navailable_column = \"is_merchandise\"\n",
     );
     let config = config.to_str().unwrap();
-    let sets = ["--set", "window.lookback_days=30", "--set", "topk.k=20"];
+    // seen_in_window: this test proves that no window item comes back.
+    let sets = [
+        "--set",
+        "window.lookback_days=30",
+        "--set",
+        "topk.k=20",
+        "--set",
+        "exclusions.policy=seen_in_window",
+    ];
     for date in ["2011-11-29", "2011-11-30"] {
         let o = recjob(
             tmp.path(),
@@ -251,6 +259,102 @@ async fn two_nights_on_online_retail_publish_exact_complete_lists() {
         !has_files(&out.join("_staging")),
         "staging is cleaned after publishing"
     );
+
+    // A backtest of 2011-11-30 with the same configuration evaluates exactly like the run did,
+    // and publishes nothing.
+    let published = metric_values(&read_table(&url("metrics")).await);
+    let table = tmp.path().join("bt.parquet");
+    let o = recjob(
+        tmp.path(),
+        &[
+            &[
+                "backtest",
+                "--config",
+                config,
+                "--from",
+                "2011-11-30",
+                "--to",
+                "2011-11-30",
+                "--output",
+                table.to_str().unwrap(),
+            ],
+            &sets[..],
+        ]
+        .concat(),
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        stdout.contains("1 dates with behavior, 1 evaluated"),
+        "{stdout}"
+    );
+    let bt = read_file(&table);
+    let mut compared = 0;
+    for b in &bt {
+        use arrow::array::{Array, AsArray};
+        use arrow::datatypes::{Float64Type, Int32Type};
+        let metric = col_strings(b, "metric");
+        let (k, model, base) = (
+            b.column_by_name("k").unwrap().as_primitive::<Int32Type>(),
+            b.column_by_name("model")
+                .unwrap()
+                .as_primitive::<Float64Type>(),
+            b.column_by_name("baseline")
+                .unwrap()
+                .as_primitive::<Float64Type>(),
+        );
+        for j in 0..b.num_rows() {
+            let kk = (!k.is_null(j)).then(|| k.value(j));
+            for (segment, col) in [("all", model), ("baseline_popular", base)] {
+                if col.is_null(j) {
+                    continue;
+                }
+                let want = published[&(metric[j].clone(), kk, segment.to_string())];
+                assert!(
+                    (col.value(j) - want).abs() < 1e-9,
+                    "{} @{kk:?} {segment}: backtest {} vs published {want}",
+                    metric[j],
+                    col.value(j)
+                );
+                compared += 1;
+            }
+        }
+    }
+    assert!(compared >= 30, "compared {compared} metric values");
+    let manifests: Vec<_> = std::fs::read_dir(out.join("_manifests"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(
+        manifests.len(),
+        2,
+        "the backtest published nothing: {manifests:?}"
+    );
+}
+
+/// `(metric, k, segment) -> value` of a metrics partition (rows with a value).
+fn metric_values(
+    batches: &[arrow::array::RecordBatch],
+) -> HashMap<(String, Option<i32>, String), f64> {
+    use arrow::array::{Array, AsArray};
+    let mut out = HashMap::new();
+    for b in batches {
+        let (m, s) = (col_strings(b, "metric"), col_strings(b, "segment"));
+        let k = b.column_by_name("k").unwrap();
+        let v = b.column_by_name("value").unwrap();
+        for j in 0..b.num_rows() {
+            if v.is_null(j) {
+                continue;
+            }
+            let kk =
+                (!k.is_null(j)).then(|| k.as_primitive::<arrow::datatypes::Int32Type>().value(j));
+            out.insert(
+                (m[j].clone(), kk, s[j].clone()),
+                v.as_primitive::<arrow::datatypes::Float64Type>().value(j),
+            );
+        }
+    }
+    out
 }
 
 /// The embedding cache across nights: the second night embeds nothing; a changed title is the
