@@ -132,11 +132,17 @@ pub async fn backtest(runner: &Runner, from: NaiveDate, to: NaiveDate) -> Result
             "ndcg",
             "mrr",
             "hit_rate",
+            "map",
             "eval_user_coverage",
             "catalog_coverage",
             "user_coverage",
             "gini",
             "novelty",
+            "new_item_share",
+            "spark_recall",
+            "spark_precision",
+            "spark_ndcg",
+            "spark_map",
         ]
         .iter()
         .position(|x| *x == m)

@@ -163,7 +163,7 @@ pub struct WindowConfig {
 impl Default for WindowConfig {
     fn default() -> Self {
         Self {
-            lookback_days: 30,
+            lookback_days: 60,
             half_life_days: 14.0,
         }
     }
@@ -272,7 +272,7 @@ pub struct HybridConfig {
 impl Default for HybridConfig {
     fn default() -> Self {
         Self {
-            factors: 64,
+            factors: 128,
             alpha: 10.0,
             regularization: 1.0,
             iterations: 10,

@@ -1,8 +1,9 @@
 //! The stage sequence of one run date; `backfill` loops over it. The only module that knows
 //! the order of stages:
 //!
-//! read -> prepare -> embed -> users -> recommend (top-K, fallback, similar items) -> evaluate
-//! -> write -> audit -> publish.
+//! read -> prepare -> embed -> users (text) -> similar items -> behavior (ALS factors blended
+//! with the text: the hybrid vectors) -> recommend (top-K, fallback) -> evaluate -> write ->
+//! audit -> publish. `recjob backtest` runs the same stages up to evaluate, in memory.
 //!
 //! A run is idempotent per date: a published date is skipped (exit 99) unless forced, and a
 //! forced rerun replaces the partition as described in [`crate::commit`].
@@ -255,7 +256,7 @@ impl Runner {
         }
         t.lap("embed");
 
-        // users: text vectors, then the behavior factors blended in (hybrid vectors)
+        // users: text vectors
         let item_index: HashMap<&str, usize> = catalog
             .ids
             .iter()
@@ -264,14 +265,20 @@ impl Runner {
             .collect();
         let text_users = users::build(&data.interactions, &item_index, &items.flat, dim);
         let text_candidates = Candidates::from_catalog(&catalog, &items.flat, dim);
+        t.lap("users");
+
+        // similar items: text embeddings only
         let similar = similar_items(config, &catalog.ids, &items.flat, &text_candidates);
+        t.lap("similar");
+
+        // behavior: ALS factors of the window, blended with the text vectors
         let (candidates, user_vectors) = crate::behavior::hybrid(
             &config.hybrid,
             &data.interactions,
             text_candidates,
             text_users,
         );
-        t.lap("users");
+        t.lap("behavior");
 
         // top-K
         let recs = recommend(config, &candidates, &user_vectors, &data);

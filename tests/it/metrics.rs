@@ -126,6 +126,21 @@ fn published_metrics_match_an_independent_recomputation() {
         all.dedup();
         all
     };
+    let category: HashMap<String, String> = {
+        let f =
+            std::fs::File::open(repo().join("fixtures/tiny/catalog/dt=2024-01-01/part-0.parquet"))
+                .unwrap();
+        let mut m = HashMap::new();
+        for b in parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(f, 4096).unwrap() {
+            let b = b.unwrap();
+            m.extend(
+                col_strings(&b, "item_id")
+                    .into_iter()
+                    .zip(col_strings(&b, "category")),
+            );
+        }
+        m
+    };
     let unavailable: BTreeSet<String> = {
         let f =
             std::fs::File::open(repo().join("fixtures/tiny/catalog/dt=2024-01-01/part-0.parquet"))
@@ -301,6 +316,38 @@ fn published_metrics_match_an_independent_recomputation() {
         segments_checked += 1;
     }
     assert!(segments_checked >= 1);
+
+    // Per category: G(u) restricted to the category's items, users with such an item.
+    let mut categories_checked = 0;
+    for c in ["garden", "kitchen", "stationery", "toys"] {
+        let restricted: BTreeMap<String, BTreeSet<String>> = truth
+            .iter()
+            .map(|(u, items)| {
+                let items: BTreeSet<String> = items
+                    .iter()
+                    .filter(|i| category[*i] == c)
+                    .cloned()
+                    .collect();
+                (u.clone(), items)
+            })
+            .filter(|(_, items)| !items.is_empty())
+            .collect();
+        let key = ("recall".to_string(), format!("category={c}"), Some(5));
+        if !restricted.keys().any(|u| model.contains_key(u)) {
+            continue;
+        }
+        let want = ranking(&model, &restricted, 5)[0];
+        let got = published[&key];
+        assert!(
+            (got - want).abs() < 1e-9,
+            "recall@5 category={c}: {got} vs {want}"
+        );
+        categories_checked += 1;
+    }
+    assert!(
+        categories_checked >= 2,
+        "{categories_checked} categories checked"
+    );
 }
 
 /// `recjob evaluate` republishes only the metrics of a published date: idempotent, and able to
@@ -371,4 +418,33 @@ fn evaluate_republishes_only_the_metrics_of_a_published_date() {
         &["evaluate", "--config", cfg, "--date", "2024-01-07"],
     );
     assert_eq!(code(&o), 3, "an unpublished date: {}", stderr(&o));
+
+    // evaluate.max_categories caps the category segments.
+    let categories = |rows: &[String]| -> BTreeSet<String> {
+        rows.iter()
+            .filter_map(|r| r.split('|').find(|f| f.starts_with("category=")))
+            .map(str::to_string)
+            .collect()
+    };
+    assert!(categories(&before).len() >= 2, "{before:?}");
+    for (max, want) in [(0usize, 0usize), (1, 1)] {
+        let o = recjob(
+            tmp.path(),
+            &[
+                "evaluate",
+                "--config",
+                cfg,
+                "--date",
+                "2024-01-05",
+                "--set",
+                &format!("evaluate.max_categories={max}"),
+            ],
+        );
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        let got = categories(&metrics_rows("2024-01-05"));
+        assert!(
+            got.len() <= want && (want == 0 || !got.is_empty()),
+            "max {max}: {got:?}"
+        );
+    }
 }

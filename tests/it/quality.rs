@@ -50,9 +50,9 @@ fn shipped_config_beats_popularity_on_an_unseen_week() {
             .column_by_name("baseline")
             .unwrap()
             .as_primitive::<Float64Type>();
-        for j in 0..b.num_rows() {
+        for (j, m) in metric.into_iter().enumerate() {
             if !k.is_null(j) && k.value(j) == 20 {
-                at20.insert(metric[j].clone(), (model.value(j), base.value(j)));
+                at20.insert(m, (model.value(j), base.value(j)));
             }
         }
     }
