@@ -330,11 +330,12 @@ pub async fn evaluate(
             ScalarValue::Boolean(Some(config.events.truth_types.is_empty())),
         ),
     ];
-    let truth: Vec<(String, String)> = query(ctx, "truth", TRUTH_SQL, params)
+    let mut truth: Vec<(String, String)> = query(ctx, "truth", TRUTH_SQL, params)
         .await?
         .iter()
         .flat_map(|b| strings(b, 0).into_iter().zip(strings(b, 1)))
         .collect();
+    truth.sort();
     let truth_users: HashSet<&str> = truth.iter().map(|(u, _)| u.as_str()).collect();
 
     let previous_date = input.date.pred_opt().expect("date in range");
@@ -400,12 +401,11 @@ pub async fn evaluate(
         })
         .collect();
     let n_evaluated = evaluated.len();
-    register_truth(ctx, truth.iter())?;
     for (segment, lists) in [
         (SEGMENT_ALL, previous),
         (SEGMENT_BASELINE, baseline.as_slice()),
     ] {
-        rows.extend(ranking_rows(ctx, config, lists, segment).await?);
+        rows.extend(ranking_rows(config, lists, &truth, segment).await?);
         rows.push(row(
             "eval_user_coverage",
             None,
@@ -436,7 +436,7 @@ pub async fn evaluate(
             .iter()
             .any(|l| truth_users.contains(l.user_id.as_str()))
         {
-            rows.extend(ranking_rows(ctx, config, &lists, segment).await?);
+            rows.extend(ranking_rows(config, &lists, &truth, segment).await?);
         }
     }
 
@@ -462,16 +462,16 @@ pub async fn evaluate(
     let mut categories: Vec<(&str, usize)> = sizes.into_iter().collect();
     categories.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
     for (category, _) in categories.into_iter().take(config.evaluate.max_categories) {
-        let in_category: Vec<&(String, String)> = truth
+        let in_category: Vec<(String, String)> = truth
             .iter()
             .filter(|(_, i)| category_of.get(i.as_str()) == Some(&category))
+            .cloned()
             .collect();
         if in_category.is_empty() {
             continue;
         }
-        register_truth(ctx, in_category.into_iter())?;
         let segment = format!("{SEGMENT_CATEGORY}{category}");
-        rows.extend(ranking_rows(ctx, config, previous, &segment).await?);
+        rows.extend(ranking_rows(config, previous, &in_category, &segment).await?);
     }
 
     // Lift: the model's value over the baseline's, per ranking metric and K.
@@ -508,12 +508,9 @@ pub async fn evaluate(
 }
 
 /// Register `truth (user_id, item_id)`.
-fn register_truth<'a>(
-    ctx: &SessionContext,
-    pairs: impl Iterator<Item = &'a (String, String)>,
-) -> Result<()> {
+fn register_truth(ctx: &SessionContext, pairs: &[(String, String)]) -> Result<()> {
     let (users, items): (Vec<&str>, Vec<&str>) =
-        pairs.map(|(u, i)| (u.as_str(), i.as_str())).unzip();
+        pairs.iter().map(|(u, i)| (u.as_str(), i.as_str())).unzip();
     let schema = Arc::new(Schema::new(vec![
         Field::new("user_id", DataType::Utf8, false),
         Field::new("item_id", DataType::Utf8, false),
@@ -533,14 +530,34 @@ fn register_truth<'a>(
     )
 }
 
-/// Ranking metrics (`sql/evaluate/ranking.sql`) of `lists` against the registered `truth`, as
-/// rows of `segment`; segment `all` also gets the Spark-convention rows.
+/// Ranking metrics (`sql/evaluate/ranking.sql`) of `lists` against `truth` (sorted), as rows of
+/// `segment`; segment `all` also gets the Spark-convention rows. Runs in its own single-partition
+/// context: means of fractions depend on the order they are summed in, and one partition fixes
+/// it, so a rerun publishes the same bits.
 async fn ranking_rows(
-    ctx: &SessionContext,
     config: &Config,
     lists: &[RankedList],
+    truth: &[(String, String)],
     segment: &str,
 ) -> Result<Vec<MetricRow>> {
+    let ctx = &SessionContext::new_with_config(
+        datafusion::prelude::SessionConfig::new().with_target_partitions(1),
+    );
+    let ks = config.metric_ks();
+    register(
+        ctx,
+        "ks",
+        int_table("k", ks.iter().map(|k| *k as i32).collect()),
+    )?;
+    register(
+        ctx,
+        "positions",
+        int_table(
+            "p",
+            (1..=ks.iter().copied().max().unwrap_or(1) as i32).collect(),
+        ),
+    )?;
+    register_truth(ctx, truth)?;
     register(ctx, "recs", lists_table(lists))?;
     let mut rows = Vec::new();
     for b in query(ctx, "ranking", RANKING_SQL, vec![]).await? {
@@ -816,16 +833,13 @@ mod spark_tests {
     /// MAP = (0.6222 + 0.4429 + 0)/3 = 0.3550.
     #[tokio::test]
     async fn spark_ranking_metrics_worked_example() {
-        let ctx = SessionContext::new();
         let config = crate::config::Config::from_parts(
             "[input]\nbehavior = \"b\"\ncatalog = \"c\"\n[output]\nroot = \"o\"\n",
             "t",
             &[],
-            &[],
+            &["evaluate.ks=[1, 3, 5, 10]".into()],
         )
         .unwrap();
-        register(&ctx, "ks", int_table("k", vec![1, 3, 5, 10])).unwrap();
-        register(&ctx, "positions", int_table("p", (1..=10).collect())).unwrap();
         let list = |u: &str, items: &[u32]| RankedList {
             user_id: u.into(),
             items: items.iter().map(|i| i.to_string()).collect(),
@@ -839,8 +853,7 @@ mod spark_tests {
             .into_iter()
             .flat_map(|(u, items)| items.map(move |i| (u.to_string(), i.to_string())))
             .collect();
-        register_truth(&ctx, truth.iter()).unwrap();
-        let rows = ranking_rows(&ctx, &config, &lists, SEGMENT_ALL)
+        let rows = ranking_rows(&config, &lists, &truth, SEGMENT_ALL)
             .await
             .unwrap();
         let get = |metric: &str, k: i32| {
