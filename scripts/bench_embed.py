@@ -11,6 +11,8 @@ p = argparse.ArgumentParser()
 p.add_argument("--texts", type=int, default=10_000)
 p.add_argument("--threads", type=int, default=2)
 p.add_argument("--model", default="models/all-MiniLM-L6-v2")
+p.add_argument("--memory-texts", type=int, default=100_000,
+               help="also embed this many titles with recjob alone and print its peak RSS (0: skip)")
 a = p.parse_args()
 os.environ["OMP_NUM_THREADS"] = os.environ["RAYON_NUM_THREADS"] = str(a.threads)
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -29,21 +31,36 @@ for ds in ["online_retail", "amazon2018_small", "movielens_latest_small"]:
         if t and t not in seen:
             seen.add(t)
             titles.append(t)
-while len(titles) < a.texts:  # more than the catalogs hold: pair titles deterministically
-    titles.append(f"{titles[len(titles) % 7919]} {titles[(len(titles) * 31) % 7919]}")
-titles = titles[: a.texts]
+base = titles
 
+
+def make_titles(n):
+    """The first n titles; past the catalogs' distinct titles, deterministic pairs of them."""
+    out = list(base[:n])
+    while len(out) < n:
+        out.append(f"{base[len(out) % 7919]} {base[(len(out) * 31) % 7919]}")
+    return out
+
+
+titles = make_titles(a.texts)
 tmp = tempfile.mkdtemp(prefix="bench-embed-")
-pq.write_table(pa.table({"id": list(range(len(titles))), "text": titles}), f"{tmp}/in.parquet")
 env = dict(os.environ, RECJOB_LOG="info", RECJOB_LOG_FORMAT="json")
-t = time.perf_counter()
-run = subprocess.run(["/usr/bin/time", "-f", "%M", "target/debug/recjob", "embed", "--model", a.model, "--input", f"{tmp}/in.parquet",
-                      "--column", "text", "--output", f"{tmp}/out.parquet", "--device", "cpu"],
-                     env=env, capture_output=True, text=True, check=True)
-wall = time.perf_counter() - t
-log = next(json.loads(l) for l in run.stderr.splitlines() if '"embedded texts"' in l)
-peak_mb = int(run.stderr.strip().splitlines()[-1]) / 1024
-ours = float(log["seconds"])
+
+
+def recjob_embed(texts, name):
+    """Run `recjob embed` on texts: (encoder seconds, whole-command seconds, peak RSS MB)."""
+    pq.write_table(pa.table({"id": list(range(len(texts))), "text": texts}), f"{tmp}/{name}.parquet")
+    t = time.perf_counter()
+    run = subprocess.run(["/usr/bin/time", "-f", "%M", "target/debug/recjob", "embed", "--model", a.model,
+                          "--input", f"{tmp}/{name}.parquet", "--column", "text",
+                          "--output", f"{tmp}/{name}-out.parquet", "--device", "cpu"],
+                         env=env, capture_output=True, text=True, check=True)
+    wall = time.perf_counter() - t
+    log = next(json.loads(l) for l in run.stderr.splitlines() if '"embedded texts"' in l)
+    return float(log["seconds"]), wall, int(run.stderr.strip().splitlines()[-1]) / 1024
+
+
+ours, wall, peak_mb = recjob_embed(titles, "in")
 
 model = SentenceTransformer(a.model, device="cpu")
 model.encode(titles[:64])  # warm-up
@@ -51,10 +68,14 @@ t = time.perf_counter()
 ref = model.encode(titles, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
 theirs = time.perf_counter() - t
 
-got = np.stack(pq.read_table(f"{tmp}/out.parquet").column("embedding").to_numpy(zero_copy_only=False))
+got = np.stack(pq.read_table(f"{tmp}/in-out.parquet").column("embedding").to_numpy(zero_copy_only=False))
 cos = (got * ref).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(ref, axis=1)
 print(f"texts={len(titles)} threads={a.threads} model={a.model}")
 print(f"recjob embed: {len(titles) / ours:.0f} texts/s (encoder {ours:.2f} s, whole command {wall:.2f} s, peak RSS {peak_mb:.0f} MB)")
 print(f"sentence-transformers {__import__('sentence_transformers').__version__} (torch {torch.__version__}, batch 64): {len(titles) / theirs:.0f} texts/s ({theirs:.2f} s)")
 print(f"ratio recjob/sentence-transformers: {theirs / ours:.2f}x")
 print(f"min cosine between the two outputs: {cos.min():.7f}")
+if a.memory_texts:
+    big = make_titles(a.memory_texts)
+    secs, wall, peak = recjob_embed(big, "big")
+    print(f"recjob embed, {len(big)} titles: peak RSS {peak:.0f} MB, {len(big) / secs:.0f} texts/s ({wall:.0f} s whole command)")

@@ -67,7 +67,7 @@ pub async fn backtest(runner: &Runner, from: NaiveDate, to: NaiveDate) -> Result
             date += TimeDelta::days(1);
             continue;
         }
-        let c = runner.compute(date, &root, &cached).await?;
+        let c = runner.compute(date, &root, &cached, false).await?;
         for &r in &c.items.new_rows {
             cached.insert(
                 c.items.hashes[r].clone(),

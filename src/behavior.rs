@@ -11,8 +11,10 @@
 //! x_u = (Y'Y + lambda I + sum_{i in u} alpha w_ui y_i y_i')^-1 sum_{i in u} (1 + alpha w_ui) y_i
 //! by a few conjugate-gradient steps from the previous solution.
 //!
-//! The hybrid score is s(u, i) = tau cos(t_u, t_i) + x_u.y_i (t: text vectors, tau:
-//! `hybrid.text_weight`). It is written as one dot product of unit vectors:
+//! The hybrid score is s(u, i) = tau cos(t_u, t_i) + x_u.y_i + beta pi_i (t: text vectors, tau:
+//! `hybrid.text_weight`, pi_i: the item's popularity prior, beta: `hybrid.popularity_weight`;
+//! the prior is carried as one more factor column). It is written as one dot product of unit
+//! vectors:
 //! item v_i = [sqrt(tau) t_i, y_i, r_i] / M and user q_u = [sqrt(tau) t_u, x_u, 0] / |.|, with
 //! r_i = sqrt(M^2 - tau - |y_i|^2) and M^2 = tau + max_i |y_i|^2, so every |v_i| = 1 and
 //! q_u.v_i = s(u, i) / (M |q_u|): a per-user positive scale, which ranks exactly like s.
@@ -156,7 +158,8 @@ fn solve_rows(
 }
 
 /// Y'Y (full, symmetric) summed in fixed chunks, so the result does not depend on the thread
-/// count.
+/// count. Zero rows (items or users nobody observed, after their first solve) add nothing and are
+/// skipped: most of a large catalog in a short window.
 fn gram(y: &[f32], f: usize) -> Vec<f64> {
     const CHUNK: usize = 4096;
     let partials: Vec<Vec<f64>> = y
@@ -164,6 +167,9 @@ fn gram(y: &[f32], f: usize) -> Vec<f64> {
         .map(|chunk| {
             let mut g = vec![0f64; f * f];
             for row in chunk.chunks_exact(f) {
+                if row.iter().all(|v| *v == 0.0) {
+                    continue;
+                }
                 for r in 0..f {
                     let yr = f64::from(row[r]);
                     for c in 0..=r {
@@ -198,15 +204,19 @@ fn initial(n: u64) -> f32 {
 }
 
 /// Learn the factors of the window (users with a text vector x candidate items) and return the
-/// hybrid candidates and user vectors. With `hybrid.factors = 0` the text vectors are returned
-/// unchanged.
+/// hybrid candidates and user vectors. The popularity prior rides along as one more factor:
+/// sqrt(beta) for every user, sqrt(beta) pi_i for item i, pi_i = ln(1 + n_i) / ln(1 + max n)
+/// with n_i the item's events in the window. With `hybrid.factors = 0` and
+/// `hybrid.popularity_weight = 0` the text vectors are returned unchanged.
 pub fn hybrid(
     params: &HybridConfig,
     interactions: &[Interaction],
+    popularity: &[(String, i64)],
     text_items: Candidates,
     text_users: UserVectors,
 ) -> (Candidates, UserVectors) {
-    if params.factors == 0 {
+    let beta = params.popularity_weight;
+    if params.factors == 0 && beta == 0.0 {
         return (text_items, text_users);
     }
     let user_row: HashMap<&str, u32> = text_users
@@ -226,13 +236,49 @@ pub fn hybrid(
             })
         })
         .collect();
-    let factors = als(
-        text_users.user_ids.len(),
-        text_items.len(),
-        &observations,
-        params,
-    );
+    let (n_users, n_items) = (text_users.user_ids.len(), text_items.len());
+    let mut factors = if params.factors > 0 {
+        als(n_users, n_items, &observations, params)
+    } else {
+        Factors {
+            f: 0,
+            users: Vec::new(),
+            items: Vec::new(),
+        }
+    };
+    if beta > 0.0 {
+        let max = popularity.iter().map(|(_, n)| *n).max().unwrap_or(0);
+        let mut prior = vec![0f32; n_items];
+        for (item, n) in popularity {
+            if let (Some(j), true) = (text_items.position(item), max > 0) {
+                prior[j as usize] = ((*n as f64).ln_1p() / (max as f64).ln_1p()) as f32;
+            }
+        }
+        let sb = beta.sqrt() as f32;
+        let item_column: Vec<f32> = prior.iter().map(|p| sb * p).collect();
+        factors = factors.with_column(&vec![sb; n_users], &item_column);
+    }
     blend(params.text_weight, text_items, text_users, &factors)
+}
+
+impl Factors {
+    /// The factors with one more column: `user[u]` for user u, `item[i]` for item i.
+    fn with_column(self, user: &[f32], item: &[f32]) -> Factors {
+        let f = self.f;
+        let widen = |flat: &[f32], extra: &[f32]| -> Vec<f32> {
+            let mut out = Vec::with_capacity(flat.len() + extra.len());
+            for (r, e) in extra.iter().enumerate() {
+                out.extend_from_slice(&flat[r * f..(r + 1) * f]);
+                out.push(*e);
+            }
+            out
+        };
+        Factors {
+            f: f + 1,
+            users: widen(&self.users, user),
+            items: widen(&self.items, item),
+        }
+    }
 }
 
 /// The unit vectors of the hybrid score (module docs): `[sqrt(tau) t, factors, balance]`.
@@ -371,6 +417,44 @@ mod tests {
             .unwrap()
             .install(|| als(20, 10, &obs, &p));
         assert_eq!(single, fit);
+    }
+
+    /// Text only plus the prior: with equal text similarity the item with more events in the
+    /// window ranks first, and one with none gets no prior at all.
+    #[test]
+    fn the_popularity_prior_breaks_text_ties_towards_popular_items() {
+        let items = Candidates::new(
+            vec!["a".into(), "b".into(), "c".into()],
+            vec![1.0, 0.0, 1.0, 0.0, 0.0, 1.0],
+            2,
+        );
+        let users = UserVectors {
+            user_ids: vec!["u".into()],
+            flat: vec![1.0, 0.0],
+            dim: 2,
+            n_events: vec![1],
+        };
+        let params = HybridConfig {
+            factors: 0,
+            text_weight: 1.0,
+            popularity_weight: 0.5,
+            ..HybridConfig::default()
+        };
+        let popularity = vec![("b".to_string(), 9), ("a".to_string(), 2)];
+        let (items, users) = hybrid(&params, &[], &popularity, items, users);
+        assert_eq!(items.dim, 4, "text 2 + prior 1 + balance 1");
+        let score = |j: usize| crate::vectors::dot(&users.flat, items.vector(j));
+        assert!(
+            score(1) > score(0),
+            "b (9 events) over a (2): {} {}",
+            score(1),
+            score(0)
+        );
+        // s = 1 + 0.5 * ln(10)/ln(10) for b, 1 + 0.5 * ln(3)/ln(10) for a, 0 for c.
+        let ratio = score(0) / score(1);
+        let want = (1.0 + 0.5 * 3f64.ln() / 10f64.ln()) / 1.5;
+        assert!((f64::from(ratio) - want).abs() < 1e-5, "{ratio} vs {want}");
+        assert!(score(2).abs() < 1e-6);
     }
 
     #[test]

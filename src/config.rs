@@ -265,8 +265,11 @@ pub struct HybridConfig {
     pub regularization: f64,
     /// ALS sweeps; each solves every user, then every item.
     pub iterations: usize,
-    /// Weight tau of the text cosine in the score tau * cos(text) + x_u . y_i.
+    /// Weight tau of the text cosine in the score tau * cos(text) + x_u . y_i + beta * pi_i.
     pub text_weight: f64,
+    /// Weight beta of the popularity prior pi_i = ln(1 + events of i) / ln(1 + max events), in
+    /// the window.
+    pub popularity_weight: f64,
 }
 
 impl Default for HybridConfig {
@@ -277,6 +280,7 @@ impl Default for HybridConfig {
             regularization: 1.0,
             iterations: 10,
             text_weight: 0.3,
+            popularity_weight: 0.3,
         }
     }
 }
@@ -404,6 +408,9 @@ impl Config {
         let h = &self.hybrid;
         if !(h.text_weight.is_finite() && h.text_weight >= 0.0) {
             errors.push("hybrid.text_weight must be a finite number >= 0".to_string());
+        }
+        if !(h.popularity_weight.is_finite() && h.popularity_weight >= 0.0) {
+            errors.push("hybrid.popularity_weight must be a finite number >= 0".to_string());
         }
         if h.factors == 0 && h.text_weight <= 0.0 {
             errors.push(
@@ -543,6 +550,7 @@ mod tests {
             ("hybrid.regularization=0", "hybrid.regularization"),
             ("hybrid.alpha=-2", "hybrid.alpha"),
             ("hybrid.iterations=0", "hybrid.iterations"),
+            ("hybrid.popularity_weight=-0.5", "hybrid.popularity_weight"),
         ] {
             let e = Config::from_parts(MINIMAL, "t", &[], &[set.into()]).unwrap_err();
             assert!(e.to_string().contains(name), "{set}: {e}");

@@ -234,11 +234,6 @@ pub async fn evaluate(
         "ks",
         int_table("k", ks.iter().map(|k| *k as i32).collect()),
     )?;
-    register(
-        ctx,
-        "positions",
-        int_table("p", (1..=max_k as i32).collect()),
-    )?;
     let row =
         |metric, k, value, segment: &str, n_users| row(config, metric, k, value, segment, n_users);
     let mut rows = Vec::new();

@@ -213,12 +213,14 @@ impl Runner {
     }
 
     /// Stages read .. recommend of `date`, in memory: the lists and vectors a run publishes.
-    /// `cached`: text embeddings by content hash (the `item_embeddings` cache).
+    /// `cached`: text embeddings by content hash (the `item_embeddings` cache). `similar`:
+    /// whether to compute `similar_items` (a backtest does not need them).
     pub(crate) async fn compute(
         &self,
         date: NaiveDate,
         root: &Location,
         cached: &HashMap<String, Vec<f32>>,
+        similar: bool,
     ) -> Result<Computed> {
         let config = &self.config;
         let mut t = Timings(Vec::new(), Instant::now());
@@ -268,13 +270,18 @@ impl Runner {
         t.lap("users");
 
         // similar items: text embeddings only
-        let similar = similar_items(config, &catalog.ids, &items.flat, &text_candidates);
+        let similar = if similar {
+            similar_items(config, &catalog.ids, &items.flat, &text_candidates)
+        } else {
+            Vec::new()
+        };
         t.lap("similar");
 
         // behavior: ALS factors of the window, blended with the text vectors
         let (candidates, user_vectors) = crate::behavior::hybrid(
             &config.hybrid,
             &data.interactions,
+            &data.popularity,
             text_candidates,
             text_users,
         );
@@ -347,7 +354,7 @@ impl Runner {
             recs,
             similar,
             mut t,
-        } = self.compute(date, &root, &cached).await?;
+        } = self.compute(date, &root, &cached, true).await?;
         let encoder = self.encoder()?;
         let dim = user_vectors.dim;
         let text_dim = items.dim;
