@@ -56,8 +56,9 @@ def recjob_embed(texts, name):
                           "--output", f"{tmp}/{name}-out.parquet", "--device", "cpu"],
                          env=env, capture_output=True, text=True, check=True)
     wall = time.perf_counter() - t
-    log = next(json.loads(l) for l in run.stderr.splitlines() if '"embedded texts"' in l)
-    return float(log["seconds"]), wall, int(run.stderr.strip().splitlines()[-1]) / 1024
+    # One "embedded texts" line per chunk of rows: the encoder's time is their sum.
+    logs = [json.loads(l) for l in run.stderr.splitlines() if '"embedded texts"' in l]
+    return sum(float(l["seconds"]) for l in logs), wall, int(run.stderr.strip().splitlines()[-1]) / 1024
 
 
 ours, wall, peak_mb = recjob_embed(titles, "in")

@@ -55,6 +55,14 @@ impl ParquetStreamWriter {
             .context(format!("writing {}", self.path))
     }
 
+    /// End the current row group here (bounds what the writer buffers).
+    pub async fn flush(&mut self) -> Result<()> {
+        self.writer
+            .flush()
+            .await
+            .context(format!("writing {}", self.path))
+    }
+
     pub async fn close(self) -> Result<()> {
         self.writer
             .close()

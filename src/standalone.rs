@@ -12,7 +12,7 @@ use crate::config::DeviceChoice;
 use crate::embed::candle::CandleEncoder;
 use crate::embed::{Encoder, embed_texts};
 use crate::error::{Context, Error, Result};
-use crate::files::{read_parquet, write_parquet};
+use crate::files::{ParquetStreamWriter, read_parquet};
 use crate::prepare::strings;
 use crate::storage::Location;
 use crate::topk::{Exclusions, TopkParams, top_k};
@@ -73,39 +73,46 @@ pub async fn embed_file(
         )));
     }
     let idx = batch.schema().index_of(column).expect("checked above");
-    let texts = strings(&batch, idx);
     let encoder = CandleEncoder::load(model, device)?;
     tracing::info!(
         model = encoder.model_id(),
         device = encoder.device(),
         "loaded encoder"
     );
-    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let (flat, _) = embed_texts(&encoder, &refs, max_batch_tokens)?;
     let dim = encoder.dim();
-    let mut fields: Vec<Field> = batch
-        .schema()
-        .fields()
-        .iter()
-        .filter(|f| f.name() != "embedding")
-        .map(|f| f.as_ref().clone())
+    let keep: Vec<usize> = (0..batch.num_columns())
+        .filter(|&c| batch.schema().field(c).name() != "embedding")
         .collect();
-    let mut columns: Vec<ArrayRef> = batch
-        .schema()
-        .fields()
+    let mut fields: Vec<Field> = keep
         .iter()
-        .zip(batch.columns())
-        .filter(|(f, _)| f.name() != "embedding")
-        .map(|(_, c)| c.clone())
+        .map(|&c| batch.schema().field(c).clone())
         .collect();
     fields.push(Field::new("embedding", vectors::embedding_type(dim), false));
-    columns.push(vectors::to_arrow(&flat, dim));
     let schema = Arc::new(Schema::new(fields));
-    let out = RecordBatch::try_new(schema.clone(), columns).context("building output")?;
     let loc = Location::parse(output)?;
-    write_parquet(&loc.store, &loc.prefix, schema, &[out]).await?;
-    Ok(texts.len())
+    // Rows are embedded and written a chunk at a time, so memory does not grow with the file:
+    // a row embeds the same whatever its batch (tested), and order is preserved.
+    let mut writer = ParquetStreamWriter::try_new(&loc.store, &loc.prefix, schema.clone())?;
+    let mut start = 0;
+    while start < batch.num_rows() {
+        let chunk = batch.slice(start, TEXTS_PER_CHUNK.min(batch.num_rows() - start));
+        let texts = strings(&chunk, idx);
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let (flat, _) = embed_texts(&encoder, &refs, max_batch_tokens)?;
+        let mut columns: Vec<ArrayRef> = keep.iter().map(|&c| chunk.column(c).clone()).collect();
+        columns.push(vectors::to_arrow(&flat, dim));
+        writer
+            .write(&RecordBatch::try_new(schema.clone(), columns).context("building output")?)
+            .await?;
+        writer.flush().await?; // one row group per chunk
+        start += chunk.num_rows();
+    }
+    writer.close().await?;
+    Ok(batch.num_rows())
 }
+
+/// Rows of `recjob embed` embedded and written at a time.
+const TEXTS_PER_CHUNK: usize = 16_384;
 
 /// Ids and L2-normalised vectors of a batch of a vectors file (`id` or `<fallback>` +
 /// `embedding`); `first_row` numbers rows in error messages.

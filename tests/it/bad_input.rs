@@ -162,6 +162,41 @@ fn a_wrong_column_type_names_file_and_column() {
     assert_nothing_published(tmp.path());
 }
 
+/// `catalog.category_column` (the per-category metric segments) must be a string column.
+#[test]
+fn a_numeric_category_column_names_file_and_column() {
+    let tmp = tempfile::tempdir().unwrap();
+    dataset(tmp.path());
+    write(
+        &tmp.path().join("catalog/dt=2024-01-01/part-0.parquet"),
+        vec![
+            ("item_id", strings(&["a", "b", "c", "d"])),
+            (
+                "title",
+                strings(&["red mug", "blue mug", "hose", "tea pot"]),
+            ),
+            (
+                "dept",
+                Arc::new(Float64Array::from(vec![1.0, 2.0, 3.0, 4.0])),
+            ),
+        ],
+    );
+    let (code, err) = run(
+        tmp.path(),
+        "2024-01-02",
+        &["--set", "catalog.category_column=dept"],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("table catalog")
+            && err.contains("column dept")
+            && err.contains("must be a string")
+            && err.contains("dt=2024-01-01"),
+        "{err}"
+    );
+    assert_nothing_published(tmp.path());
+}
+
 #[test]
 fn a_corrupt_file_is_bad_input() {
     let tmp = tempfile::tempdir().unwrap();
