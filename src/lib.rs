@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod backtest;
 pub mod behavior;
+pub mod blas;
 pub mod cli;
 pub mod commit;
 pub mod config;

@@ -101,6 +101,7 @@ impl Runner {
         tracing::info!(
             model = e.model_id(),
             device = e.device(),
+            blas = crate::blas::backend(),
             pooling = e.pooling(),
             max_seq_length = e.max_seq_length(),
             "loaded encoder"
@@ -500,6 +501,7 @@ impl Runner {
                 "max_seq_length": encoder.max_seq_length(),
                 "dim": text_dim,
                 "device": encoder.device(),
+                "blas": crate::blas::backend(),
             },
             "vectors": {
                 "dim": dim,

@@ -77,6 +77,7 @@ pub async fn embed_file(
     tracing::info!(
         model = encoder.model_id(),
         device = encoder.device(),
+        blas = crate::blas::backend(),
         "loaded encoder"
     );
     let dim = encoder.dim();

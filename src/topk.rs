@@ -1,7 +1,7 @@
 //! Exact blockwise top-K by inner product (cosine for unit vectors).
 //!
-//! Blocks of users x blocks of items go through a real GEMM (`gemm` crate, the kernel candle
-//! uses), then each user keeps a bounded heap of its best items; rayon runs user blocks in
+//! Blocks of users x blocks of items go through a real GEMM ([`crate::blas`]: OpenBLAS when the
+//! machine has it, else the `gemm` crate), then each user keeps a bounded heap of its best items; rayon runs user blocks in
 //! parallel. Only one `block_users x block_items` score tile per thread exists at a time, so
 //! memory is O(items x d + blocks) however many users there are; results are handed to a sink
 //! chunk by chunk, in user order.
@@ -175,30 +175,8 @@ fn user_block(
         let bi = block_items.min(n_items - i0);
         let tile = &mut tile[..bu * bi];
         // tile (bu x bi, row-major) = users (bu x dim) * items[i0..i0+bi]^T (dim x bi)
-        // SAFETY: the pointers cover bu*dim, bi*dim and bu*bi elements with the given strides.
-        unsafe {
-            gemm::gemm(
-                bu,
-                bi,
-                dim,
-                tile.as_mut_ptr(),
-                1,
-                bi as isize,
-                false,
-                users.as_ptr(),
-                1,
-                dim as isize,
-                items[i0 * dim..].as_ptr(),
-                dim as isize,
-                1,
-                0.0f32,
-                1.0f32,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            );
-        }
+        let block = &items[i0 * dim..(i0 + bi) * dim];
+        crate::blas::sgemm(bu, bi, dim, users, dim, block, dim, true, tile, bi, 0.0);
         for (r, heap) in heaps.iter_mut().enumerate() {
             let row = &mut tile[r * bi..(r + 1) * bi];
             let excluded = exclusions.of(u0 + r);

@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
 use super::Encoder;
+use super::cpu::BertCpu;
 use crate::config::DeviceChoice;
 use crate::error::{Context, Error, Result};
 
@@ -27,8 +28,16 @@ pub enum Pooling {
     Cls,
 }
 
+/// Which forward pass runs the model.
+enum Forward {
+    /// candle's `BertModel` on padded batches: the GPU path.
+    Candle(BertModel),
+    /// [`BertCpu`] on packed batches: the CPU path.
+    Packed(BertCpu),
+}
+
 pub struct CandleEncoder {
-    model: BertModel,
+    forward: Forward,
     tokenizer: Tokenizer,
     device: Device,
     model_id: String,
@@ -120,7 +129,19 @@ fn file_sha256(path: &Path) -> Result<String> {
 }
 
 impl CandleEncoder {
+    /// Load a sentence-transformers directory onto the chosen device: on a CPU the packed
+    /// forward pass of [`super::cpu`], on a GPU candle's `BertModel`.
     pub fn load(dir: &Path, device: DeviceChoice) -> Result<CandleEncoder> {
+        Self::load_with(dir, device, false)
+    }
+
+    /// [`CandleEncoder::load`], with `candle_on_cpu` running candle's `BertModel` on a CPU too
+    /// (tests hold the two forward passes to each other with it).
+    pub fn load_with(
+        dir: &Path,
+        device: DeviceChoice,
+        candle_on_cpu: bool,
+    ) -> Result<CandleEncoder> {
         let device = select_device(device)?;
         let file = |name: &str| -> PathBuf { dir.join(name) };
         let config: BertConfig = read_json(&file("config.json"))?;
@@ -186,17 +207,24 @@ impl CandleEncoder {
 
         let weights = file("model.safetensors");
         let sha = file_sha256(&weights)?;
-        // SAFETY: the weights file is memory-mapped read-only and not modified while loaded.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &device) }
-            .map_err(|e| Error::Config(format!("model file {}: {e}", weights.display())))?;
-        let model = BertModel::load(vb, &config)
-            .map_err(|e| Error::Config(format!("model {}: {e}", dir.display())))?;
+        let forward = if device.is_cpu() && !candle_on_cpu {
+            Forward::Packed(BertCpu::load(&weights, &config)?)
+        } else {
+            // SAFETY: the weights file is memory-mapped read-only and not modified while loaded.
+            let vb =
+                unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &device) }
+                    .map_err(|e| Error::Config(format!("model file {}: {e}", weights.display())))?;
+            Forward::Candle(
+                BertModel::load(vb, &config)
+                    .map_err(|e| Error::Config(format!("model {}: {e}", dir.display())))?,
+            )
+        };
         let name = dir
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "model".into());
         Ok(CandleEncoder {
-            model,
+            forward,
             tokenizer,
             device,
             model_id: format!("{name}@{}", &sha[..16]),
@@ -208,7 +236,8 @@ impl CandleEncoder {
         })
     }
 
-    fn forward(&self, batch: &[&[u32]]) -> candle_core::Result<Vec<f32>> {
+    /// candle's `BertModel` on one padded batch.
+    fn forward_candle(&self, model: &BertModel, batch: &[&[u32]]) -> candle_core::Result<Vec<f32>> {
         let rows = batch.len();
         let width = batch.iter().map(|t| t.len()).max().unwrap_or(0).max(1);
         let mut ids = vec![self.pad_id; rows * width];
@@ -220,7 +249,7 @@ impl CandleEncoder {
         let ids = Tensor::from_vec(ids, (rows, width), &self.device)?;
         let mask = Tensor::from_vec(mask, (rows, width), &self.device)?;
         let token_types = ids.zeros_like()?;
-        let hidden = self.model.forward(&ids, &token_types, Some(&mask))?;
+        let hidden = model.forward(&ids, &token_types, Some(&mask))?;
         let pooled = match self.pooling {
             Pooling::Mean => {
                 let m = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
@@ -287,10 +316,13 @@ impl Encoder for CandleEncoder {
     }
 
     fn encode(&self, batch: &[&[u32]]) -> Result<Vec<f32>> {
-        self.forward(batch).context(format!(
-            "encoding a batch of {} texts on {}",
-            batch.len(),
-            self.device()
-        ))
+        match &self.forward {
+            Forward::Packed(model) => model.encode(batch, self.pooling, self.normalize),
+            Forward::Candle(model) => self.forward_candle(model, batch).context(format!(
+                "encoding a batch of {} texts on {}",
+                batch.len(),
+                self.device()
+            )),
+        }
     }
 }

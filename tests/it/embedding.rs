@@ -158,3 +158,37 @@ fn any_sentence_transformers_directory_is_configured_by_its_own_files() {
         );
     }
 }
+
+/// The CPU path (packed rows, `recjob::embed::cpu`) and the GPU path (candle's `BertModel` on
+/// padded batches, run here on the CPU) compute the same vectors, for both models.
+#[test]
+fn the_packed_cpu_forward_matches_candles_bert_model() {
+    let tiny = crate::common::repo().join("fixtures/tiny_bert");
+    let (reference_texts, _, _) = reference();
+    let (tiny_texts, _, _) = read_expected(&tiny.join("expected.parquet"));
+    for (dir, texts, budget) in [
+        (model_dir(), reference_texts, 2000),
+        (tiny.join("model"), tiny_texts, 48),
+    ] {
+        let packed = CandleEncoder::load(&dir, DeviceChoice::Cpu).unwrap();
+        let candle = CandleEncoder::load_with(&dir, DeviceChoice::Cpu, true).unwrap();
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let (a, _) = embed_texts(&packed, &refs, budget).unwrap();
+        let (b, _) = embed_texts(&candle, &refs, budget).unwrap();
+        let dim = packed.dim();
+        for (r, text) in texts.iter().enumerate() {
+            let (x, y) = (&a[r * dim..(r + 1) * dim], &b[r * dim..(r + 1) * dim]);
+            let scale = y.iter().map(|v| v.abs()).fold(0f32, f32::max).max(1.0);
+            let d = x
+                .iter()
+                .zip(y)
+                .map(|(p, q)| (p - q).abs())
+                .fold(0f32, f32::max);
+            assert!(
+                d <= 2e-5 * scale,
+                "{}: {text:?}: packed vs candle differ by {d}",
+                dir.display()
+            );
+        }
+    }
+}
