@@ -2,8 +2,8 @@
 //!
 //! OpenBLAS when the machine has it (loaded at run time, so it is no build dependency: Debian's
 //! `libopenblas0-pthread`), else the `gemm` crate. Measured on the 2-core development machine,
-//! 4096 x 384 x 1152 on one thread: OpenBLAS 0.3.21 97 GFLOP/s, the `gemm` crate 25 (see
-//! BENCHMARKS.md). Every call is single-threaded: callers parallelise over batches and blocks,
+//! one thread: OpenBLAS 0.3.21 97 GFLOP/s (4096 x 384 x 1152), the `gemm` crate 25 (2048³,
+//! `examples/gemm_peak`; see BENCHMARKS.md). Every call is single-threaded: callers parallelise over batches and blocks,
 //! so a result never depends on the thread count.
 //!
 //! `RECJOB_BLAS` chooses: unset or `auto` (OpenBLAS if found), `gemm` (always the `gemm` crate),

@@ -209,94 +209,50 @@ pub fn embed_items(
     texts: &[String],
     max_batch_tokens: usize,
 ) -> Result<ItemEmbeddings> {
-    let plan = ItemPlan::new(encoder, cached, texts);
-    let (computed, stats) = embed_texts(encoder, &plan.new_texts(texts), max_batch_tokens)?;
-    Ok(plan.assemble(cached, texts.len(), encoder.dim(), computed, stats))
-}
-
-/// Which texts of the catalog need embedding: [`embed_items`] in two halves, so that the
-/// vectors of the new texts can be computed elsewhere ([`crate::engine`]).
-pub struct ItemPlan {
-    hashes: Vec<String>,
-    /// Position of each new distinct text among the texts to embed.
-    new_index: std::collections::HashMap<String, usize>,
-    new_rows: Vec<usize>,
-    reused: usize,
-}
-
-impl ItemPlan {
-    pub fn new(
-        encoder: &dyn Encoder,
-        cached: &std::collections::HashMap<String, Vec<f32>>,
-        texts: &[String],
-    ) -> ItemPlan {
-        let hashes: Vec<String> = texts
-            .iter()
-            .map(|t| {
-                cache::content_hash(
-                    encoder.model_id(),
-                    encoder.pooling(),
-                    encoder.max_seq_length(),
-                    t,
-                )
-            })
-            .collect();
-        let mut new_index = std::collections::HashMap::new();
-        let mut new_rows = Vec::new();
-        let mut reused = 0;
-        for (row, h) in hashes.iter().enumerate() {
-            if cached.contains_key(h) {
-                reused += 1;
-            } else if !new_index.contains_key(h) {
-                new_index.insert(h.clone(), new_rows.len());
-                new_rows.push(row);
+    let dim = encoder.dim();
+    let hashes: Vec<String> = texts
+        .iter()
+        .map(|t| {
+            cache::content_hash(
+                encoder.model_id(),
+                encoder.pooling(),
+                encoder.max_seq_length(),
+                t,
+            )
+        })
+        .collect();
+    // Position of each new distinct text among the texts to embed.
+    let mut new_index: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    let mut new_rows = Vec::new();
+    let mut reused = 0;
+    for (row, h) in hashes.iter().enumerate() {
+        if cached.contains_key(h) {
+            reused += 1;
+        } else if !new_index.contains_key(h.as_str()) {
+            new_index.insert(h, new_rows.len());
+            new_rows.push(row);
+        }
+    }
+    let new_texts: Vec<&str> = new_rows.iter().map(|&r| texts[r].as_str()).collect();
+    let (computed, stats) = embed_texts(encoder, &new_texts, max_batch_tokens)?;
+    let mut flat = vec![0f32; texts.len() * dim];
+    for (row, h) in hashes.iter().enumerate() {
+        let v: &[f32] = match cached.get(h) {
+            Some(v) => v,
+            None => {
+                let j = new_index[h.as_str()];
+                &computed[j * dim..(j + 1) * dim]
             }
-        }
-        ItemPlan {
-            hashes,
-            new_index,
-            new_rows,
-            reused,
-        }
+        };
+        flat[row * dim..(row + 1) * dim].copy_from_slice(v);
     }
-
-    /// The distinct texts without a cached vector, in catalog order.
-    pub fn new_texts<'a>(&self, texts: &'a [String]) -> Vec<&'a str> {
-        self.new_rows.iter().map(|&r| texts[r].as_str()).collect()
-    }
-
-    /// Every text's vector: cached ones, and `computed` (`new_texts().len() x dim`) for the rest.
-    pub fn assemble(
-        self,
-        cached: &std::collections::HashMap<String, Vec<f32>>,
-        n_texts: usize,
-        dim: usize,
-        computed: Vec<f32>,
-        stats: EmbedStats,
-    ) -> ItemEmbeddings {
-        let mut flat = vec![0f32; n_texts * dim];
-        for (row, h) in self.hashes.iter().enumerate() {
-            let v: &[f32] = match cached.get(h) {
-                Some(v) => v,
-                None => {
-                    let j = self.new_index[h];
-                    &computed[j * dim..(j + 1) * dim]
-                }
-            };
-            flat[row * dim..(row + 1) * dim].copy_from_slice(v);
-        }
-        tracing::info!(
-            embedded = self.new_rows.len(),
-            reused = self.reused,
-            "item embeddings"
-        );
-        ItemEmbeddings {
-            flat,
-            dim,
-            hashes: self.hashes,
-            new_rows: self.new_rows,
-            reused: self.reused,
-            stats,
-        }
-    }
+    tracing::info!(embedded = new_rows.len(), reused, "item embeddings");
+    Ok(ItemEmbeddings {
+        flat,
+        dim,
+        hashes,
+        new_rows,
+        reused,
+        stats,
+    })
 }
