@@ -4,7 +4,7 @@ CARGO ?= cargo
 BIN := target/debug/recjob
 PY := .venv/bin/python
 
-.PHONY: help demo test setup model pyenv build release lint fixtures bench-topk bench-embed clean-out
+.PHONY: help demo test setup model pyenv build release lint fixtures bench-topk bench-embed bench-cluster clean-out
 
 help:
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -42,6 +42,9 @@ bench-topk: build ## Top-K kernel vs FAISS IndexFlatIP on identical data (see BE
 
 bench-embed: model build ## recjob embed vs sentence-transformers on CPU (see BENCHMARKS.md)
 	./scripts/bench-embed.sh
+
+bench-cluster: model pyenv build ## One process vs Ballista with 1 and 2 executors, synthetic data (see BENCHMARKS.md)
+	./scripts/bench-cluster.sh
 
 clean-out: ## Remove the demo's outputs
 	rm -rf out

@@ -170,4 +170,50 @@ pub enum Command {
         #[arg(long, default_value_t = 2048)]
         block_items: usize,
     },
+    /// Start an Apache Ballista scheduler that knows recjob's functions; runs until stopped.
+    /// Runs then use it with --set engine.url=df://HOST:PORT.
+    Scheduler {
+        /// Address to listen on.
+        #[arg(long, default_value = "0.0.0.0")]
+        bind: String,
+        /// gRPC port (clients and executors connect here).
+        #[arg(long, default_value_t = 50050)]
+        port: u16,
+        /// Host name under which executors and clients reach this scheduler.
+        #[arg(long, default_value = "localhost")]
+        external_host: String,
+        /// Seconds without a heartbeat after which an executor is dead and its tasks run again
+        /// elsewhere.
+        #[arg(long, default_value_t = 30)]
+        executor_timeout_seconds: u64,
+    },
+    /// Start an Apache Ballista executor with recjob's functions, registered with a scheduler;
+    /// runs until stopped (SIGTERM).
+    Executor {
+        /// The scheduler, HOST:PORT.
+        #[arg(long)]
+        scheduler: String,
+        /// Address to listen on.
+        #[arg(long, default_value = "0.0.0.0")]
+        bind: String,
+        /// Host name under which the scheduler and other executors reach this one (default:
+        /// what the scheduler sees).
+        #[arg(long)]
+        external_host: Option<String>,
+        /// Arrow Flight port (task results and shuffle data).
+        #[arg(long, default_value_t = 50051)]
+        port: u16,
+        /// gRPC port (the scheduler's task launches).
+        #[arg(long, default_value_t = 50052)]
+        grpc_port: u16,
+        /// Tasks at once; recjob's functions use every core themselves.
+        #[arg(long, default_value_t = 1)]
+        vcores: usize,
+        /// Directory for shuffle and spill files (default: a temporary directory).
+        #[arg(long)]
+        work_dir: Option<String>,
+        /// Seconds between heartbeats to the scheduler (below its --executor-timeout-seconds).
+        #[arg(long, default_value_t = 5)]
+        heartbeat_seconds: u64,
+    },
 }

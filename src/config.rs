@@ -36,6 +36,8 @@ pub struct Config {
     pub hybrid: HybridConfig,
     #[serde(default)]
     pub evaluate: EvaluateConfig,
+    #[serde(default)]
+    pub engine: EngineConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -113,6 +115,41 @@ pub enum DeviceChoice {
     Auto,
     Cpu,
     Cuda,
+}
+
+impl DeviceChoice {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceChoice::Auto => "auto",
+            DeviceChoice::Cpu => "cpu",
+            DeviceChoice::Cuda => "cuda",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<DeviceChoice> {
+        [DeviceChoice::Auto, DeviceChoice::Cpu, DeviceChoice::Cuda]
+            .into_iter()
+            .find(|d| d.as_str() == s)
+    }
+}
+
+/// Where the heavy stages run ([`crate::engine`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineConfig {
+    /// `local` (this process) or `df://HOST:PORT`, a Ballista scheduler (`recjob scheduler`).
+    pub url: String,
+    /// Files, hence Ballista tasks, per distributed stage.
+    pub partitions: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            url: "local".into(),
+            partitions: 8,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -433,6 +470,24 @@ impl Config {
         if self.evaluate.ks.contains(&0) {
             errors.push("evaluate.ks values must be at least 1".to_string());
         }
+        if self.engine.url != "local" {
+            match url::Url::parse(&self.engine.url) {
+                Ok(u) if u.scheme() == "df" && u.host_str().is_some() && u.port().is_some() => {
+                    if self.output.root.starts_with("memory:") {
+                        errors.push(
+                            "engine.url: a cluster cannot reach a memory:// output.root; use file:// on shared storage or s3://".to_string(),
+                        );
+                    }
+                }
+                _ => errors.push(format!(
+                    "engine.url must be \"local\" or df://HOST:PORT (a recjob scheduler), found {:?}",
+                    self.engine.url
+                )),
+            }
+        }
+        if self.engine.partitions == 0 {
+            errors.push("engine.partitions must be at least 1".to_string());
+        }
         if let Err(e) = crate::text::Template::parse(&self.text.template) {
             errors.push(format!("text.template: {e}"));
         }
@@ -457,9 +512,12 @@ impl Config {
         ks
     }
 
-    /// Hash of the effective configuration (after overrides), recorded in manifests.
+    /// Hash of the effective configuration (after overrides), recorded in manifests. Where the
+    /// stages ran (`engine`) is left out: it does not change what a run publishes.
     pub fn hash(&self) -> String {
-        let json = serde_json::to_vec(self).expect("config serialises to JSON: this is a bug");
+        let mut config = self.clone();
+        config.engine = EngineConfig::default();
+        let json = serde_json::to_vec(&config).expect("config serialises to JSON: this is a bug");
         hex::encode(Sha256::digest(json))
     }
 }
@@ -526,6 +584,33 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.exclusions.policy, ExclusionPolicy::AllowRepeats);
+    }
+
+    #[test]
+    fn engine_urls_are_checked_and_left_out_of_the_hash() {
+        let local = Config::from_parts(MINIMAL, "t", &[], &[]).unwrap();
+        assert_eq!(local.engine.url, "local");
+        let cluster =
+            Config::from_parts(MINIMAL, "t", &[], &["engine.url=df://sched:50050".into()]).unwrap();
+        assert_eq!(
+            cluster.hash(),
+            local.hash(),
+            "where stages run is not part of the hash"
+        );
+        let k = Config::from_parts(MINIMAL, "t", &[], &["topk.k=7".into()]).unwrap();
+        assert_ne!(k.hash(), local.hash());
+        for bad in [
+            "engine.url=http://sched:50050",
+            "engine.url=df://sched",
+            "engine.partitions=0",
+        ] {
+            let e = Config::from_parts(MINIMAL, "t", &[], &[bad.into()]).unwrap_err();
+            assert!(e.to_string().contains("engine."), "{bad}: {e}");
+        }
+        let mem = "[input]\nbehavior = \"b\"\ncatalog = \"c\"\n[output]\nroot = \"memory://o\"\n";
+        let e =
+            Config::from_parts(mem, "t", &[], &["engine.url=df://sched:50050".into()]).unwrap_err();
+        assert!(e.to_string().contains("memory://"), "{e}");
     }
 
     #[test]

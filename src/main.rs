@@ -191,6 +191,46 @@ async fn dispatch(command: Command) -> Result<ExitCode, Error> {
             }
             Ok(ExitCode::Published)
         }
+        Command::Scheduler {
+            bind,
+            port,
+            external_host,
+            executor_timeout_seconds,
+        } => {
+            recjob::cluster::scheduler(&bind, port, &external_host, executor_timeout_seconds)
+                .await?;
+            Ok(ExitCode::Published)
+        }
+        Command::Executor {
+            scheduler,
+            bind,
+            external_host,
+            port,
+            grpc_port,
+            vcores,
+            work_dir,
+            heartbeat_seconds,
+        } => {
+            let (host, scheduler_port) = scheduler
+                .rsplit_once(':')
+                .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
+                .ok_or_else(|| {
+                    Error::Config(format!("--scheduler {scheduler}: expected HOST:PORT"))
+                })?;
+            recjob::cluster::executor(recjob::cluster::ExecutorOptions {
+                scheduler_host: host,
+                scheduler_port,
+                bind,
+                external_host,
+                port,
+                grpc_port,
+                vcores,
+                work_dir,
+                heartbeat_seconds,
+            })
+            .await?;
+            Ok(ExitCode::Published)
+        }
         Command::Topk {
             users,
             items,

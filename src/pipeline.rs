@@ -21,6 +21,7 @@ use crate::commit::{Publisher, is_published, manifest_path, read_manifest};
 use crate::config::Config;
 use crate::embed::candle::CandleEncoder;
 use crate::embed::{Encoder, cache, embed_items};
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::evaluate::{EvalInput, evaluate, published_lists};
 use crate::fallback::popular_lists;
@@ -52,6 +53,7 @@ pub struct RunReport {
 pub struct Runner {
     pub config: Config,
     encoder: OnceLock<Arc<dyn Encoder>>,
+    engine: tokio::sync::OnceCell<Engine>,
 }
 
 pub(crate) struct Timings(Vec<(&'static str, f64)>, Instant);
@@ -87,7 +89,15 @@ impl Runner {
         Runner {
             config,
             encoder: OnceLock::new(),
+            engine: tokio::sync::OnceCell::new(),
         }
+    }
+
+    /// Where the heavy stages run (`engine.url`); connected once, on first use.
+    pub(crate) async fn engine(&self) -> Result<&Engine> {
+        self.engine
+            .get_or_try_init(|| Engine::connect(&self.config))
+            .await
     }
 
     pub(crate) fn encoder(&self) -> Result<Arc<dyn Encoder>> {
@@ -229,6 +239,9 @@ impl Runner {
         let previous_window =
             Window::ending(date - TimeDelta::days(1), config.window.lookback_days);
 
+        // Reach the engine first: a cluster that is down fails the run before any reading.
+        let engine = self.engine().await?;
+
         // read
         let ctx = session::context();
         root.register(&ctx);
@@ -246,11 +259,13 @@ impl Runner {
         let encoder = self.encoder()?;
         let dim = encoder.dim();
         let mut items = embed_items(
+            engine,
             encoder.as_ref(),
             cached,
             &catalog.texts,
             config.model.max_batch_tokens,
-        )?;
+        )
+        .await?;
         if let Err(r) = vectors::normalize_rows(&mut items.flat, dim) {
             return Err(Error::Audit(format!(
                 "item {}: zero embedding",
@@ -272,7 +287,7 @@ impl Runner {
 
         // similar items: text embeddings only
         let similar = if similar {
-            similar_items(config, &catalog.ids, &items.flat, &text_candidates)
+            similar_items(engine, config, &catalog.ids, &items.flat, &text_candidates).await?
         } else {
             Vec::new()
         };
@@ -289,7 +304,7 @@ impl Runner {
         t.lap("behavior");
 
         // top-K
-        let recs = recommend(config, &candidates, &user_vectors, &data);
+        let recs = recommend(engine, config, &candidates, &user_vectors, &data).await?;
         t.lap("topk");
         Ok(Computed {
             ctx,
@@ -503,6 +518,7 @@ impl Runner {
                 "device": encoder.device(),
                 "blas": crate::blas::backend(),
             },
+            "engine": self.engine().await?.name(),
             "vectors": {
                 "dim": dim,
                 "behavior_factors": config.hybrid.factors,

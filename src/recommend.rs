@@ -1,5 +1,6 @@
 //! Recommend stage: every active user's list. Users with a vector get their exact top-K of the
-//! candidate items (blockwise kernel, exclusions inside it, `source = 'personal'`); users without
+//! candidate items (blockwise kernel, exclusions inside it, `source = 'personal'`; run by the
+//! [`Engine`], in this process or on a cluster); users without
 //! a usable history get the popularity list minus their exclusions (`source = 'popular'`), which
 //! is also the baseline's list. And `similar_items`: every catalog item's top-K candidates,
 //! never itself.
@@ -7,11 +8,13 @@
 use std::collections::HashMap;
 
 use crate::config::Config;
+use crate::engine::Engine;
+use crate::error::Result;
 use crate::evaluate::RankedList;
 use crate::fallback::{popular_lists, popularity_score};
 use crate::prepare::WindowData;
 use crate::read::Catalog;
-use crate::topk::{Exclusions, TopkParams, top_k};
+use crate::topk::{Exclusions, TopkParams};
 use crate::users::UserVectors;
 use crate::write::RecRow;
 
@@ -100,12 +103,13 @@ fn params(config: &Config, k: usize) -> TopkParams {
     }
 }
 
-pub fn recommend(
+pub async fn recommend(
+    engine: &Engine,
     config: &Config,
     candidates: &Candidates,
     users: &UserVectors,
     data: &WindowData,
-) -> Recommendations {
+) -> Result<Recommendations> {
     let k = config.topk.k;
     let user_pos: HashMap<&str, u32> = users
         .user_ids
@@ -124,21 +128,21 @@ pub fn recommend(
         }
     }
     let exclusions = Exclusions::from_pairs(users.user_ids.len(), pairs);
-    let mut personal: HashMap<&str, Vec<crate::topk::Hit>> = HashMap::new();
-    top_k::<()>(
-        &users.flat,
-        &candidates.flat,
-        candidates.dim,
-        &params(config, k),
-        &exclusions,
-        |first, lists| {
-            for (o, hits) in lists.into_iter().enumerate() {
-                personal.insert(users.user_ids[first + o].as_str(), hits);
-            }
-            Ok(())
-        },
-    )
-    .expect("infallible sink");
+    let lists = engine
+        .top_k(
+            &users.flat,
+            &candidates.flat,
+            candidates.dim,
+            &params(config, k),
+            &exclusions,
+        )
+        .await?;
+    let personal: HashMap<&str, Vec<crate::topk::Hit>> = users
+        .user_ids
+        .iter()
+        .map(String::as_str)
+        .zip(lists)
+        .collect();
 
     let active_users = data.active_users();
     // The baseline's lists are also the fallback of users without a usable history.
@@ -214,42 +218,41 @@ pub fn recommend(
     }
     out.baseline = baseline;
     out.active_users = active_users;
-    out
+    Ok(out)
 }
 
 /// `similar_items`: each catalog item (`item_ids`, vectors `item_flat`) against the candidates,
 /// never itself. Rows use `user_id` for the query item and `item_id` for the similar one.
-pub fn similar_items(
+pub async fn similar_items(
+    engine: &Engine,
     config: &Config,
     item_ids: &[String],
     item_flat: &[f32],
     candidates: &Candidates,
-) -> Vec<RecRow> {
+) -> Result<Vec<RecRow>> {
     let self_pairs: Vec<(u32, u32)> = item_ids
         .iter()
         .enumerate()
         .filter_map(|(q, id)| candidates.position(id).map(|j| (q as u32, j)))
         .collect();
+    let lists = engine
+        .top_k(
+            item_flat,
+            &candidates.flat,
+            candidates.dim,
+            &params(config, config.similar_items.k),
+            &Exclusions::from_pairs(item_ids.len(), self_pairs),
+        )
+        .await?;
     let mut similar = Vec::new();
-    top_k::<()>(
-        item_flat,
-        &candidates.flat,
-        candidates.dim,
-        &params(config, config.similar_items.k),
-        &Exclusions::from_pairs(item_ids.len(), self_pairs),
-        |first, lists| {
-            for (o, hits) in lists.into_iter().enumerate() {
-                similar.extend(hits.iter().enumerate().map(|(r, h)| RecRow {
-                    user_id: item_ids[first + o].clone(),
-                    rank: r as i32 + 1,
-                    item_id: candidates.ids[h.item as usize].clone(),
-                    score: h.score,
-                    source: "content",
-                }));
-            }
-            Ok(())
-        },
-    )
-    .expect("infallible sink");
-    similar
+    for (query, hits) in item_ids.iter().zip(lists) {
+        similar.extend(hits.iter().enumerate().map(|(r, h)| RecRow {
+            user_id: query.clone(),
+            rank: r as i32 + 1,
+            item_id: candidates.ids[h.item as usize].clone(),
+            score: h.score,
+            source: "content",
+        }));
+    }
+    Ok(similar)
 }

@@ -8,6 +8,8 @@ pub fn context() -> SessionContext {
         .with_target_partitions(std::thread::available_parallelism().map_or(2, |n| n.get()))
         .with_information_schema(true);
     let ctx = SessionContext::new_with_config(config);
-    ctx.register_udf(crate::functions::Dot::udf());
+    for f in crate::functions::all() {
+        ctx.register_udf(f);
+    }
     ctx
 }

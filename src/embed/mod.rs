@@ -48,24 +48,47 @@ pub struct EmbedStats {
 
 /// Embed `texts` in token-budget batches; returns `texts.len() x dim` row-major vectors in the
 /// input order. A batch that runs out of device memory is split in two and retried.
-///
-/// On CPU, [`Encoder::workers`] batches run at once, each on its own single-threaded rayon pool:
-/// the encoder's matrix products are small per attention head and its element-wise kernels are
-/// sequential, so whole batches in parallel use the cores far better than threads inside one
-/// batch (measured: 243 texts/s on 1 thread, 290 with 2 threads in one batch). Memory holds one
-/// batch of activations per worker, whatever the number of texts.
 pub fn embed_texts(
     encoder: &dyn Encoder,
     texts: &[&str],
     max_batch_tokens: usize,
 ) -> Result<(Vec<f32>, EmbedStats)> {
     let started = Instant::now();
-    let dim = encoder.dim();
     let tokens = encoder.tokenize(texts)?;
+    let batches = plan(&tokens, max_batch_tokens);
+    let out = encode_batches(encoder, &tokens, &batches)?;
+    let stats = EmbedStats {
+        texts: texts.len(),
+        tokens: tokens.iter().map(Vec::len).sum(),
+        batches: batches.len(),
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    stats.log(&encoder.device());
+    Ok((out, stats))
+}
+
+/// The token-budget batches of tokenized texts ([`batching::plan`]).
+pub fn plan(tokens: &[Vec<u32>], max_batch_tokens: usize) -> Vec<Vec<usize>> {
     let lengths: Vec<usize> = tokens.iter().map(Vec::len).collect();
-    let batches = batching::plan(&lengths, max_batch_tokens);
-    let total_tokens: usize = lengths.iter().sum();
-    let progress = progress_bar(texts.len());
+    batching::plan(&lengths, max_batch_tokens)
+}
+
+/// Encode planned `batches` of rows of `tokens`; returns `tokens.len() x dim` row-major vectors
+/// in row order. A batch's vectors depend only on its rows, never on the other batches, so the
+/// same batches give the same bits wherever they run (one process, or Ballista executors).
+///
+/// On CPU, [`Encoder::workers`] batches run at once, each on its own single-threaded rayon pool:
+/// the encoder's matrix products are small per attention head and its element-wise kernels are
+/// sequential, so whole batches in parallel use the cores far better than threads inside one
+/// batch (measured: 243 texts/s on 1 thread, 290 with 2 threads in one batch). Memory holds one
+/// batch of activations per worker, whatever the number of texts.
+pub fn encode_batches(
+    encoder: &dyn Encoder,
+    tokens: &[Vec<u32>],
+    batches: &[Vec<usize>],
+) -> Result<Vec<f32>> {
+    let dim = encoder.dim();
+    let progress = progress_bar(tokens.len());
     let workers = encoder.workers().clamp(1, batches.len().max(1));
     let next = std::sync::atomic::AtomicUsize::new(0);
     let results: std::sync::Mutex<Vec<(Vec<usize>, Vec<f32>)>> = std::sync::Mutex::new(Vec::new());
@@ -84,7 +107,7 @@ pub fn embed_texts(
                     if b >= batches.len() || failure.lock().expect("lock").is_some() {
                         return;
                     }
-                    let run = || encode_splitting(encoder, &tokens, &batches[b]);
+                    let run = || encode_splitting(encoder, tokens, &batches[b]);
                     let out = match &pool {
                         Some(p) => p.install(run),
                         None => run(),
@@ -108,15 +131,8 @@ pub fn embed_texts(
     if let Some(e) = failure.into_inner().expect("lock") {
         return Err(e);
     }
-    let mut out = vec![0f32; texts.len() * dim];
-    let results = results.into_inner().expect("lock");
-    let mut stats = EmbedStats {
-        texts: texts.len(),
-        tokens: total_tokens,
-        batches: results.len(),
-        ..Default::default()
-    };
-    for (rows, vectors) in results {
+    let mut out = vec![0f32; tokens.len() * dim];
+    for (rows, vectors) in results.into_inner().expect("lock") {
         for (j, &row) in rows.iter().enumerate() {
             out[row * dim..(row + 1) * dim].copy_from_slice(&vectors[j * dim..(j + 1) * dim]);
         }
@@ -124,21 +140,24 @@ pub fn embed_texts(
     if let Some(p) = progress {
         p.finish_and_clear();
     }
-    stats.seconds = started.elapsed().as_secs_f64();
-    if !texts.is_empty() {
-        tracing::info!(
-            texts = stats.texts,
-            tokens = stats.tokens,
-            batches = stats.batches,
-            workers,
-            seconds = format!("{:.2}", stats.seconds),
-            texts_per_s = format!("{:.0}", stats.texts as f64 / stats.seconds.max(1e-9)),
-            tokens_per_s = format!("{:.0}", stats.tokens as f64 / stats.seconds.max(1e-9)),
-            device = encoder.device(),
-            "embedded texts"
-        );
+    Ok(out)
+}
+
+impl EmbedStats {
+    pub fn log(&self, device: &str) {
+        if self.texts > 0 {
+            tracing::info!(
+                texts = self.texts,
+                tokens = self.tokens,
+                batches = self.batches,
+                seconds = format!("{:.2}", self.seconds),
+                texts_per_s = format!("{:.0}", self.texts as f64 / self.seconds.max(1e-9)),
+                tokens_per_s = format!("{:.0}", self.tokens as f64 / self.seconds.max(1e-9)),
+                device,
+                "embedded texts"
+            );
+        }
     }
-    Ok((out, stats))
 }
 
 /// Encode one planned batch; on out-of-memory, split it in halves and retry each.
@@ -203,7 +222,9 @@ pub struct ItemEmbeddings {
     pub stats: EmbedStats,
 }
 
-pub fn embed_items(
+/// Embed `texts` through `engine`, reusing `cached` vectors by content hash.
+pub async fn embed_items(
+    engine: &crate::engine::Engine,
     encoder: &dyn Encoder,
     cached: &std::collections::HashMap<String, Vec<f32>>,
     texts: &[String],
@@ -234,7 +255,7 @@ pub fn embed_items(
         }
     }
     let new_texts: Vec<&str> = new_rows.iter().map(|&r| texts[r].as_str()).collect();
-    let (computed, stats) = embed_texts(encoder, &new_texts, max_batch_tokens)?;
+    let (computed, stats) = engine.embed(encoder, &new_texts, max_batch_tokens).await?;
     let mut flat = vec![0f32; texts.len() * dim];
     for (row, h) in hashes.iter().enumerate() {
         let v: &[f32] = match cached.get(h) {

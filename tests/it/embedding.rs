@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use recjob::config::DeviceChoice;
 use recjob::embed::candle::CandleEncoder;
 use recjob::embed::{Encoder, embed_items, embed_texts};
+use recjob::engine::Engine;
 
 use crate::common::{col_strings, model_dir, shared_data};
 
@@ -98,14 +99,16 @@ fn a_row_embeds_the_same_alone_as_in_any_batch() {
     }
 }
 
-#[test]
-fn the_cache_reuses_vectors_and_embeds_only_new_texts() {
+#[tokio::test]
+async fn the_cache_reuses_vectors_and_embeds_only_new_texts() {
     let encoder = CandleEncoder::load(&model_dir(), DeviceChoice::Cpu).unwrap();
     let texts: Vec<String> = ["RED MUG", "BLUE MUG", "RED MUG", "GARDEN HOSE"]
         .iter()
         .map(|s| s.to_string())
         .collect();
-    let first = embed_items(&encoder, &HashMap::new(), &texts, 4096).unwrap();
+    let first = embed_items(&Engine::Local, &encoder, &HashMap::new(), &texts, 4096)
+        .await
+        .unwrap();
     assert_eq!(
         first.new_rows,
         vec![0, 1, 3],
@@ -124,7 +127,9 @@ fn the_cache_reuses_vectors_and_embeds_only_new_texts() {
         .collect();
     let mut changed = texts.clone();
     changed[1] = "BLUE TEAPOT".into();
-    let second = embed_items(&encoder, &cache, &changed, 4096).unwrap();
+    let second = embed_items(&Engine::Local, &encoder, &cache, &changed, 4096)
+        .await
+        .unwrap();
     assert_eq!((second.new_rows.clone(), second.reused), (vec![1], 3));
     assert_eq!(&second.flat[0..dim], &first.flat[0..dim]);
 }

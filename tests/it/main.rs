@@ -3,8 +3,10 @@
 
 mod analyst;
 mod bad_input;
+mod cluster;
 mod common;
 mod embedding;
+mod engine;
 mod metrics;
 mod nightly;
 mod operations;

@@ -1,0 +1,120 @@
+//! The heavy stages as DataFusion plans over recjob's functions (`Engine::Sql`, the plans a
+//! Ballista cluster runs) give bit for bit what the in-process kernels give. Here the plans run
+//! on a local `SessionContext`; `cluster.rs` runs them on Ballista.
+
+use arrow::array::{Array, AsArray};
+use recjob::config::DeviceChoice;
+use recjob::embed::Encoder;
+use recjob::embed::candle::CandleEncoder;
+use recjob::engine::{Engine, SqlEngine};
+use recjob::error::ExitCode;
+use recjob::storage::Location;
+use recjob::topk::{Exclusions, TopkParams};
+
+use crate::common::*;
+
+/// Titles of the first `n` Online Retail catalog items (real texts of varied length).
+fn titles(n: usize) -> Vec<String> {
+    let dir = shared_data().join("online_retail/parquet/catalog/dt=2010-12-01");
+    let mut out = Vec::new();
+    for file in walk(&dir) {
+        for b in read_file(&file) {
+            let t = b.column_by_name("title").unwrap().as_string::<i32>();
+            out.extend((0..t.len()).map(|i| t.value(i).to_string()));
+        }
+    }
+    out.truncate(n);
+    assert_eq!(out.len(), n, "catalog has fewer than {n} titles");
+    out
+}
+
+fn sql_engine(staging: &std::path::Path, model_dir: &str) -> Engine {
+    Engine::Sql(SqlEngine {
+        ctx: recjob::session::context(),
+        url: "local-plans".into(),
+        staging: Location::parse(staging.to_str().unwrap()).unwrap(),
+        partitions: 3,
+        model_dir: model_dir.into(),
+        device: DeviceChoice::Cpu,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plans_over_recjob_functions_equal_the_local_kernels_bit_for_bit() {
+    let model = model_dir();
+    let encoder = CandleEncoder::load(&model, DeviceChoice::Cpu).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let staging = tmp.path().join("_engine");
+    let sql = sql_engine(&staging, model.to_str().unwrap());
+
+    let texts = titles(600);
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    // A small budget: many batches, spread over the 3 staged files.
+    let (local, _) = Engine::Local.embed(&encoder, &refs, 512).await.unwrap();
+    let (planned, stats) = sql.embed(&encoder, &refs, 512).await.unwrap();
+    assert!(stats.batches > 6, "{} batches", stats.batches);
+    assert_eq!(local.len(), refs.len() * encoder.dim());
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert!(
+        bits(&local) == bits(&planned),
+        "embeddings differ between the local kernel and the plan"
+    );
+    assert!(!has_files(&staging), "staged inputs are removed");
+
+    // Top-K: the first 200 titles as queries against all 600, with exclusions.
+    let dim = encoder.dim();
+    let users = &local[..200 * dim];
+    let pairs: Vec<(u32, u32)> = (0..200u32)
+        .flat_map(|u| [(u, u), (u, (u * 7 + 3) % 600)])
+        .collect();
+    let exclusions = Exclusions::from_pairs(200, pairs);
+    let params = TopkParams {
+        k: 25,
+        block_users: 64,
+        block_items: 128,
+    };
+    let a = Engine::Local
+        .top_k(users, &local, dim, &params, &exclusions)
+        .await
+        .unwrap();
+    let b = sql
+        .top_k(users, &local, dim, &params, &exclusions)
+        .await
+        .unwrap();
+    assert_eq!(a.len(), 200);
+    assert!(a.iter().all(|l| l.len() == 25));
+    assert!(
+        a == b,
+        "top-K lists differ between the local kernel and the plan"
+    );
+    assert!(
+        b.iter()
+            .enumerate()
+            .all(|(u, l)| l.iter().all(|h| !exclusions.contains(u, h.item))),
+        "an excluded item came back"
+    );
+    assert!(!has_files(&staging), "staged inputs are removed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_executor_side_failure_is_an_infrastructure_error_naming_the_function() {
+    let encoder = CandleEncoder::load(&model_dir(), DeviceChoice::Cpu).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let staging = tmp.path().join("_engine");
+    let missing = tmp.path().join("no-model");
+    let sql = sql_engine(&staging, missing.to_str().unwrap());
+    let err = sql
+        .embed(&encoder, &["RED MUG", "BLUE TEAPOT"], 512)
+        .await
+        .unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("recjob_embed") && msg.contains("no-model"),
+        "{msg}"
+    );
+    assert_eq!(err.exit_code(), ExitCode::Infrastructure);
+    assert!(
+        !has_files(&staging),
+        "staged inputs are removed after a failure"
+    );
+}
