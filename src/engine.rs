@@ -39,7 +39,7 @@ pub enum Engine {
     /// The kernels in this process.
     Local,
     /// The kernels as DataFusion plans in `ctx` (a Ballista client for `df://` URLs).
-    Sql(SqlEngine),
+    Sql(Box<SqlEngine>),
 }
 
 pub struct SqlEngine {
@@ -69,7 +69,7 @@ impl Engine {
                 config.engine.url
             ))?;
         tracing::info!(engine = %config.engine.url, "connected to the cluster");
-        Ok(Engine::Sql(SqlEngine {
+        Ok(Engine::Sql(Box::new(SqlEngine {
             ctx,
             url: config.engine.url.clone(),
             staging: Location::parse(&config.output.root)?.child("_engine"),
@@ -78,7 +78,7 @@ impl Engine {
             model_dir: std::path::absolute(&config.model.dir)
                 .map_or(config.model.dir.clone(), |p| p.display().to_string()),
             device: config.model.device,
-        }))
+        })))
     }
 
     /// `local`, or the cluster's URL (manifests, logs).

@@ -29,14 +29,14 @@ fn titles(n: usize) -> Vec<String> {
 }
 
 fn sql_engine(staging: &std::path::Path, model_dir: &str) -> Engine {
-    Engine::Sql(SqlEngine {
+    Engine::Sql(Box::new(SqlEngine {
         ctx: recjob::session::context(),
         url: "local-plans".into(),
         staging: Location::parse(staging.to_str().unwrap()).unwrap(),
         partitions: 3,
         model_dir: model_dir.into(),
         device: DeviceChoice::Cpu,
-    })
+    }))
 }
 
 #[tokio::test(flavor = "multi_thread")]
