@@ -62,7 +62,7 @@ def generate(root: Path, n_items: int, n_users: int, events_per_user: int, seed:
             cols[0].append(f"U{u:07d}")
             cols[1].append(ids[p])
             cols[2].append("purchase" if rng.random() < 0.3 else "view")
-            cols[3].append(f"{d}T{rng.randrange(24):02d}:{rng.randrange(60):02d}:00")
+            cols[3].append(f"{d}T{rng.randrange(24):02d}:{rng.randrange(60):02d}:00Z")
             cols[4].append(1.0)
     for d, (us, its, ev, ts, val) in rows.items():
         t = pa.table({
@@ -183,11 +183,11 @@ def main():
     print(f"{'scale':<7}{'items':>10}{'users':>11}{'embed s/exec':>14}{'topk s/exec':>13}{'driver s':>10}")
     for f in (1, 10, 100):
         items, users = a.items * f, a.users * f
-        e = items / emb_rate * 2
-        t = (users * items + items * items) / topk_rate * 2
+        e = items / emb_rate
+        t = (users * items + items * items) / topk_rate
         print(f"{f:>4}x  {items:>10}{users:>11}{e:>14.0f}{t:>13.0f}{driver * f:>10.0f}")
-    print("(embed and top-K seconds are for ONE executor of this machine's size; divide by the "
-          "number of executors. The driver stages do not distribute.)")
+    print("(embed and top-K seconds: one executor with this machine's cores, which the two executors "
+          "shared; divide by the number of such executors. The driver stages do not distribute.)")
     if a.keep:
         print(f"kept {work}")
     else:
