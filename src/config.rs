@@ -1,6 +1,6 @@
 //! Configuration: a TOML file, then `RECJOB_SECTION__KEY` environment variables, then
 //! `--set section.key=value` overrides, deserialised strictly (unknown keys are errors) and
-//! validated into a [`Job`] before any I/O. All problems are reported at once.
+//! validated into a [`Config`] before any I/O. All problems are reported at once.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -9,37 +9,77 @@ use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::domain::{Template, parse_date};
 use crate::error::{Error, Result};
 
+/// The flags every command that reads a job configuration takes.
+#[derive(Debug, clap::Args)]
+pub struct ConfigArgs {
+    /// Job configuration (TOML), e.g. jobs/nightly.toml.
+    #[arg(long)]
+    pub config: std::path::PathBuf,
+    /// Override a configuration key: --set topk.k=20 (repeatable). Environment variables
+    /// RECJOB_SECTION__KEY=value apply first.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+}
+
+impl ConfigArgs {
+    /// The validated configuration.
+    pub fn load(&self) -> Result<Config> {
+        Config::load(&self.config, &self.sets)
+    }
+}
+
+/// A `YYYY-MM-DD` command-line date (clap value parser).
+pub fn date_arg(s: &str) -> std::result::Result<NaiveDate, String> {
+    parse_date(s).map_err(|e| e.to_string())
+}
+
+/// A job's validated configuration (`jobs/nightly.toml`; README "Configuration").
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// Where the inputs are.
     pub input: InputConfig,
+    /// Where the outputs go.
     pub output: OutputConfig,
+    /// The sentence encoder.
     #[serde(default)]
     pub model: ModelConfig,
+    /// Item text.
     #[serde(default)]
     pub text: TextConfig,
+    /// Catalog columns with a meaning.
     #[serde(default)]
     pub catalog: CatalogConfig,
+    /// The training window.
     #[serde(default)]
     pub window: WindowConfig,
+    /// Event types and their weights.
     #[serde(default)]
     pub events: EventsConfig,
+    /// Top-K per user.
     #[serde(default)]
     pub topk: TopkConfig,
+    /// Similar items per item.
     #[serde(default)]
     pub similar_items: SimilarItemsConfig,
+    /// Which items a user is never recommended.
     #[serde(default)]
     pub exclusions: ExclusionsConfig,
+    /// The hybrid model.
     #[serde(default)]
     pub hybrid: HybridConfig,
+    /// The metrics.
     #[serde(default)]
     pub evaluate: EvaluateConfig,
+    /// Where the heavy stages run.
     #[serde(default)]
     pub engine: EngineConfig,
 }
 
+/// `[input]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InputConfig {
@@ -51,6 +91,7 @@ pub struct InputConfig {
     /// the run fails with exit 1.
     #[serde(default = "default_max_invalid_fraction")]
     pub max_invalid_fraction: f64,
+    /// Behavior column names in the files.
     #[serde(default)]
     pub columns: ColumnsConfig,
 }
@@ -63,10 +104,15 @@ fn default_max_invalid_fraction() -> f64 {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ColumnsConfig {
+    /// The user id column.
     pub user_id: String,
+    /// The item id column.
     pub item_id: String,
+    /// The event type column.
     pub event_type: String,
+    /// The event timestamp column.
     pub ts: String,
+    /// The optional value column (rating, quantity).
     pub value: String,
 }
 
@@ -82,6 +128,7 @@ impl Default for ColumnsConfig {
     }
 }
 
+/// `[output]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutputConfig {
@@ -89,11 +136,13 @@ pub struct OutputConfig {
     pub root: String,
 }
 
+/// `[model]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
     /// Local sentence-transformers model directory.
     pub dir: String,
+    /// Where the encoder runs.
     pub device: DeviceChoice,
     /// Tokens per encoder batch, padding included.
     pub max_batch_tokens: usize,
@@ -109,15 +158,20 @@ impl Default for ModelConfig {
     }
 }
 
+/// Where the encoder runs (`model.device`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum DeviceChoice {
+    /// The first CUDA GPU when built with `cuda` and one is present, else the CPU.
     Auto,
+    /// The CPU.
     Cpu,
+    /// The first CUDA GPU; an error when there is none.
     Cuda,
 }
 
 impl DeviceChoice {
+    /// The configuration value.
     pub fn as_str(self) -> &'static str {
         match self {
             DeviceChoice::Auto => "auto",
@@ -126,6 +180,7 @@ impl DeviceChoice {
         }
     }
 
+    /// From the configuration value.
     pub fn parse(s: &str) -> Option<DeviceChoice> {
         [DeviceChoice::Auto, DeviceChoice::Cpu, DeviceChoice::Cuda]
             .into_iter()
@@ -152,6 +207,7 @@ impl Default for EngineConfig {
     }
 }
 
+/// `[text]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TextConfig {
@@ -168,6 +224,7 @@ impl Default for TextConfig {
     }
 }
 
+/// `[catalog]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CatalogConfig {
@@ -188,6 +245,7 @@ impl Default for CatalogConfig {
     }
 }
 
+/// `[window]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WindowConfig {
@@ -206,6 +264,7 @@ impl Default for WindowConfig {
     }
 }
 
+/// `[events]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EventsConfig {
@@ -229,6 +288,7 @@ impl Default for EventsConfig {
     }
 }
 
+/// `[topk]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TopkConfig {
@@ -250,6 +310,7 @@ impl Default for TopkConfig {
     }
 }
 
+/// `[similar_items]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SimilarItemsConfig {
@@ -263,6 +324,7 @@ impl Default for SimilarItemsConfig {
     }
 }
 
+/// `exclusions.policy`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ExclusionPolicy {
@@ -272,9 +334,11 @@ pub enum ExclusionPolicy {
     AllowRepeats,
 }
 
+/// `[exclusions]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ExclusionsConfig {
+    /// Which items are excluded.
     pub policy: ExclusionPolicy,
     /// With `allow_repeats`: days after an event before the item may be recommended again.
     pub repeat_after_days: u32,
@@ -289,7 +353,7 @@ impl Default for ExclusionsConfig {
     }
 }
 
-/// The hybrid model (README "The model"; `crate::behavior`): behavior factors learned from the
+/// The hybrid model (README "The model"; `stages::hybrid`): behavior factors learned from the
 /// window by implicit ALS, blended with the text embeddings in the vectors top-K scores.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -322,6 +386,7 @@ impl Default for HybridConfig {
     }
 }
 
+/// `[evaluate]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EvaluateConfig {
@@ -365,6 +430,7 @@ impl Config {
         Self::from_parts(&text, &path.display().to_string(), &env, sets)
     }
 
+    /// A configuration from TOML text (`origin` names it in messages), environment overrides and `--set` overrides.
     pub fn from_parts(
         text: &str,
         origin: &str,
@@ -488,7 +554,7 @@ impl Config {
         if self.engine.partitions == 0 {
             errors.push("engine.partitions must be at least 1".to_string());
         }
-        if let Err(e) = crate::text::Template::parse(&self.text.template) {
+        if let Err(e) = Template::parse(&self.text.template) {
             errors.push(format!("text.template: {e}"));
         }
         if errors.is_empty() {
@@ -550,14 +616,6 @@ fn parse_value(raw: &str) -> toml::Value {
         .ok()
         .and_then(|mut t| t.remove("v"))
         .unwrap_or_else(|| toml::Value::String(raw.to_string()))
-}
-
-/// Parse a `YYYY-MM-DD` date as given on the command line.
-pub fn parse_date(s: &str) -> Result<NaiveDate> {
-    NaiveDate::parse_from_str(s, "%Y-%m-%d")
-        .ok()
-        .filter(|d| d.format("%Y-%m-%d").to_string() == s)
-        .ok_or_else(|| Error::Config(format!("malformed date {s:?}: expected YYYY-MM-DD")))
 }
 
 #[cfg(test)]
@@ -676,20 +734,6 @@ mod tests {
             Config::from_parts(MINIMAL, "t", &[], &["noequals".into()]),
             Err(Error::Config(_))
         ));
-    }
-
-    #[test]
-    fn dates_are_strict() {
-        assert!(parse_date("2011-11-30").is_ok());
-        for bad in [
-            "2011-11-31",
-            "2011-1-3",
-            "20111130",
-            "yesterday",
-            "2011-11-30T00:00",
-        ] {
-            assert!(parse_date(bad).is_err(), "{bad}");
-        }
     }
 
     #[test]

@@ -1,14 +1,16 @@
 //! The crate's error kinds and the exit code each one maps to.
 //!
 //! Every failure a run can meet is one of these kinds; `main` prints the whole cause chain and
-//! exits with [`Error::exit_code`]. Exit codes are a contract with schedulers (DESIGN.md):
+//! exits with [`Error::exit_code`]. Exit codes are a contract with schedulers (ARCHITECTURE.md "Exit codes"):
 //! `0` published, `1` bad input or configuration, `2` infrastructure or unexpected failure,
 //! `3` input not ready, `99` nothing to do (already published).
 
 use std::fmt;
 
+/// The crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// What went wrong, by kind; each kind has one exit code.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The configuration or command line is invalid. A retry will not help.
@@ -26,7 +28,9 @@ pub enum Error {
     /// Storage, engine or other failure outside the input's control. A retry may help.
     #[error("{context}: {source}")]
     Infra {
+        /// What was being done.
         context: String,
+        /// The underlying error.
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
@@ -35,17 +39,23 @@ pub enum Error {
     Audit(String),
 }
 
-/// Exit codes, as documented in `--help`, the README and DESIGN.md.
+/// Exit codes, as documented in `--help`, the README and ARCHITECTURE.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitCode {
+    /// Published, or nothing went wrong.
     Published = 0,
+    /// Bad input or configuration.
     BadInput = 1,
+    /// Infrastructure or unexpected failure.
     Infrastructure = 2,
+    /// Input not ready.
     NotReady = 3,
+    /// Nothing to do: already published.
     NothingToDo = 99,
 }
 
 impl Error {
+    /// The exit code of this kind of error.
     pub fn exit_code(&self) -> ExitCode {
         match self {
             Error::Config(_) | Error::Input(_) => ExitCode::BadInput,
@@ -55,6 +65,7 @@ impl Error {
         }
     }
 
+    /// An infrastructure error: `context` says what was being done.
     pub fn infra(
         context: impl fmt::Display,
         source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -68,6 +79,7 @@ impl Error {
 
 /// Attach context to infrastructure errors (storage, engine, model runtime).
 pub trait Context<T> {
+    /// Map the error to [`Error::Infra`] with `what` as its context.
     fn context(self, what: impl fmt::Display) -> Result<T>;
 }
 

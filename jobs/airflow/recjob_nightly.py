@@ -7,7 +7,7 @@ Settings come from the worker's environment (no Airflow Variables, no database a
   RECJOB_HOME             working directory: the repo checkout (default: two levels above this
                           file; set it when this file is copied into a separate dags folder)
 
-recjob's exit codes (DESIGN.md "Exit codes") and what the nightly task does with them:
+recjob's exit codes (ARCHITECTURE.md "Exit codes") and what the nightly task does with them:
   0 published -> success; 99 already published -> skipped (skip_on_exit_code);
   1 bad input/config -> failed at once, no retry (retry_policy below, Airflow >= 3.3;
     on older Airflow it is retried uselessly, 3 times);

@@ -1,5 +1,5 @@
 -- Ranking metrics of a set of lists against one day's ground truth, for each cut-off K.
--- Definitions (DESIGN.md "Evaluation"): G(u) = truth of user u, R_K(u) = u's first K items.
+-- Definitions (README.md "Metrics"): G(u) = truth of user u, R_K(u) = u's first K items.
 --   evaluated users = users with non-empty G(u) who have a list
 --   recall@K    = mean |R_K(u) ∩ G(u)| / |G(u)|
 --   precision@K = mean |R_K(u) ∩ G(u)| / K

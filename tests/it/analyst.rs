@@ -81,7 +81,7 @@ impl sqllogictest::AsyncDB for Db {
             }
             None => (sql.to_string(), Vec::new()),
         };
-        let batches = recjob::sql::query(&self.0, &sql, &params)
+        let batches = recjob::publish::query(&self.0, &sql, &params)
             .await
             .map_err(|e| DbError(format!("{e:#}")))?;
         let Some(first) = batches.first() else {
@@ -118,7 +118,7 @@ async fn saved_queries_give_the_reviewed_rows() {
     let tmp = tempfile::tempdir().unwrap();
     let config_path = tiny_outputs(tmp.path());
     let config = recjob::config::Config::load(&config_path, &[]).unwrap();
-    let ctx = recjob::sql::session(&config).await.unwrap();
+    let ctx = recjob::publish::session(&config).await.unwrap();
     let slt = repo().join("tests/sql/analyst.slt");
     let mut runner = sqllogictest::Runner::new(move || {
         let ctx = ctx.clone();
@@ -203,7 +203,7 @@ fn duckdb_and_pyarrow_read_the_same_rows_as_recjob_sql() {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let readers: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    for table in recjob::sql::PUBLISHED_TABLES {
+    for table in recjob::publish::PUBLISHED_TABLES {
         let sql = format!(
             "SELECT CAST(dt AS VARCHAR) AS dt, count(*) AS n FROM {table} GROUP BY dt ORDER BY dt"
         );

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Float32Type, Int32Type};
 use object_store::ObjectStore;
-use recjob::files::read_parquet;
-use recjob::storage::{Location, is_data_file};
+use recjob::io::read_parquet;
+use recjob::io::{Location, is_data_file};
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -125,7 +125,7 @@ pub fn vectors_by_id(batches: &[RecordBatch], id: &str) -> HashMap<String, Vec<f
     for b in batches {
         let ids = col_strings(b, id);
         let (flat, dim) =
-            recjob::vectors::from_arrow(b.column_by_name("embedding").unwrap().as_ref()).unwrap();
+            recjob::io::from_arrow(b.column_by_name("embedding").unwrap().as_ref()).unwrap();
         for (r, i) in ids.into_iter().enumerate() {
             out.insert(i, flat[r * dim..(r + 1) * dim].to_vec());
         }

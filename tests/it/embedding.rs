@@ -3,9 +3,10 @@
 use std::collections::HashMap;
 
 use recjob::config::DeviceChoice;
-use recjob::embed::candle::CandleEncoder;
-use recjob::embed::{Encoder, embed_items, embed_texts};
 use recjob::engine::Engine;
+use recjob::kernels::SentenceEncoder;
+use recjob::kernels::{Encoder, embed_texts};
+use recjob::stages::embed::embed_items;
 
 use crate::common::{col_strings, model_dir, shared_data};
 
@@ -22,7 +23,7 @@ fn read_expected(path: &std::path::Path) -> (Vec<String>, Vec<f32>, usize) {
         let b = b.unwrap();
         texts.extend(col_strings(&b, "text"));
         let (f, d) =
-            recjob::vectors::from_arrow(b.column_by_name("embedding").unwrap().as_ref()).unwrap();
+            recjob::io::from_arrow(b.column_by_name("embedding").unwrap().as_ref()).unwrap();
         flat.extend(f);
         dim = d;
     }
@@ -44,7 +45,7 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
 fn matches_sentence_transformers_on_every_reference_row() {
     let (texts, want, dim) = reference();
     assert_eq!(texts.len(), 200);
-    let encoder = CandleEncoder::load(&model_dir(), DeviceChoice::Cpu).unwrap();
+    let encoder = SentenceEncoder::load(&model_dir(), DeviceChoice::Cpu).unwrap();
     assert_eq!(
         (encoder.dim(), encoder.max_seq_length(), encoder.pooling()),
         (dim, 256, "mean")
@@ -82,7 +83,7 @@ fn matches_sentence_transformers_on_every_reference_row() {
 #[test]
 fn a_row_embeds_the_same_alone_as_in_any_batch() {
     let (texts, _, dim) = reference();
-    let encoder = CandleEncoder::load(&model_dir(), DeviceChoice::Cpu).unwrap();
+    let encoder = SentenceEncoder::load(&model_dir(), DeviceChoice::Cpu).unwrap();
     let sample: Vec<&str> = texts.iter().step_by(9).map(String::as_str).collect();
     let (batched, _) = embed_texts(&encoder, &sample, 1 << 20).unwrap();
     let (small, _) = embed_texts(&encoder, &sample, 300).unwrap();
@@ -101,14 +102,22 @@ fn a_row_embeds_the_same_alone_as_in_any_batch() {
 
 #[tokio::test]
 async fn the_cache_reuses_vectors_and_embeds_only_new_texts() {
-    let encoder = CandleEncoder::load(&model_dir(), DeviceChoice::Cpu).unwrap();
+    let encoder = SentenceEncoder::load(&model_dir(), DeviceChoice::Cpu).unwrap();
     let texts: Vec<String> = ["RED MUG", "BLUE MUG", "RED MUG", "GARDEN HOSE"]
         .iter()
         .map(|s| s.to_string())
         .collect();
-    let first = embed_items(&Engine::Local, &encoder, &HashMap::new(), &texts, 4096)
-        .await
-        .unwrap();
+    let ids: Vec<String> = (0..texts.len()).map(|i| format!("item-{i}")).collect();
+    let first = embed_items(
+        &Engine::Local,
+        &encoder,
+        &HashMap::new(),
+        &ids,
+        &texts,
+        4096,
+    )
+    .await
+    .unwrap();
     assert_eq!(
         first.new_rows,
         vec![0, 1, 3],
@@ -118,20 +127,15 @@ async fn the_cache_reuses_vectors_and_embeds_only_new_texts() {
     let cache: HashMap<String, Vec<f32>> = first
         .new_rows
         .iter()
-        .map(|&r| {
-            (
-                first.hashes[r].clone(),
-                first.flat[r * dim..(r + 1) * dim].to_vec(),
-            )
-        })
+        .map(|&r| (first.hashes[r].clone(), first.vectors.row(r).to_vec()))
         .collect();
     let mut changed = texts.clone();
     changed[1] = "BLUE TEAPOT".into();
-    let second = embed_items(&Engine::Local, &encoder, &cache, &changed, 4096)
+    let second = embed_items(&Engine::Local, &encoder, &cache, &ids, &changed, 4096)
         .await
         .unwrap();
     assert_eq!((second.new_rows.clone(), second.reused), (vec![1], 3));
-    assert_eq!(&second.flat[0..dim], &first.flat[0..dim]);
+    assert_eq!(&second.vectors.flat[0..dim], &first.vectors.flat[0..dim]);
 }
 
 /// A second, tiny BERT (fixtures/tiny_bert): CLS pooling, max_seq_length 12 while its
@@ -140,7 +144,7 @@ async fn the_cache_reuses_vectors_and_embeds_only_new_texts() {
 fn any_sentence_transformers_directory_is_configured_by_its_own_files() {
     let dir = crate::common::repo().join("fixtures/tiny_bert");
     let (texts, want, dim) = read_expected(&dir.join("expected.parquet"));
-    let encoder = CandleEncoder::load(&dir.join("model"), DeviceChoice::Cpu).unwrap();
+    let encoder = SentenceEncoder::load(&dir.join("model"), DeviceChoice::Cpu).unwrap();
     assert_eq!(
         (encoder.dim(), encoder.max_seq_length(), encoder.pooling()),
         (32, 12, "cls")
@@ -164,7 +168,7 @@ fn any_sentence_transformers_directory_is_configured_by_its_own_files() {
     }
 }
 
-/// The CPU path (packed rows, `recjob::embed::cpu`) and the GPU path (candle's `BertModel` on
+/// The CPU path (packed rows, `kernels::encoder::bert_cpu`) and the GPU path (candle's `BertModel` on
 /// padded batches, run here on the CPU) compute the same vectors, for both models.
 #[test]
 fn the_packed_cpu_forward_matches_candles_bert_model() {
@@ -175,8 +179,8 @@ fn the_packed_cpu_forward_matches_candles_bert_model() {
         (model_dir(), reference_texts, 2000),
         (tiny.join("model"), tiny_texts, 48),
     ] {
-        let packed = CandleEncoder::load(&dir, DeviceChoice::Cpu).unwrap();
-        let candle = CandleEncoder::load_with(&dir, DeviceChoice::Cpu, true).unwrap();
+        let packed = SentenceEncoder::load(&dir, DeviceChoice::Cpu).unwrap();
+        let candle = SentenceEncoder::load_with(&dir, DeviceChoice::Cpu, true).unwrap();
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
         let (a, _) = embed_texts(&packed, &refs, budget).unwrap();
         let (b, _) = embed_texts(&candle, &refs, budget).unwrap();

@@ -4,12 +4,12 @@
 
 use arrow::array::{Array, AsArray};
 use recjob::config::DeviceChoice;
-use recjob::embed::Encoder;
-use recjob::embed::candle::CandleEncoder;
 use recjob::engine::{Engine, SqlEngine};
 use recjob::error::ExitCode;
-use recjob::storage::Location;
-use recjob::topk::{Exclusions, TopkParams};
+use recjob::io::Location;
+use recjob::kernels::Encoder;
+use recjob::kernels::SentenceEncoder;
+use recjob::kernels::{Exclusions, TopkParams};
 
 use crate::common::*;
 
@@ -30,7 +30,7 @@ fn titles(n: usize) -> Vec<String> {
 
 fn sql_engine(staging: &std::path::Path, model_dir: &str) -> Engine {
     Engine::Sql(Box::new(SqlEngine {
-        ctx: recjob::session::context(),
+        ctx: recjob::engine::context(),
         url: "local-plans".into(),
         staging: Location::parse(staging.to_str().unwrap()).unwrap(),
         partitions: 3,
@@ -42,7 +42,7 @@ fn sql_engine(staging: &std::path::Path, model_dir: &str) -> Engine {
 #[tokio::test(flavor = "multi_thread")]
 async fn plans_over_recjob_functions_equal_the_local_kernels_bit_for_bit() {
     let model = model_dir();
-    let encoder = CandleEncoder::load(&model, DeviceChoice::Cpu).unwrap();
+    let encoder = SentenceEncoder::load(&model, DeviceChoice::Cpu).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let staging = tmp.path().join("_engine");
     let sql = sql_engine(&staging, model.to_str().unwrap());
@@ -98,7 +98,7 @@ async fn plans_over_recjob_functions_equal_the_local_kernels_bit_for_bit() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_executor_side_failure_is_an_infrastructure_error_naming_the_function() {
-    let encoder = CandleEncoder::load(&model_dir(), DeviceChoice::Cpu).unwrap();
+    let encoder = SentenceEncoder::load(&model_dir(), DeviceChoice::Cpu).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let staging = tmp.path().join("_engine");
     let missing = tmp.path().join("no-model");

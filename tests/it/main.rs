@@ -2,6 +2,7 @@
 //! (`make model`) and `../shared/data`; they fail with a message saying so, never skip.
 
 mod analyst;
+mod architecture;
 mod bad_input;
 mod cluster;
 mod common;

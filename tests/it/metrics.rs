@@ -1,5 +1,5 @@
 //! The published metrics recomputed by a second, independent, deliberately plain
-//! implementation from the published tables and the raw input files (DESIGN.md "Evaluation").
+//! implementation from the published tables and the raw input files (README.md "Metrics").
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;

@@ -1,0 +1,175 @@
+//! `recjob sql`: the published tables one command away, read-only
+//! ([`crate::publish::session`]): a statement from `-c` or `-f`, or an interactive prompt.
+
+#![allow(clippy::print_stdout)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use datafusion::prelude::SessionContext;
+
+use crate::config::ConfigArgs;
+use crate::error::{Context, Error, ExitCode, Result};
+use crate::io::{Location, write_parquet};
+use crate::publish::{PUBLISHED_TABLES, query, session};
+
+#[derive(Debug, clap::Args)]
+pub(super) struct Args {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// The statement to run.
+    #[arg(short = 'c', long = "command", conflicts_with = "file")]
+    command: Option<String>,
+    /// A file holding the statement (e.g. sql/analyst/top_items_per_day.sql).
+    #[arg(short = 'f', long)]
+    file: Option<PathBuf>,
+    /// Value of a `$name` parameter of the statement: --param user_id=12346 (repeatable).
+    #[arg(long = "param", value_name = "NAME=VALUE", value_parser = param_arg)]
+    params: Vec<(String, String)>,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+    /// Write the result here instead of stdout (required for parquet).
+    #[arg(long)]
+    output: Option<String>,
+}
+
+fn param_arg(s: &str) -> std::result::Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+        .ok_or_else(|| "--param expects NAME=VALUE".to_string())
+}
+
+pub(super) async fn execute(args: Args) -> Result<ExitCode> {
+    let config = args.config.load()?;
+    let statement = match (args.command, args.file) {
+        (Some(c), _) => Some(c),
+        (None, Some(f)) => Some(
+            std::fs::read_to_string(&f)
+                .map_err(|e| Error::Config(format!("cannot read {}: {e}", f.display())))?,
+        ),
+        (None, None) => None,
+    };
+    let ctx = session(&config).await?;
+    match statement {
+        Some(sql) => {
+            let batches = query(&ctx, &sql, &args.params).await?;
+            emit(&batches, args.format, args.output.as_deref()).await?;
+        }
+        None => interactive(&ctx, args.format).await?,
+    }
+    Ok(ExitCode::Published)
+}
+
+/// How a result is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(super) enum Format {
+    /// An aligned text table.
+    Table,
+    /// CSV with a header.
+    Csv,
+    /// JSON lines.
+    Json,
+    /// A Parquet file (needs --output).
+    Parquet,
+}
+
+/// Print or write a result in the chosen format.
+async fn emit(batches: &[RecordBatch], format: Format, output: Option<&str>) -> Result<()> {
+    let mut buf: Vec<u8> = Vec::new();
+    match format {
+        Format::Table => {
+            let table =
+                arrow::util::pretty::pretty_format_batches(batches).context("formatting")?;
+            buf.extend(format!("{table}\n").into_bytes());
+        }
+        Format::Csv => {
+            let mut w = arrow::csv::WriterBuilder::new()
+                .with_header(true)
+                .build(&mut buf);
+            for b in batches {
+                w.write(b).context("writing CSV")?;
+            }
+        }
+        Format::Json => {
+            let mut w = arrow::json::LineDelimitedWriter::new(&mut buf);
+            for b in batches {
+                w.write(b).context("writing JSON")?;
+            }
+            w.finish().context("writing JSON")?;
+        }
+        Format::Parquet => {
+            let Some(path) = output else {
+                return Err(Error::Config("--format parquet needs --output PATH".into()));
+            };
+            let loc = Location::parse(path)?;
+            let schema = match batches.first() {
+                Some(b) => b.schema(),
+                None => Arc::new(arrow::datatypes::Schema::empty()),
+            };
+            write_parquet(&loc.store, &loc.prefix, schema, batches).await?;
+            return Ok(());
+        }
+    }
+    match output {
+        Some(path) => {
+            std::fs::write(path, &buf).map_err(|e| Error::infra(format!("writing {path}"), e))
+        }
+        None => {
+            use std::io::Write;
+            std::io::stdout()
+                .write_all(&buf)
+                .map_err(|e| Error::infra("writing to stdout", e))
+        }
+    }
+}
+
+/// The interactive prompt: statements end with `;`, history in `~/.recjob_sql_history`.
+async fn interactive(ctx: &SessionContext, format: Format) -> Result<()> {
+    let mut editor =
+        rustyline::DefaultEditor::new().map_err(|e| Error::infra("starting the prompt", e))?;
+    let history = std::env::var_os("HOME").map(|h| Path::new(&h).join(".recjob_sql_history"));
+    if let Some(h) = &history {
+        let _ = editor.load_history(h);
+    }
+    println!(
+        "recjob sql: read-only. Tables: {}. End statements with ';', \\q quits.",
+        {
+            let mut names = PUBLISHED_TABLES.to_vec();
+            names.extend(["item_embeddings", "behavior", "catalog"]);
+            names.join(", ")
+        }
+    );
+    let mut statement = String::new();
+    loop {
+        let prompt = if statement.is_empty() {
+            "recjob> "
+        } else {
+            "     -> "
+        };
+        match editor.readline(prompt) {
+            Ok(line) => {
+                if statement.is_empty() && matches!(line.trim(), "\\q" | "quit" | "exit") {
+                    break;
+                }
+                statement.push_str(&line);
+                statement.push('\n');
+                if line.trim_end().ends_with(';') {
+                    let _ = editor.add_history_entry(statement.trim());
+                    match query(ctx, &statement, &[]).await {
+                        Ok(batches) => emit(&batches, format, None).await?,
+                        Err(e) => eprintln!("error: {e:#}"),
+                    }
+                    statement.clear();
+                }
+            }
+            Err(rustyline::error::ReadlineError::Interrupted) => statement.clear(),
+            Err(rustyline::error::ReadlineError::Eof) => break,
+            Err(e) => return Err(Error::infra("reading the prompt", e)),
+        }
+    }
+    if let Some(h) = &history {
+        let _ = editor.save_history(h);
+    }
+    Ok(())
+}

@@ -1,0 +1,17 @@
+//! The domain layer: the values that flow between stages. Plain data and the small pure
+//! functions that define it (dates and windows, item text templates, vectors); no I/O, no
+//! engine, no kernels. Every other layer may use it; it uses only [`crate::error`].
+
+mod catalog;
+mod dates;
+mod records;
+mod template;
+mod vectors;
+mod window;
+
+pub use catalog::{Catalog, InputFile, Inputs};
+pub use dates::{Window, dt, parse_date};
+pub use records::{Interaction, MetricRow, RankedList, Recommendation, SimilarItem, Source};
+pub use template::Template;
+pub use vectors::{UserVectors, Vectors, dot, normalize_rows};
+pub use window::{InvalidRows, WindowData};

@@ -1,0 +1,88 @@
+//! Rows that stages hand to each other and to the writers: a user's weight on an item, ranked
+//! lists, the rows of `recommendations`, `similar_items` and `metrics`.
+
+/// One user's weight on one item in a window (`sql/prepare/interactions.sql`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Interaction {
+    /// The user.
+    pub user_id: String,
+    /// The item.
+    pub item_id: String,
+    /// Valid, deduplicated events of the user on the item in the window.
+    pub n_events: i64,
+    /// Sum of the events' decayed weights.
+    pub weight: f64,
+}
+
+/// A user's ranked items (rank = position + 1).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RankedList {
+    /// The user.
+    pub user_id: String,
+    /// Item ids, best first.
+    pub items: Vec<String>,
+}
+
+/// Where a recommendation comes from (the `source` column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The user's own top-K of the item vectors.
+    Personal,
+    /// The popularity list: the user has no usable history.
+    Popular,
+}
+
+impl Source {
+    /// The value written in the `source` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Personal => "personal",
+            Source::Popular => "popular",
+        }
+    }
+}
+
+/// One row of `recommendations`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recommendation {
+    /// The user.
+    pub user_id: String,
+    /// 1..K.
+    pub rank: i32,
+    /// The recommended item.
+    pub item_id: String,
+    /// dot(user vector, item vector) for personal rows; the popularity score for popular ones.
+    pub score: f32,
+    /// Personal or popular.
+    pub source: Source,
+}
+
+/// One row of `similar_items`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimilarItem {
+    /// The query item.
+    pub item_id: String,
+    /// 1..K.
+    pub rank: i32,
+    /// An item similar to it (never itself).
+    pub similar_item_id: String,
+    /// Cosine of the two items' text embeddings.
+    pub score: f32,
+}
+
+/// One row of the `metrics` table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricRow {
+    /// `recall`, `ndcg`, `catalog_coverage`, ...
+    pub metric: &'static str,
+    /// The cut-off, when the metric has one.
+    pub k: Option<i32>,
+    /// NULL when the metric could not be evaluated (the definition says why).
+    pub value: Option<f64>,
+    /// `all`, `baseline_popular`, `lift_vs_baseline`, `new_users`, `category=<value>`, ...
+    pub segment: String,
+    /// The convention the value follows, in words.
+    pub definition: String,
+    /// Users the value averages over.
+    pub n_users: i64,
+}

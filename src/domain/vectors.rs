@@ -1,0 +1,134 @@
+//! Vectors by id: one type for item vectors, text embeddings and user vectors (row-major `f32`,
+//! one row per id), and the two operations every score rests on: L2 normalisation and a dot
+//! product with a fixed summation order.
+
+use std::collections::HashMap;
+
+/// `ids.len()` vectors of dimension `dim`, row-major in `flat`; row `r` belongs to `ids[r]`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Vectors {
+    /// One id per row.
+    pub ids: Vec<String>,
+    /// `ids.len() x dim` values, row-major.
+    pub flat: Vec<f32>,
+    /// Values per row.
+    pub dim: usize,
+}
+
+impl Vectors {
+    /// Rows `flat` (`ids.len() x dim`) of `ids`.
+    pub fn new(ids: Vec<String>, flat: Vec<f32>, dim: usize) -> Vectors {
+        assert_eq!(
+            flat.len(),
+            ids.len() * dim,
+            "one vector per id: this is a bug"
+        );
+        Vectors { ids, flat, dim }
+    }
+
+    /// The vector of row `r`.
+    pub fn row(&self, r: usize) -> &[f32] {
+        &self.flat[r * self.dim..(r + 1) * self.dim]
+    }
+
+    /// Rows.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// No rows.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Row of each id.
+    pub fn index(&self) -> HashMap<&str, u32> {
+        self.ids
+            .iter()
+            .enumerate()
+            .map(|(r, id)| (id.as_str(), r as u32))
+            .collect()
+    }
+
+    /// The given rows, in that order.
+    pub fn select(&self, rows: &[usize]) -> Vectors {
+        let mut flat = Vec::with_capacity(rows.len() * self.dim);
+        for &r in rows {
+            flat.extend_from_slice(self.row(r));
+        }
+        Vectors::new(
+            rows.iter().map(|&r| self.ids[r].clone()).collect(),
+            flat,
+            self.dim,
+        )
+    }
+
+    /// The same ids with other vectors (`ids.len() x dim`).
+    pub fn with_vectors(self, flat: Vec<f32>, dim: usize) -> Vectors {
+        Vectors::new(self.ids, flat, dim)
+    }
+}
+
+/// Users' vectors, with their valid events in the window (`user_embeddings`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UserVectors {
+    /// Unit vectors, by user id (sorted).
+    pub vectors: Vectors,
+    /// Valid events of each user in the window.
+    pub n_events: Vec<i64>,
+}
+
+/// L2-normalise each row in place; returns the index of the first zero or non-finite row.
+pub fn normalize_rows(flat: &mut [f32], dim: usize) -> Result<(), usize> {
+    for (r, row) in flat.chunks_exact_mut(dim).enumerate() {
+        let norm = row
+            .iter()
+            .map(|v| f64::from(*v) * f64::from(*v))
+            .sum::<f64>()
+            .sqrt();
+        if !(norm.is_finite() && norm > 0.0) {
+            return Err(r);
+        }
+        let inv = (1.0 / norm) as f32;
+        row.iter_mut().for_each(|v| *v *= inv);
+    }
+    Ok(())
+}
+
+/// Dot product with a fixed summation order (f64 accumulation), so a published score can be
+/// reproduced from the published vectors regardless of how the kernel blocked the work.
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| f64::from(*x) * f64::from(*y))
+        .sum::<f64>() as f32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalizes_and_rejects_zero_rows() {
+        let mut v = vec![3.0, 4.0, 0.0, 0.0];
+        assert_eq!(normalize_rows(&mut v, 2), Err(1));
+        let mut v = vec![3.0, 4.0];
+        normalize_rows(&mut v, 2).unwrap();
+        assert!((v[0] - 0.6).abs() < 1e-7 && (v[1] - 0.8).abs() < 1e-7);
+        assert!((dot(&v, &v) - 1.0).abs() < 1e-7);
+    }
+
+    #[test]
+    fn rows_select_and_index() {
+        let v = Vectors::new(
+            vec!["a".into(), "b".into(), "c".into()],
+            vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+            2,
+        );
+        assert_eq!(v.row(1), &[3.0, 4.0]);
+        assert_eq!(v.index()["c"], 2);
+        let s = v.select(&[2, 0]);
+        assert_eq!(s.ids, vec!["c", "a"]);
+        assert_eq!(s.flat, vec![5.0, 6.0, 1.0, 2.0]);
+    }
+}

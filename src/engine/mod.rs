@@ -1,0 +1,114 @@
+//! Where the heavy stages run: embedding texts and exact top-K.
+//!
+//! [`Engine::Local`] calls the kernels in this process ([`kernels::encode_batches`],
+//! [`kernels::top_k`]). [`Engine::Sql`] runs the same kernels as DataFusion plans over recjob's own
+//! functions ([`udf`]: `recjob_embed`, `recjob_topk`; the statements are
+//! `sql/engine/*.sql`) in a `SessionContext`; with `engine.url = "df://HOST:PORT"` that context
+//! is a Ballista client ([`cluster`]), so the plans' tasks run on Ballista executors,
+//! which Ballista schedules, retries and re-runs when an executor is lost.
+//!
+//! A plan reads its inputs from Parquet staged under `<output.root>/_engine/<id>-<stage>/`
+//! (executors are other processes: they cannot see this process's memory) and the results come
+//! back to the driver, which carries on with the run exactly as in one process. The staged
+//! files are deleted when the stage ends, whether it succeeded or not.
+//!
+//! Same answer by construction: the driver plans the encoder batches exactly as the local path
+//! does and each batch is one row of the embedding plan (a batch's vectors depend only on its
+//! rows), and top-K re-scores its final candidates with a fixed summation order, so its lists do
+//! not depend on how users are split into tasks.
+
+mod cluster;
+mod plans;
+mod session;
+mod udf;
+
+pub use cluster::{ExecutorOptions, HostPort, SchedulerOptions, executor, scheduler};
+pub use plans::SqlEngine;
+pub use session::context;
+
+use crate::config::Config;
+use crate::error::{Context, Result};
+use crate::io::Location;
+use crate::kernels::{self, EmbedStats, Encoder, Exclusions, Hit, TopkParams};
+
+/// Where the heavy stages run.
+pub enum Engine {
+    /// The kernels in this process.
+    Local,
+    /// The kernels as DataFusion plans in `ctx` (a Ballista client for `df://` URLs).
+    Sql(Box<SqlEngine>),
+}
+
+impl Engine {
+    /// The engine `config.engine` names. A cluster is reached once here, so a run fails before
+    /// reading any data when its scheduler is down.
+    pub async fn connect(config: &Config) -> Result<Engine> {
+        if config.engine.url == "local" {
+            return Ok(Engine::Local);
+        }
+        let ctx = cluster::client(&config.engine.url, config.engine.partitions).await?;
+        let probe = async { ctx.sql("SELECT 1").await?.collect().await };
+        probe.await.context(format!(
+                "cannot run a query on the Ballista cluster at {} (is `recjob scheduler` running, with executors?)",
+                config.engine.url
+            ))?;
+        tracing::info!(engine = %config.engine.url, "connected to the cluster");
+        Ok(Engine::Sql(Box::new(SqlEngine {
+            ctx,
+            url: config.engine.url.clone(),
+            staging: Location::parse(&config.output.root)?.child("_engine"),
+            partitions: config.engine.partitions,
+            // Executors resolve the driver's path, not their own working directory's.
+            model_dir: std::path::absolute(&config.model.dir)
+                .map_or(config.model.dir.clone(), |p| p.display().to_string()),
+            device: config.model.device,
+        })))
+    }
+
+    /// `local`, or the cluster's URL (manifests, logs).
+    pub fn name(&self) -> &str {
+        match self {
+            Engine::Local => "local",
+            Engine::Sql(e) => &e.url,
+        }
+    }
+
+    /// Vectors of `texts` (`texts.len() x dim`, input order) in token-budget batches.
+    pub async fn embed(
+        &self,
+        encoder: &dyn Encoder,
+        texts: &[&str],
+        max_batch_tokens: usize,
+    ) -> Result<(Vec<f32>, EmbedStats)> {
+        let Engine::Sql(engine) = self else {
+            return kernels::embed_texts(encoder, texts, max_batch_tokens);
+        };
+        let started = std::time::Instant::now();
+        let tokens = encoder.tokenize(texts)?;
+        let batches = kernels::plan(&tokens, max_batch_tokens);
+        let flat = engine.embed(encoder, texts, &batches).await?;
+        let stats = EmbedStats {
+            texts: texts.len(),
+            tokens: tokens.iter().map(Vec::len).sum(),
+            batches: batches.len(),
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        stats.log(&format!("{} ({})", engine.url, encoder.device()));
+        Ok((flat, stats))
+    }
+
+    /// Every user's top-K (`users` is `n x dim`, `items` sorted by id), in user order.
+    pub async fn top_k(
+        &self,
+        users: &[f32],
+        items: &[f32],
+        dim: usize,
+        params: &TopkParams,
+        exclusions: &Exclusions,
+    ) -> Result<Vec<Vec<Hit>>> {
+        match self {
+            Engine::Local => Ok(kernels::top_k_all(users, items, dim, params, exclusions)),
+            Engine::Sql(engine) => engine.top_k(users, items, dim, params, exclusions).await,
+        }
+    }
+}

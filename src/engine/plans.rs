@@ -1,0 +1,295 @@
+//! The heavy stages as DataFusion plans over recjob's functions ([`super::udf`]): inputs staged
+//! as Parquet where every executor reaches them, one plan per stage (`sql/engine/*.sql`), results
+//! put back in input order, staged files removed whatever happened.
+
+use std::sync::Arc;
+
+use arrow::array::{AsArray, ListBuilder, RecordBatch, StringBuilder, UInt32Array, UInt32Builder};
+use arrow::datatypes::{DataType, Field, Float32Type, Schema, SchemaRef, UInt32Type};
+use datafusion::prelude::{ParquetReadOptions, SessionContext};
+use datafusion::scalar::ScalarValue;
+use object_store::ObjectStoreExt;
+
+use super::udf::hits_from_arrow;
+use crate::config::DeviceChoice;
+use crate::error::{Context, Error, Result};
+use crate::io::{self, Location, embedding_type, to_arrow};
+use crate::kernels::{Encoder, Exclusions, Hit, TopkParams};
+
+const EMBED_SQL: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/sql/engine/embed.sql"));
+const TOPK_SQL: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/sql/engine/topk.sql"));
+
+/// The kernels as plans in a session: a local one (tests) or a Ballista client.
+pub struct SqlEngine {
+    /// The session the plans run in.
+    pub ctx: SessionContext,
+    /// `engine.url`, for logs and errors.
+    pub url: String,
+    /// Where stage inputs are staged (`<output.root>/_engine`): a store every executor reaches.
+    pub staging: Location,
+    /// Files (hence tasks) per stage.
+    pub partitions: usize,
+    /// The model directory and device the executors load (the same path on every machine).
+    pub model_dir: String,
+    /// The device the executors use.
+    pub device: DeviceChoice,
+}
+
+/// A stage's staged inputs; [`Staged::remove`] deletes them.
+struct Staged {
+    dir: Location,
+}
+
+impl Staged {
+    async fn remove(self) {
+        let Ok(files) = self.dir.list_files().await else {
+            return;
+        };
+        for f in files {
+            if let Err(e) = self.dir.store.delete(&f.location).await {
+                tracing::warn!(file = %f.location, error = %e, "could not delete a staged engine file");
+            }
+        }
+    }
+}
+
+impl SqlEngine {
+    fn stage(&self, name: &str) -> Staged {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        Staged {
+            dir: self.staging.child(&format!("{}-{name}", &id[..12])),
+        }
+    }
+
+    /// Write `batches` round-robin into `partitions` files under `dir/table/`; returns the
+    /// table's URL.
+    async fn write_table(
+        &self,
+        dir: &Location,
+        table: &str,
+        schema: SchemaRef,
+        rows: usize,
+        batch: impl Fn(&[usize]) -> Result<RecordBatch>,
+    ) -> Result<String> {
+        let location = dir.child(table);
+        let parts = self.partitions.clamp(1, rows.max(1));
+        for p in 0..parts {
+            let rows: Vec<usize> = (p..rows).step_by(parts).collect();
+            let path = location.path(&format!("part-{p:04}.parquet"));
+            io::write_parquet(&location.store, &path, schema.clone(), &[batch(&rows)?]).await?;
+        }
+        Ok(location.url())
+    }
+
+    async fn run(
+        &self,
+        sql: &str,
+        table: &str,
+        url: &str,
+        params: Vec<(&str, ScalarValue)>,
+    ) -> Result<Vec<RecordBatch>> {
+        let what = format!("engine {}: {table}", self.url);
+        self.ctx
+            .register_parquet(table, url, ParquetReadOptions::default())
+            .await
+            .context(format!("{what}: cannot register {url}"))?;
+        let result = async {
+            self.ctx
+                .sql(sql)
+                .await?
+                .with_param_values(
+                    params
+                        .into_iter()
+                        .map(|(k, v)| (k.to_string(), v))
+                        .collect::<Vec<_>>(),
+                )?
+                .collect()
+                .await
+        }
+        .await
+        .context(what);
+        let _ = self.ctx.deregister_table(table);
+        result
+    }
+
+    pub(super) async fn embed(
+        &self,
+        encoder: &dyn Encoder,
+        texts: &[&str],
+        batches: &[Vec<usize>],
+    ) -> Result<Vec<f32>> {
+        let dim = encoder.dim();
+        let staged = self.stage("embed");
+        let result = async {
+            let schema = Arc::new(Schema::new(vec![
+                Field::new("batch", DataType::UInt32, false),
+                Field::new(
+                    "texts",
+                    DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
+                    false,
+                ),
+            ]));
+            let url = self
+                .write_table(&staged.dir, "batches", schema.clone(), batches.len(), |bs| {
+                    let mut list = ListBuilder::new(StringBuilder::new());
+                    for &b in bs {
+                        for &r in &batches[b] {
+                            list.values().append_value(texts[r]);
+                        }
+                        list.append(true);
+                    }
+                    let ids = UInt32Array::from_iter_values(bs.iter().map(|&b| b as u32));
+                    RecordBatch::try_new(schema.clone(), vec![Arc::new(ids), Arc::new(list.finish())])
+                        .context("staging texts")
+                })
+                .await?;
+            let out = self
+                .run(
+                    EMBED_SQL,
+                    "engine_batches",
+                    &url,
+                    vec![
+                        ("model_dir", ScalarValue::from(self.model_dir.as_str())),
+                        ("device", ScalarValue::from(self.device.as_str())),
+                        ("model_id", ScalarValue::from(encoder.model_id())),
+                    ],
+                )
+                .await?;
+            let mut flat = vec![0f32; texts.len() * dim];
+            let mut seen = vec![false; batches.len()];
+            for batch in &out {
+                let ids = batch.column(0).as_primitive::<UInt32Type>();
+                let vectors = batch.column(1).as_list::<i32>();
+                for i in 0..batch.num_rows() {
+                    let b = ids.value(i) as usize;
+                    let v = vectors.value(i);
+                    let v = v.as_primitive::<Float32Type>().values();
+                    let rows = &batches[b];
+                    if seen[b] || v.len() != rows.len() * dim {
+                        return Err(Error::infra(
+                            format!("engine {}", self.url),
+                            format!("embedding batch {b}: {} values for {} texts of dimension {dim}, or returned twice", v.len(), rows.len()),
+                        ));
+                    }
+                    seen[b] = true;
+                    for (j, &r) in rows.iter().enumerate() {
+                        flat[r * dim..(r + 1) * dim].copy_from_slice(&v[j * dim..(j + 1) * dim]);
+                    }
+                }
+            }
+            check_all(&self.url, "embedding batches", &seen)?;
+            Ok(flat)
+        }
+        .await;
+        staged.remove().await;
+        result
+    }
+
+    pub(super) async fn top_k(
+        &self,
+        users: &[f32],
+        items: &[f32],
+        dim: usize,
+        params: &TopkParams,
+        exclusions: &Exclusions,
+    ) -> Result<Vec<Vec<Hit>>> {
+        let n_users = users.len() / dim;
+        let staged = self.stage("topk");
+        let result = async {
+            let items_path = staged.dir.path("items.parquet");
+            let item_schema = Arc::new(Schema::new(vec![Field::new(
+                "embedding",
+                embedding_type(dim),
+                false,
+            )]));
+            let item_batch = RecordBatch::try_new(item_schema.clone(), vec![to_arrow(items, dim)])
+                .context("staging item vectors")?;
+            io::write_parquet(&staged.dir.store, &items_path, item_schema, &[item_batch]).await?;
+            let items_url = staged.dir.object_url(&items_path);
+            let schema = Arc::new(Schema::new(vec![
+                Field::new("row", DataType::UInt32, false),
+                Field::new("query", embedding_type(dim), false),
+                Field::new(
+                    "excluded",
+                    DataType::List(Arc::new(Field::new("item", DataType::UInt32, true))),
+                    false,
+                ),
+            ]));
+            // Contiguous ranges of users per file keep each task's queries together.
+            let url = self
+                .write_table(&staged.dir, "queries", schema.clone(), n_users, |rs| {
+                    let mut flat = Vec::with_capacity(rs.len() * dim);
+                    let mut excluded = ListBuilder::new(UInt32Builder::new());
+                    for &u in rs {
+                        flat.extend_from_slice(&users[u * dim..(u + 1) * dim]);
+                        excluded.values().append_slice(exclusions.of(u));
+                        excluded.append(true);
+                    }
+                    let rows = UInt32Array::from_iter_values(rs.iter().map(|&u| u as u32));
+                    RecordBatch::try_new(
+                        schema.clone(),
+                        vec![
+                            Arc::new(rows),
+                            to_arrow(&flat, dim),
+                            Arc::new(excluded.finish()),
+                        ],
+                    )
+                    .context("staging user vectors")
+                })
+                .await?;
+            let out = self
+                .run(
+                    TOPK_SQL,
+                    "engine_queries",
+                    &url,
+                    vec![
+                        ("items", ScalarValue::from(items_url.as_str())),
+                        ("k", ScalarValue::from(params.k as i64)),
+                        ("block_users", ScalarValue::from(params.block_users as i64)),
+                        ("block_items", ScalarValue::from(params.block_items as i64)),
+                    ],
+                )
+                .await?;
+            let mut lists: Vec<Option<Vec<Hit>>> = vec![None; n_users];
+            for batch in &out {
+                let rows = batch.column(0).as_primitive::<UInt32Type>();
+                let hits = batch.column(1).as_list::<i32>();
+                for i in 0..batch.num_rows() {
+                    let u = rows.value(i) as usize;
+                    lists[u] = Some(hits_from_arrow(&hits.value(i)));
+                }
+            }
+            let seen: Vec<bool> = lists.iter().map(Option::is_some).collect();
+            check_all(&self.url, "top-K users", &seen)?;
+            Ok(lists.into_iter().map(Option::unwrap_or_default).collect())
+        }
+        .await;
+        staged.remove().await;
+        result
+    }
+}
+
+/// Every staged row came back (a lost or duplicated task must never go unnoticed).
+fn check_all(url: &str, what: &str, seen: &[bool]) -> Result<()> {
+    let missing = seen.iter().filter(|s| !**s).count();
+    if missing > 0 {
+        return Err(Error::infra(
+            format!("engine {url}"),
+            format!("{missing} of {} {what} did not come back", seen.len()),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_rows_are_errors() {
+        assert!(check_all("df://x:1", "rows", &[true, true]).is_ok());
+        let e = check_all("df://x:1", "top-K users", &[true, false]).unwrap_err();
+        assert!(e.to_string().contains("1 of 2 top-K users"), "{e}");
+        assert_eq!(e.exit_code(), crate::error::ExitCode::Infrastructure);
+    }
+}

@@ -1,0 +1,25 @@
+//! The I/O layer: object-store locations, Parquet files, Hive partitions, Arrow arrays, SQL
+//! helpers and column contracts. Knows nothing of stages; uses [`crate::domain`] and
+//! [`crate::error`].
+
+mod arrays;
+mod columns;
+mod files;
+mod functions;
+mod partitions;
+mod sql;
+mod storage;
+
+pub use arrays::{embedding_type, from_arrow, strings, to_arrow};
+pub use columns::{Columns, Kind};
+pub use files::{
+    ParquetStreamWriter, parquet_footer, parquet_rows, parquet_stream, read_input_file,
+    read_parquet, write_parquet,
+};
+pub use functions::Dot;
+pub use partitions::{is_data_file, partition_files, partitions};
+pub use sql::{
+    from_datafusion, int_table, listing_table, materialise, mem_table, query, register,
+    string_table, utf8,
+};
+pub use storage::Location;

@@ -1,0 +1,140 @@
+//! Running SQL: statements from `sql/` with named `$parameters`, small in-memory tables,
+//! Parquet listing tables, and the mapping of engine errors to the crate's error kinds.
+
+use std::sync::Arc;
+
+use arrow::array::{Int32Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::datasource::MemTable;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig};
+use datafusion::prelude::SessionContext;
+use datafusion::scalar::ScalarValue;
+
+use super::storage::Location;
+use crate::error::{Context, Error, Result};
+
+/// Run a SQL file with named parameters and collect the result. Parameters the statement does
+/// not mention are ignored, so callers can pass one set to several files.
+pub async fn query(
+    ctx: &SessionContext,
+    name: &str,
+    sql: &str,
+    params: Vec<(&str, ScalarValue)>,
+) -> Result<Vec<RecordBatch>> {
+    let used: Vec<(&str, ScalarValue)> = params
+        .into_iter()
+        .filter(|(k, _)| sql.contains(&format!("${k}")))
+        .collect();
+    let df = ctx.sql(sql).await.context(format!("planning {name}"))?;
+    let df = if used.is_empty() {
+        df
+    } else {
+        df.with_param_values(used)
+            .context(format!("binding {name}"))?
+    };
+    df.collect().await.map_err(|e| from_datafusion(name, e))
+}
+
+/// Run a SQL file and register its (materialised) result as table `table`.
+pub async fn materialise(
+    ctx: &SessionContext,
+    table: &str,
+    sql: &str,
+    params: Vec<(&str, ScalarValue)>,
+) -> Result<()> {
+    let batches = query(ctx, table, sql, params).await?;
+    let schema = match batches.first() {
+        Some(b) => b.schema(),
+        None => ctx
+            .sql(sql)
+            .await
+            .context(format!("planning {table}"))?
+            .schema()
+            .inner()
+            .clone(),
+    };
+    let mem = MemTable::try_new(schema, vec![batches]).context(format!("materialising {table}"))?;
+    register(ctx, table, mem)
+}
+
+/// Register `table` under `name`, replacing a table of that name.
+pub fn register(ctx: &SessionContext, name: &str, table: MemTable) -> Result<()> {
+    ctx.deregister_table(name)
+        .context(format!("replacing {name}"))?;
+    ctx.register_table(name, Arc::new(table))
+        .context(format!("registering {name}"))?;
+    Ok(())
+}
+
+/// A one-batch in-memory table.
+pub fn mem_table(schema: SchemaRef, columns: Vec<arrow::array::ArrayRef>) -> Result<MemTable> {
+    let batch = RecordBatch::try_new(schema.clone(), columns).context("building a table")?;
+    MemTable::try_new(schema, vec![vec![batch]]).context("building a table")
+}
+
+/// A one-column table of integers.
+pub fn int_table(column: &str, values: Vec<i32>) -> Result<MemTable> {
+    let schema = Arc::new(Schema::new(vec![Field::new(
+        column,
+        DataType::Int32,
+        false,
+    )]));
+    mem_table(schema, vec![Arc::new(Int32Array::from(values))])
+}
+
+/// A one-column table of strings.
+pub fn string_table(column: &str, values: Vec<&str>) -> Result<MemTable> {
+    let schema = Arc::new(Schema::new(vec![Field::new(column, DataType::Utf8, false)]));
+    mem_table(schema, vec![Arc::new(StringArray::from(values))])
+}
+
+/// A string parameter value.
+pub fn utf8(s: &str) -> ScalarValue {
+    ScalarValue::Utf8(Some(s.to_string()))
+}
+
+/// A Parquet listing table over `root`: with `dt` as a partition column of type `dt_type`
+/// when given, and with `schema` when given (else inferred from the files).
+pub async fn listing_table(
+    ctx: &SessionContext,
+    root: &Location,
+    schema: Option<SchemaRef>,
+    dt_type: Option<DataType>,
+) -> Result<ListingTable> {
+    let mut options =
+        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+    if let Some(t) = dt_type {
+        options = options.with_table_partition_cols(vec![("dt".to_string(), t)]);
+    }
+    let config = ListingTableConfig::new(root.listing_url()?).with_listing_options(options);
+    let config = match schema {
+        Some(s) => config.with_schema(s),
+        None => config
+            .infer_schema(&ctx.state())
+            .await
+            .map_err(|e| from_datafusion(&format!("reading the schema of {}", root.url()), e))?,
+    };
+    ListingTable::try_new(config).context(format!("cannot open table at {}", root.url()))
+}
+
+/// Engine errors that carry our own input errors (raised while reading files) keep their kind.
+pub fn from_datafusion(what: &str, e: datafusion::error::DataFusionError) -> Error {
+    use datafusion::error::DataFusionError as D;
+    match e.find_root() {
+        D::ParquetError(p) => Error::Input(format!(
+            "{what}: a behavior or catalog file cannot be decoded: {p}"
+        )),
+        D::ArrowError(a, _)
+            if matches!(
+                **a,
+                arrow::error::ArrowError::CastError(_) | arrow::error::ArrowError::ParseError(_)
+            ) =>
+        {
+            Error::Input(format!(
+                "{what}: a value does not fit the column's contract type: {a}"
+            ))
+        }
+        _ => Error::infra(format!("executing {what}"), e),
+    }
+}

@@ -1,0 +1,323 @@
+//! The sentence encoder on candle: any BERT-family sentence-transformers directory
+//! (`config.json`, `model.safetensors`, `tokenizer.json`, `modules.json`,
+//! `sentence_bert_config.json`, `1_Pooling/config.json`), configured by its own files.
+//!
+//! Matches sentence-transformers: truncation to the model's `max_seq_length` (not the
+//! tokenizer file's own setting), padding to the longest row of a batch with the attention mask
+//! passed to the model and reused by the pooling, `token_type_ids` all zero, mean or CLS pooling,
+//! and L2 normalisation when `modules.json` lists it.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, IndexOp, Tensor};
+use candle_nn::VarBuilder;
+use candle_transformers::models::bert::{BertModel, Config as BertConfig};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+
+use super::api::{Encoder, Pooling};
+use super::bert_cpu::BertCpu;
+use crate::config::DeviceChoice;
+use crate::error::{Context, Error, Result};
+
+/// Which forward pass runs the model.
+enum Forward {
+    /// candle's `BertModel` on padded batches: the GPU path.
+    Candle(BertModel),
+    /// [`BertCpu`] on packed batches: the CPU path.
+    Packed(BertCpu),
+}
+
+/// A sentence-transformers model directory, loaded: tokenizer, weights, pooling.
+pub struct SentenceEncoder {
+    forward: Forward,
+    tokenizer: Tokenizer,
+    device: Device,
+    model_id: String,
+    pooling: Pooling,
+    normalize: bool,
+    max_seq_length: usize,
+    dim: usize,
+    pad_id: u32,
+}
+
+#[derive(Deserialize)]
+struct Module {
+    path: String,
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+#[derive(Deserialize)]
+struct PoolingConfig {
+    #[serde(default)]
+    pooling_mode_cls_token: bool,
+    #[serde(default)]
+    pooling_mode_mean_tokens: bool,
+    #[serde(default)]
+    pooling_mode_max_tokens: bool,
+    #[serde(default)]
+    pooling_mode_mean_sqrt_len_tokens: bool,
+}
+
+#[derive(Deserialize)]
+struct SentenceBertConfig {
+    max_seq_length: Option<usize>,
+}
+
+/// Choose the device: `auto` takes the first CUDA GPU when built with `cuda` and one is there.
+pub fn select_device(choice: DeviceChoice) -> Result<Device> {
+    match choice {
+        DeviceChoice::Cpu => Ok(Device::Cpu),
+        DeviceChoice::Cuda => {
+            if !candle_core::utils::cuda_is_available() {
+                return Err(Error::Config(
+                    "model.device = cuda, but this binary was built without the `cuda` feature"
+                        .into(),
+                ));
+            }
+            Device::new_cuda(0).context("cannot open CUDA device 0")
+        }
+        DeviceChoice::Auto => {
+            if candle_core::utils::cuda_is_available()
+                && let Ok(d) = Device::new_cuda(0)
+            {
+                return Ok(d);
+            }
+            Ok(Device::Cpu)
+        }
+    }
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Error::Config(format!(
+            "model file {}: {e} (run `make model`?)",
+            path.display()
+        ))
+    })?;
+    serde_json::from_str(&text)
+        .map_err(|e| Error::Config(format!("model file {}: invalid JSON: {e}", path.display())))
+}
+
+fn file_sha256(path: &Path) -> Result<String> {
+    let mut file = std::fs::File::open(path).map_err(|e| {
+        Error::Config(format!(
+            "model file {}: {e} (run `make model`?)",
+            path.display()
+        ))
+    })?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file
+            .read(&mut buf)
+            .context(format!("reading {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+impl SentenceEncoder {
+    /// Load a sentence-transformers directory onto the chosen device: on a CPU the packed
+    /// forward pass of [`super::bert_cpu`], on a GPU candle's `BertModel`.
+    pub fn load(dir: &Path, device: DeviceChoice) -> Result<SentenceEncoder> {
+        Self::load_with(dir, device, false)
+    }
+
+    /// [`SentenceEncoder::load`], with `candle_on_cpu` running candle's `BertModel` on a CPU too
+    /// (tests hold the two forward passes to each other with it).
+    pub fn load_with(
+        dir: &Path,
+        device: DeviceChoice,
+        candle_on_cpu: bool,
+    ) -> Result<SentenceEncoder> {
+        let device = select_device(device)?;
+        let file = |name: &str| -> PathBuf { dir.join(name) };
+        let config: BertConfig = read_json(&file("config.json"))?;
+
+        let modules: Vec<Module> = if file("modules.json").exists() {
+            read_json(&file("modules.json"))?
+        } else {
+            Vec::new()
+        };
+        let pooling_dir = modules
+            .iter()
+            .find(|m| m.kind.ends_with("models.Pooling"))
+            .map(|m| m.path.clone())
+            .unwrap_or_else(|| "1_Pooling".into());
+        let normalize = modules.iter().any(|m| m.kind.ends_with("models.Normalize"));
+        let pooling_file = file(&format!("{pooling_dir}/config.json"));
+        let pooling = if pooling_file.exists() {
+            let p: PoolingConfig = read_json(&pooling_file)?;
+            if p.pooling_mode_max_tokens || p.pooling_mode_mean_sqrt_len_tokens {
+                return Err(Error::Config(format!(
+                    "{}: only mean or CLS pooling is supported",
+                    pooling_file.display()
+                )));
+            }
+            match (p.pooling_mode_cls_token, p.pooling_mode_mean_tokens) {
+                (true, false) => Pooling::Cls,
+                (false, true) => Pooling::Mean,
+                _ => {
+                    return Err(Error::Config(format!(
+                        "{}: exactly one of CLS or mean pooling must be set",
+                        pooling_file.display()
+                    )));
+                }
+            }
+        } else {
+            Pooling::Mean
+        };
+        let max_seq_length = if file("sentence_bert_config.json").exists() {
+            read_json::<SentenceBertConfig>(&file("sentence_bert_config.json"))?.max_seq_length
+        } else {
+            None
+        }
+        .unwrap_or(config.max_position_embeddings)
+        .min(config.max_position_embeddings);
+
+        let mut tokenizer = Tokenizer::from_file(file("tokenizer.json")).map_err(|e| {
+            Error::Config(format!(
+                "model file {}: {e} (run `make model`?)",
+                file("tokenizer.json").display()
+            ))
+        })?;
+        // The shipped tokenizer.json may carry its own truncation/padding (all-MiniLM-L6-v2's
+        // says 128 and fixed padding): the model's max_seq_length rules, and we pad per batch.
+        tokenizer
+            .with_truncation(Some(TruncationParams {
+                max_length: max_seq_length,
+                strategy: TruncationStrategy::LongestFirst,
+                stride: 0,
+                direction: TruncationDirection::Right,
+            }))
+            .map_err(|e| Error::Config(format!("tokenizer truncation: {e}")))?;
+        tokenizer.with_padding(None);
+
+        let weights = file("model.safetensors");
+        let sha = file_sha256(&weights)?;
+        let forward = if device.is_cpu() && !candle_on_cpu {
+            Forward::Packed(BertCpu::load(&weights, &config)?)
+        } else {
+            // SAFETY: the weights file is memory-mapped read-only and not modified while loaded.
+            let vb =
+                unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &device) }
+                    .map_err(|e| Error::Config(format!("model file {}: {e}", weights.display())))?;
+            Forward::Candle(
+                BertModel::load(vb, &config)
+                    .map_err(|e| Error::Config(format!("model {}: {e}", dir.display())))?,
+            )
+        };
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "model".into());
+        Ok(SentenceEncoder {
+            forward,
+            tokenizer,
+            device,
+            model_id: format!("{name}@{}", &sha[..16]),
+            pooling,
+            normalize,
+            max_seq_length,
+            dim: config.hidden_size,
+            pad_id: config.pad_token_id as u32,
+        })
+    }
+
+    /// candle's `BertModel` on one padded batch.
+    fn forward_candle(&self, model: &BertModel, batch: &[&[u32]]) -> candle_core::Result<Vec<f32>> {
+        let rows = batch.len();
+        let width = batch.iter().map(|t| t.len()).max().unwrap_or(0).max(1);
+        let mut ids = vec![self.pad_id; rows * width];
+        let mut mask = vec![0u32; rows * width];
+        for (r, tokens) in batch.iter().enumerate() {
+            ids[r * width..r * width + tokens.len()].copy_from_slice(tokens);
+            mask[r * width..r * width + tokens.len()].fill(1);
+        }
+        let ids = Tensor::from_vec(ids, (rows, width), &self.device)?;
+        let mask = Tensor::from_vec(mask, (rows, width), &self.device)?;
+        let token_types = ids.zeros_like()?;
+        let hidden = model.forward(&ids, &token_types, Some(&mask))?;
+        let pooled = match self.pooling {
+            Pooling::Mean => {
+                let m = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
+                let sum = hidden.broadcast_mul(&m)?.sum(1)?;
+                sum.broadcast_div(&m.sum(1)?.clamp(1e-9f32, f32::MAX)?)?
+            }
+            Pooling::Cls => hidden.i((.., 0))?.contiguous()?,
+        };
+        let pooled = if self.normalize {
+            let norm = pooled
+                .sqr()?
+                .sum_keepdim(1)?
+                .sqrt()?
+                .clamp(1e-12f32, f32::MAX)?;
+            pooled.broadcast_div(&norm)?
+        } else {
+            pooled
+        };
+        pooled.flatten_all()?.to_vec1::<f32>()
+    }
+}
+
+impl Encoder for SentenceEncoder {
+    fn model_id(&self) -> &str {
+        &self.model_id
+    }
+
+    fn pooling(&self) -> &str {
+        match self.pooling {
+            Pooling::Mean => "mean",
+            Pooling::Cls => "cls",
+        }
+    }
+
+    fn max_seq_length(&self) -> usize {
+        self.max_seq_length
+    }
+
+    fn dim(&self) -> usize {
+        self.dim
+    }
+
+    fn device(&self) -> String {
+        match &self.device {
+            Device::Cpu => "cpu".into(),
+            Device::Cuda(_) => "cuda:0".into(),
+            other => format!("{other:?}"),
+        }
+    }
+
+    fn tokenize(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
+        let encodings = self
+            .tokenizer
+            .encode_batch(texts.to_vec(), true)
+            .map_err(|e| Error::infra("tokenizing item texts", e))?;
+        Ok(encodings.iter().map(|e| e.get_ids().to_vec()).collect())
+    }
+
+    fn workers(&self) -> usize {
+        match self.device {
+            Device::Cpu => candle_core::utils::get_num_threads(),
+            _ => 1,
+        }
+    }
+
+    fn encode(&self, batch: &[&[u32]]) -> Result<Vec<f32>> {
+        match &self.forward {
+            Forward::Packed(model) => model.encode(batch, self.pooling, self.normalize),
+            Forward::Candle(model) => self.forward_candle(model, batch).context(format!(
+                "encoding a batch of {} texts on {}",
+                batch.len(),
+                self.device()
+            )),
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! The kernels: the numeric work of a run, on plain slices and ids, with no storage, engine or
+//! stage in sight. The sentence encoder, exact blockwise top-K, implicit ALS, popularity lists
+//! and the SGEMM they share. Each is deterministic and tested against a naive reference.
+
+mod als;
+pub(crate) mod blas;
+mod encoder;
+mod popularity;
+mod topk;
+
+pub use als::{Factors, Observation, als};
+pub use blas::backend as blas_backend;
+pub use encoder::{
+    EmbedStats, Encoder, Pooling, SentenceEncoder, embed_texts, encode_batches, plan, select_device,
+};
+pub use popularity::{popular_list, popular_lists, popularity_score};
+pub use topk::{Exclusions, Hit, TopkParams, top_k, top_k_all};

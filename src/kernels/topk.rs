@@ -1,0 +1,357 @@
+//! Exact blockwise top-K by inner product (cosine for unit vectors).
+//!
+//! Blocks of users x blocks of items go through a real GEMM ([`super::blas`]: OpenBLAS when the
+//! machine has it, else the `gemm` crate), then each user keeps a bounded heap of its best items; rayon runs user blocks in
+//! parallel. Only one `block_users x block_items` score tile per thread exists at a time, so
+//! memory is O(items x d + blocks) however many users there are; results are handed to a sink
+//! chunk by chunk, in user order.
+//!
+//! Exclusions are applied inside the kernel (excluded scores never enter a heap), so a user
+//! gets exactly K rows whenever K items are eligible. Items must be given sorted by id: ties are
+//! broken by the lower index, i.e. the lower item id. Each heap keeps a few more candidates than
+//! K whose scores are then recomputed with [`dot`] (fixed summation order), so the
+//! output does not depend on block sizes or thread count.
+
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+
+use rayon::prelude::*;
+
+use super::blas;
+use crate::domain::dot;
+
+/// Extra candidates kept per user beyond K, re-scored exactly before the final cut.
+const MARGIN: usize = 8;
+
+/// Top-K settings.
+#[derive(Debug, Clone, Copy)]
+pub struct TopkParams {
+    /// Results per user.
+    pub k: usize,
+    /// Users per block.
+    pub block_users: usize,
+    /// Items per block.
+    pub block_items: usize,
+}
+
+/// One result: an item row and its score.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Hit {
+    /// Item row.
+    pub item: u32,
+    /// Its score (exact dot product).
+    pub score: f32,
+}
+
+/// Per-user excluded item indices in CSR form (each user's list sorted, deduplicated).
+#[derive(Debug, Clone, Default)]
+pub struct Exclusions {
+    offsets: Vec<usize>,
+    items: Vec<u32>,
+}
+
+impl Exclusions {
+    /// From `(user, item)` index pairs, in any order, duplicates allowed.
+    pub fn from_pairs(n_users: usize, mut pairs: Vec<(u32, u32)>) -> Exclusions {
+        pairs.sort_unstable();
+        pairs.dedup();
+        let mut offsets = vec![0usize; n_users + 1];
+        for &(u, _) in &pairs {
+            offsets[u as usize + 1] += 1;
+        }
+        for u in 0..n_users {
+            offsets[u + 1] += offsets[u];
+        }
+        Exclusions {
+            offsets,
+            items: pairs.into_iter().map(|(_, i)| i).collect(),
+        }
+    }
+
+    /// The excluded items of `user`, sorted.
+    pub fn of(&self, user: usize) -> &[u32] {
+        &self.items[self.offsets[user]..self.offsets[user + 1]]
+    }
+
+    /// Is `item` excluded for `user`?
+    pub fn contains(&self, user: usize, item: u32) -> bool {
+        self.of(user).binary_search(&item).is_ok()
+    }
+}
+
+/// Heap entry ordered so that the heap's top is the worst kept candidate:
+/// lower score is worse; at equal score the higher index is worse.
+#[derive(Clone, Copy)]
+struct Worst(f32, u32);
+
+impl PartialEq for Worst {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Worst {}
+impl PartialOrd for Worst {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Worst {
+    fn cmp(&self, other: &Self) -> Ordering {
+        other.0.total_cmp(&self.0).then(self.1.cmp(&other.1))
+    }
+}
+
+/// Top-K of every user. `users` is `n_users x dim`, `items` is `n_items x dim`, both row-major.
+/// `sink(first_user, lists)` receives consecutive chunks of users in order.
+pub fn top_k<E>(
+    users: &[f32],
+    items: &[f32],
+    dim: usize,
+    params: &TopkParams,
+    exclusions: &Exclusions,
+    mut sink: impl FnMut(usize, Vec<Vec<Hit>>) -> Result<(), E>,
+) -> Result<(), E> {
+    assert!(
+        dim > 0 && users.len().is_multiple_of(dim) && items.len().is_multiple_of(dim),
+        "matrix shapes: this is a bug"
+    );
+    let n_users = users.len() / dim;
+    let threads = rayon::current_num_threads().max(1);
+    // Small user sets are split finer so every thread has a block.
+    let block_users = params.block_users.min(n_users.div_ceil(threads)).max(1);
+    let blocks: Vec<usize> = (0..n_users).step_by(block_users).collect();
+    let chunk = threads * 4;
+    for starts in blocks.chunks(chunk) {
+        let lists: Vec<Vec<Vec<Hit>>> = starts
+            .par_iter()
+            .map(|&u0| {
+                let u1 = (u0 + block_users).min(n_users);
+                user_block(
+                    &users[u0 * dim..u1 * dim],
+                    u0,
+                    items,
+                    dim,
+                    params,
+                    exclusions,
+                )
+            })
+            .collect();
+        sink(starts[0], lists.into_iter().flatten().collect())?;
+    }
+    Ok(())
+}
+
+/// Convenience: all lists at once (tests, small inputs).
+pub fn top_k_all(
+    users: &[f32],
+    items: &[f32],
+    dim: usize,
+    params: &TopkParams,
+    exclusions: &Exclusions,
+) -> Vec<Vec<Hit>> {
+    let mut out = Vec::new();
+    top_k::<()>(users, items, dim, params, exclusions, |_, lists| {
+        out.extend(lists);
+        Ok(())
+    })
+    .expect("infallible sink");
+    out
+}
+
+fn user_block(
+    users: &[f32],
+    u0: usize,
+    items: &[f32],
+    dim: usize,
+    params: &TopkParams,
+    exclusions: &Exclusions,
+) -> Vec<Vec<Hit>> {
+    let bu = users.len() / dim;
+    let n_items = items.len() / dim;
+    let keep = params.k + MARGIN;
+    let mut heaps: Vec<BinaryHeap<Worst>> = (0..bu)
+        .map(|_| BinaryHeap::with_capacity(keep + 1))
+        .collect();
+    let block_items = params.block_items.max(1).min(n_items.max(1));
+    let mut tile = vec![0f32; bu * block_items];
+    for i0 in (0..n_items).step_by(block_items) {
+        let bi = block_items.min(n_items - i0);
+        let tile = &mut tile[..bu * bi];
+        // tile (bu x bi, row-major) = users (bu x dim) * items[i0..i0+bi]^T (dim x bi)
+        let block = &items[i0 * dim..(i0 + bi) * dim];
+        blas::sgemm(bu, bi, dim, users, dim, block, dim, true, tile, bi, 0.0);
+        for (r, heap) in heaps.iter_mut().enumerate() {
+            let row = &mut tile[r * bi..(r + 1) * bi];
+            let excluded = exclusions.of(u0 + r);
+            let lo = excluded.partition_point(|&x| (x as usize) < i0);
+            let hi = excluded.partition_point(|&x| (x as usize) < i0 + bi);
+            for &x in &excluded[lo..hi] {
+                row[x as usize - i0] = f32::NEG_INFINITY;
+            }
+            let mut threshold = if heap.len() == keep {
+                heap.peek().map_or(f32::NEG_INFINITY, |w| w.0)
+            } else {
+                f32::NEG_INFINITY
+            };
+            for (j, &s) in row.iter().enumerate() {
+                // Items arrive in increasing index order, so an equal score never displaces
+                // a kept item: strictly greater is required.
+                if s > threshold {
+                    heap.push(Worst(s, (i0 + j) as u32));
+                    if heap.len() > keep {
+                        heap.pop();
+                    }
+                    if heap.len() == keep {
+                        threshold = heap.peek().map_or(f32::NEG_INFINITY, |w| w.0);
+                    }
+                }
+            }
+        }
+    }
+    heaps
+        .into_iter()
+        .enumerate()
+        .map(|(r, heap)| {
+            let user = &users[r * dim..(r + 1) * dim];
+            let mut hits: Vec<Hit> = heap
+                .into_iter()
+                .map(|Worst(_, i)| Hit {
+                    item: i,
+                    score: dot(user, &items[i as usize * dim..(i as usize + 1) * dim]),
+                })
+                .collect();
+            hits.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.item.cmp(&b.item)));
+            hits.truncate(params.k);
+            hits
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Brute force: every eligible item scored with the exact dot, sorted (score desc, id asc).
+    fn reference(
+        users: &[f32],
+        items: &[f32],
+        dim: usize,
+        k: usize,
+        ex: &Exclusions,
+    ) -> Vec<Vec<Hit>> {
+        users
+            .chunks_exact(dim)
+            .enumerate()
+            .map(|(u, uv)| {
+                let mut all: Vec<Hit> = items
+                    .chunks_exact(dim)
+                    .enumerate()
+                    .filter(|(i, _)| !ex.contains(u, *i as u32))
+                    .map(|(i, iv)| Hit {
+                        item: i as u32,
+                        score: dot(uv, iv),
+                    })
+                    .collect();
+                all.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.item.cmp(&b.item)));
+                all.truncate(k);
+                all
+            })
+            .collect()
+    }
+
+    fn random_unit(rows: usize, dim: usize, seed: u64) -> Vec<f32> {
+        let mut state = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let mut v: Vec<f32> = (0..rows * dim)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((state >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+            })
+            .collect();
+        crate::domain::normalize_rows(&mut v, dim).unwrap();
+        v
+    }
+
+    fn same(a: &[Vec<Hit>], b: &[Vec<Hit>]) {
+        assert_eq!(a.len(), b.len());
+        for (u, (x, y)) in a.iter().zip(b).enumerate() {
+            assert_eq!(x.len(), y.len(), "user {u}");
+            for (h, g) in x.iter().zip(y) {
+                assert_eq!(h.item, g.item, "user {u}: {x:?} vs {y:?}");
+                assert!((h.score - g.score).abs() < 1e-6);
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn matches_brute_force(
+            n_users in 1usize..40, n_items in 1usize..120, dim in 1usize..37, k in 1usize..30,
+            bu in 1usize..17, bi in 1usize..70, seed in 0u64..1000, ex_share in 0.0f64..1.0,
+        ) {
+            let users = random_unit(n_users, dim, seed);
+            let items = random_unit(n_items, dim, seed + 7);
+            let mut pairs = Vec::new();
+            for u in 0..n_users {
+                for i in 0..n_items {
+                    if ((u * 31 + i * 17 + seed as usize) % 100) as f64 / 100.0 < ex_share { pairs.push((u as u32, i as u32)); }
+                }
+            }
+            // One user with every item excluded.
+            pairs.extend((0..n_items).map(|i| (0u32, i as u32)));
+            let ex = Exclusions::from_pairs(n_users, pairs);
+            let got = top_k_all(&users, &items, dim, &TopkParams { k, block_users: bu, block_items: bi }, &ex);
+            let want = reference(&users, &items, dim, k, &ex);
+            prop_assert!(got[0].is_empty());
+            same(&got, &want);
+        }
+    }
+
+    #[test]
+    fn ties_break_by_item_index_and_blocks_do_not_matter() {
+        // Items 0..50 are five copies of ten distinct vectors: many exact ties.
+        let base = random_unit(10, 24, 3);
+        let items: Vec<f32> = (0..5).flat_map(|_| base.clone()).collect();
+        let users = random_unit(33, 24, 9);
+        let ex = Exclusions::from_pairs(33, vec![(1, 0), (1, 10), (2, 49)]);
+        let want = reference(&users, &items, 24, 12, &ex);
+        for (bu, bi) in [(1, 1), (4, 7), (33, 50), (256, 2048)] {
+            same(
+                &top_k_all(
+                    &users,
+                    &items,
+                    24,
+                    &TopkParams {
+                        k: 12,
+                        block_users: bu,
+                        block_items: bi,
+                    },
+                    &ex,
+                ),
+                &want,
+            );
+        }
+        let one = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        let two = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let p = TopkParams {
+            k: 12,
+            block_users: 5,
+            block_items: 9,
+        };
+        let a = one.install(|| top_k_all(&users, &items, 24, &p, &ex));
+        let b = two.install(|| top_k_all(&users, &items, 24, &p, &ex));
+        assert_eq!(a, b);
+        same(&a, &want);
+    }
+}

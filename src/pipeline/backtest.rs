@@ -1,0 +1,279 @@
+//! `recjob backtest`: replay a configuration over a date range without publishing anything.
+//! Each date with behavior is computed in memory exactly as `run` would (read .. recommend),
+//! then evaluated exactly as `run` evaluates: the lists of D-1 (when D-1 had behavior, like a
+//! nightly schedule) against D's behavior, beside the popularity baseline with the same
+//! exclusions. The result is the mean of every metric over the dates where it has a value.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use chrono::{NaiveDate, TimeDelta, Utc};
+
+use super::run::prepare_previous_window;
+use super::runner::Runner;
+use crate::domain::{RankedList, dt};
+use crate::error::{Context, Result};
+use crate::io::{Location, write_parquet};
+use crate::stages::embed::cache;
+use crate::stages::evaluate::{EvalInput, SEGMENT_ALL, SEGMENT_BASELINE, evaluate};
+use crate::stages::read::behavior_ready;
+
+/// The mean of one metric over the replayed dates, for the model and the baseline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BacktestRow {
+    /// The metric.
+    pub metric: &'static str,
+    /// Its cut-off.
+    pub k: Option<i32>,
+    /// The model's mean.
+    pub model: Option<f64>,
+    /// The baseline's mean.
+    pub baseline: Option<f64>,
+    /// Dates that gave the model a value.
+    pub days: i64,
+}
+
+impl BacktestRow {
+    /// model / baseline, when the baseline is positive.
+    pub fn lift(&self) -> Option<f64> {
+        match (self.model, self.baseline) {
+            (Some(m), Some(b)) if b > 0.0 => Some(m / b),
+            _ => None,
+        }
+    }
+}
+
+/// A backtest's result.
+#[derive(Debug, Clone)]
+pub struct Backtest {
+    /// First evaluated date.
+    pub from: NaiveDate,
+    /// Last evaluated date.
+    pub to: NaiveDate,
+    /// Dates in range with behavior (computed), and those evaluated (D-1 also had behavior).
+    pub computed: usize,
+    /// Dates evaluated.
+    pub evaluated: usize,
+    /// Mean of every metric, model and baseline.
+    pub rows: Vec<BacktestRow>,
+}
+
+/// Replay `from..=to` (D-1 of `from` is computed too, to evaluate `from`).
+pub async fn backtest(runner: &Runner, from: NaiveDate, to: NaiveDate) -> Result<Backtest> {
+    let config = &runner.config;
+    let root = Location::parse(&config.output.root)?;
+    let encoder = runner.encoder()?;
+    // Read the embedding cache, never write it; texts embedded here are kept for later dates.
+    let mut cached = cache::load(&root, encoder.model_id(), encoder.dim()).await?;
+    let mut previous: Option<(NaiveDate, Vec<RankedList>)> = None;
+    let mut sums = Sums::new();
+    let (mut computed, mut evaluated) = (0, 0);
+    let mut date = from - TimeDelta::days(1);
+    while date <= to {
+        if !behavior_ready(config, date).await? {
+            tracing::info!(date = %dt(date), "no behavior: not computed");
+            previous = None;
+            date += TimeDelta::days(1);
+            continue;
+        }
+        let c = runner.compute(date, &root, &cached, false).await?;
+        for &r in &c.items.new_rows {
+            cached.insert(c.items.hashes[r].clone(), c.items.vectors.row(r).to_vec());
+        }
+        if date >= from {
+            computed += 1;
+            let prior = previous
+                .as_ref()
+                .filter(|(d, _)| *d == date - TimeDelta::days(1))
+                .map(|(_, lists)| lists.as_slice());
+            evaluated += usize::from(prior.is_some());
+            let previous_data = prepare_previous_window(&c.ctx, config, date).await?;
+            let rows = evaluate(
+                &c.ctx,
+                config,
+                EvalInput {
+                    date,
+                    window: &c.data,
+                    previous_window: &previous_data,
+                    own: &c.recs.lists,
+                    own_baseline: &c.recs.baseline,
+                    catalog: &c.catalog,
+                    n_active: c.recs.active_users.len(),
+                    previous: prior,
+                },
+            )
+            .await?;
+            for r in rows {
+                if let Some(v) = r.value {
+                    let e = sums.entry((r.metric, r.k, r.segment)).or_default();
+                    e.0 += v;
+                    e.1 += 1;
+                }
+            }
+            tracing::info!(date = %dt(date), evaluated = prior.is_some(), "backtest date done");
+        }
+        previous = Some((date, c.recs.lists));
+        date += TimeDelta::days(1);
+    }
+    let rows = summarise(&sums);
+    Ok(Backtest {
+        from,
+        to,
+        computed,
+        evaluated,
+        rows,
+    })
+}
+
+/// Sums and counts of each metric's values by (metric, k, segment).
+type Sums = BTreeMap<(&'static str, Option<i32>, String), (f64, i64)>;
+
+/// The mean of each metric of the model, beside the baseline's, in reading order.
+fn summarise(sums: &Sums) -> Vec<BacktestRow> {
+    let mean = |metric, k, segment: &str| {
+        sums.get(&(metric, k, segment.to_string()))
+            .map(|(s, n)| (*s / *n as f64, *n))
+    };
+    let mut rows: Vec<BacktestRow> = sums
+        .keys()
+        .filter(|(_, _, segment)| segment == SEGMENT_ALL)
+        .map(|&(metric, k, _)| {
+            let model = mean(metric, k, SEGMENT_ALL);
+            BacktestRow {
+                metric,
+                k,
+                model: model.map(|m| m.0),
+                baseline: mean(metric, k, SEGMENT_BASELINE).map(|m| m.0),
+                days: model.map_or(0, |m| m.1),
+            }
+        })
+        .collect();
+    let order = |m: &str| {
+        [
+            "recall",
+            "precision",
+            "ndcg",
+            "mrr",
+            "hit_rate",
+            "map",
+            "eval_user_coverage",
+            "catalog_coverage",
+            "user_coverage",
+            "gini",
+            "novelty",
+            "new_item_share",
+            "spark_recall",
+            "spark_precision",
+            "spark_ndcg",
+            "spark_map",
+        ]
+        .iter()
+        .position(|x| *x == m)
+        .unwrap_or(usize::MAX)
+    };
+    rows.sort_by_key(|r| (order(r.metric), r.k));
+    rows
+}
+
+impl Backtest {
+    /// The table `recjob backtest` prints.
+    pub fn table(&self) -> String {
+        let mut out = format!(
+            "backtest {}..{}: {} dates with behavior, {} evaluated (lists of D-1 against D)\n{:<20} {:>4} {:>9} {:>9} {:>7} {:>5}\n",
+            dt(self.from),
+            dt(self.to),
+            self.computed,
+            self.evaluated,
+            "metric",
+            "k",
+            "model",
+            "baseline",
+            "lift",
+            "days"
+        );
+        let num = |v: Option<f64>, width: usize, digits: usize| {
+            v.map_or(format!("{:>width$}", "-"), |v| {
+                format!("{v:>width$.digits$}")
+            })
+        };
+        for r in &self.rows {
+            out.push_str(&format!(
+                "{:<20} {:>4} {} {} {} {:>5}\n",
+                r.metric,
+                r.k.map_or("-".to_string(), |k| k.to_string()),
+                num(r.model, 9, 4),
+                num(r.baseline, 9, 4),
+                r.lift()
+                    .map_or(format!("{:>7}", "-"), |l| format!("{:>6.2}x", l)),
+                r.days
+            ));
+        }
+        out
+    }
+
+    /// Schema of the backtest table.
+    pub fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("metric", DataType::Utf8, false),
+            Field::new("k", DataType::Int32, true),
+            Field::new("model", DataType::Float64, true),
+            Field::new("baseline", DataType::Float64, true),
+            Field::new("lift", DataType::Float64, true),
+            Field::new("days", DataType::Int64, false),
+            Field::new("from_dt", DataType::Utf8, false),
+            Field::new("to_dt", DataType::Utf8, false),
+            Field::new("config_hash", DataType::Utf8, false),
+        ]))
+    }
+
+    /// The table as a batch.
+    pub fn batch(&self, config_hash: &str) -> Result<RecordBatch> {
+        let n = self.rows.len();
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(
+                self.rows.iter().map(|r| r.metric),
+            )),
+            Arc::new(Int32Array::from_iter(self.rows.iter().map(|r| r.k))),
+            Arc::new(Float64Array::from_iter(self.rows.iter().map(|r| r.model))),
+            Arc::new(Float64Array::from_iter(
+                self.rows.iter().map(|r| r.baseline),
+            )),
+            Arc::new(Float64Array::from_iter(self.rows.iter().map(|r| r.lift()))),
+            Arc::new(Int64Array::from_iter_values(
+                self.rows.iter().map(|r| r.days),
+            )),
+            Arc::new(StringArray::from(vec![dt(self.from); n])),
+            Arc::new(StringArray::from(vec![dt(self.to); n])),
+            Arc::new(StringArray::from(vec![config_hash; n])),
+        ];
+        RecordBatch::try_new(Self::schema(), columns).context("backtest table")
+    }
+
+    /// Write the table to `output` (a file path or URL), or by default to
+    /// `<output.root>/backtests/backtest-<from>-<to>-<UTC time>.parquet`; returns its URL.
+    pub async fn write(&self, runner: &Runner, output: Option<&str>) -> Result<String> {
+        let (store, path, url) = match output {
+            Some(o) => {
+                let loc = Location::parse(o)?;
+                let url = loc.object_url(&loc.prefix);
+                (loc.store, loc.prefix, url)
+            }
+            None => {
+                let dir = Location::parse(&runner.config.output.root)?.child("backtests");
+                let path = dir.path(&format!(
+                    "backtest-{}-{}-{}.parquet",
+                    dt(self.from),
+                    dt(self.to),
+                    Utc::now().format("%Y%m%dT%H%M%SZ")
+                ));
+                let url = dir.object_url(&path);
+                (dir.store, path, url)
+            }
+        };
+        let batch = self.batch(&runner.config.hash())?;
+        write_parquet(&store, &path, Self::schema(), &[batch]).await?;
+        Ok(url)
+    }
+}

@@ -1,0 +1,427 @@
+//! One run date, end to end: read .. recommend ([`Runner::compute`], shared with backtests),
+//! evaluate, audit, stage every table, publish with the manifest (ARCHITECTURE.md
+//! "Publishing").
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
+
+use chrono::{NaiveDate, TimeDelta, Utc};
+use datafusion::prelude::SessionContext;
+
+use super::runner::{RunOptions, Runner, Timings};
+use crate::config::Config;
+use crate::domain::{
+    Catalog, Inputs, InvalidRows, MetricRow, SimilarItem, UserVectors, Vectors, Window, WindowData,
+    dt, normalize_rows,
+};
+use crate::error::{Error, Result};
+use crate::io::Location;
+use crate::kernels::{Encoder, blas_backend};
+use crate::publish::{
+    EmbeddingInfo, Manifest, ModelInfo, Publisher, UsersInfo, VectorsInfo, WindowInfo,
+    is_published, manifest_path, published_lists,
+};
+use crate::stages::audit::{AuditInput, AuditReport, audit};
+use crate::stages::embed::{ItemEmbeddings, cache, embed_items};
+use crate::stages::evaluate::{EvalInput, evaluate};
+use crate::stages::hybrid::hybrid;
+use crate::stages::prepare::{check_invalid_rows, prepare_window, register_window_events};
+use crate::stages::read::{behavior_ready, load_catalog, register_inputs};
+use crate::stages::recommend::{Recommendations, candidates, recommend, similar_items};
+use crate::stages::users;
+
+/// What a run did (or, with `--dry-run`, would do).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunReport {
+    /// The run date.
+    pub date: String,
+    /// `published`, `replaced`, or the dry run's plan.
+    pub action: String,
+    /// The run's id.
+    pub run_id: Option<String>,
+    /// The manifest's URL.
+    pub manifest: Option<String>,
+    /// Rows per table.
+    pub rows: BTreeMap<String, u64>,
+    /// Wall time.
+    pub seconds: f64,
+}
+
+/// What [`Runner::compute`] makes of one date.
+pub(crate) struct Computed {
+    pub(crate) ctx: SessionContext,
+    pub(crate) inputs: Inputs,
+    pub(crate) invalid: InvalidRows,
+    pub(crate) catalog: Catalog,
+    pub(crate) data: WindowData,
+    /// Text embeddings of every catalog item (catalog order, unit length).
+    pub(crate) items: ItemEmbeddings,
+    /// The vectors top-K scored: candidates (item_vectors) and users (user_embeddings).
+    pub(crate) candidates: Vectors,
+    pub(crate) user_vectors: UserVectors,
+    pub(crate) recs: Recommendations,
+    /// `similar_items`, by text embeddings.
+    pub(crate) similar: Vec<SimilarItem>,
+    pub(crate) t: Timings,
+}
+
+impl Runner {
+    /// Stages read .. recommend of `date`, in memory: the lists and vectors a run publishes.
+    /// `cached`: text embeddings by content hash (the `item_embeddings` cache). `similar`:
+    /// whether to compute `similar_items` (a backtest does not need them).
+    pub(crate) async fn compute(
+        &self,
+        date: NaiveDate,
+        root: &Location,
+        cached: &HashMap<String, Vec<f32>>,
+        similar: bool,
+    ) -> Result<Computed> {
+        let config = &self.config;
+        let mut t = Timings::start();
+        let window = Window::ending(date, config.window.lookback_days);
+        let previous_window =
+            Window::ending(date - TimeDelta::days(1), config.window.lookback_days);
+
+        // Reach the engine first: a cluster that is down fails the run before any reading.
+        let engine = self.engine().await?;
+
+        // read
+        let ctx = crate::engine::context();
+        root.register(&ctx);
+        let inputs = register_inputs(&ctx, config, previous_window.first, date).await?;
+        let catalog = load_catalog(&ctx, config, &inputs).await?;
+        t.lap("read");
+
+        // prepare
+        register_window_events(&ctx, config, previous_window.first, date).await?;
+        let invalid = check_invalid_rows(&ctx, config, window).await?;
+        let data = prepare_window(&ctx, config, window).await?;
+        t.lap("prepare");
+
+        // embed
+        let encoder = self.encoder()?;
+        let (ids, texts) = (&catalog.ids, &catalog.texts);
+        let budget = config.model.max_batch_tokens;
+        let mut items = embed_items(engine, encoder.as_ref(), cached, ids, texts, budget).await?;
+        let dim = items.vectors.dim;
+        if let Err(r) = normalize_rows(&mut items.vectors.flat, dim) {
+            return Err(Error::Audit(format!(
+                "item {}: zero embedding",
+                catalog.ids[r]
+            )));
+        }
+        t.lap("embed");
+
+        // users: text vectors
+        let text_users = users::build(&data.interactions, &items.vectors);
+        let text_candidates = candidates(&catalog, &items.vectors);
+        t.lap("users");
+
+        // similar items: text embeddings only
+        let similar = if similar {
+            similar_items(engine, config, &items.vectors, &text_candidates).await?
+        } else {
+            Vec::new()
+        };
+        t.lap("similar");
+
+        // behavior: ALS factors of the window, blended with the text vectors
+        let (candidates, user_vectors) = hybrid(
+            &config.hybrid,
+            &data.interactions,
+            &data.popularity,
+            text_candidates,
+            text_users,
+        );
+        t.lap("behavior");
+
+        // top-K
+        let recs = recommend(engine, config, &candidates, &user_vectors, &data).await?;
+        t.lap("topk");
+        Ok(Computed {
+            ctx,
+            inputs,
+            invalid,
+            catalog,
+            data,
+            items,
+            candidates,
+            user_vectors,
+            recs,
+            similar,
+            t,
+        })
+    }
+
+    /// Run and publish `date` (or, with `--dry-run`, say what would happen).
+    pub async fn run(&self, date: NaiveDate, opts: RunOptions) -> Result<RunReport> {
+        let started = Instant::now();
+        let config = &self.config;
+        let root = Location::parse(&config.output.root)?;
+        if !opts.force && is_published(&root, date).await? {
+            return Err(Error::AlreadyPublished(format!(
+                "dt={} is already published ({}); use --force to replace it",
+                dt(date),
+                root.object_url(&manifest_path(&root, date))
+            )));
+        }
+        if !behavior_ready(config, date).await? {
+            return Err(Error::NotReady(format!(
+                "table behavior: partition dt={} does not exist (or has no data files) under {}",
+                dt(date),
+                Location::parse(&config.input.behavior)?.url()
+            )));
+        }
+        if opts.dry_run {
+            let (action, inputs) = self.plan(date, opts.force).await?;
+            return Ok(RunReport {
+                date: dt(date),
+                action: format!("{action}\t{inputs}"),
+                run_id: None,
+                manifest: None,
+                rows: BTreeMap::new(),
+                seconds: started.elapsed().as_secs_f64(),
+            });
+        }
+        let run_id = format!(
+            "{}-{}",
+            Utc::now().format("%Y%m%dT%H%M%SZ"),
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        tracing::info!(date = %dt(date), run_id, "run started");
+        let encoder = self.encoder()?;
+        let cached = cache::load(&root, encoder.model_id(), encoder.dim()).await?;
+        let mut c = self.compute(date, &root, &cached, true).await?;
+
+        let metric_rows = self.evaluate_run(&root, date, &c).await?;
+        c.t.lap("evaluate");
+        let report = audit_run(config, &c)?;
+        let mut publisher = Publisher::new(root.clone(), date, &run_id);
+        stage_outputs(
+            &mut publisher,
+            &c,
+            &metric_rows,
+            encoder.model_id(),
+            &run_id,
+        )
+        .await?;
+        c.t.lap("write");
+
+        let manifest = self
+            .manifest(date, &run_id, &c, &report, encoder.as_ref(), &publisher)
+            .await?;
+        let rows = manifest.row_counts.clone();
+        let manifest_url = root.object_url(&manifest_path(&root, date));
+        publisher.publish(&manifest, opts.force).await?;
+        self.report(date).await;
+        tracing::info!(date = %dt(date), run_id, manifest = %manifest_url, seconds = format!("{:.1}", started.elapsed().as_secs_f64()), "published");
+        Ok(RunReport {
+            date: dt(date),
+            action: if opts.force {
+                "replaced".into()
+            } else {
+                "published".into()
+            },
+            run_id: Some(run_id),
+            manifest: Some(manifest_url),
+            rows,
+            seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// Evaluate run D: D-1's published lists against D's behavior, D's own lists for coverage.
+    async fn evaluate_run(
+        &self,
+        root: &Location,
+        date: NaiveDate,
+        c: &Computed,
+    ) -> Result<Vec<MetricRow>> {
+        let config = &self.config;
+        let previous = published_lists(root, date - TimeDelta::days(1)).await?;
+        let previous_data = prepare_previous_window(&c.ctx, config, date).await?;
+        evaluate(
+            &c.ctx,
+            config,
+            EvalInput {
+                date,
+                window: &c.data,
+                previous_window: &previous_data,
+                own: &c.recs.lists,
+                own_baseline: &c.recs.baseline,
+                catalog: &c.catalog,
+                n_active: c.recs.active_users.len(),
+                previous: previous.as_deref(),
+            },
+        )
+        .await
+    }
+
+    /// The manifest of a computed, staged run.
+    async fn manifest(
+        &self,
+        date: NaiveDate,
+        run_id: &str,
+        c: &Computed,
+        report: &AuditReport,
+        encoder: &dyn Encoder,
+        publisher: &Publisher,
+    ) -> Result<Manifest> {
+        let config = &self.config;
+        let window = Window::ending(date, config.window.lookback_days);
+        let stats = &c.items.stats;
+        let tables = publisher.staged();
+        Ok(Manifest {
+            run_id: run_id.to_string(),
+            dt: dt(date),
+            published_at: Utc::now().to_rfc3339(),
+            config_hash: config.hash(),
+            code_version: crate::VERSION.to_string(),
+            model: ModelInfo {
+                id: encoder.model_id().to_string(),
+                dir: config.model.dir.clone(),
+                pooling: encoder.pooling().to_string(),
+                max_seq_length: encoder.max_seq_length(),
+                dim: c.items.vectors.dim,
+                device: encoder.device(),
+                blas: blas_backend().to_string(),
+            },
+            engine: self.engine().await?.name().to_string(),
+            vectors: VectorsInfo {
+                dim: c.user_vectors.vectors.dim,
+                behavior_factors: config.hybrid.factors,
+                text_weight: config.hybrid.text_weight,
+            },
+            window: WindowInfo {
+                first_dt: dt(window.first),
+                last_dt: dt(window.last),
+            },
+            catalog_dt: c.inputs.catalog_dt.clone(),
+            inputs: c.inputs.files.clone(),
+            row_counts: tables.iter().map(|f| (f.table.clone(), f.rows)).collect(),
+            tables,
+            invalid_rows: c.invalid.clone(),
+            embedding: EmbeddingInfo {
+                items: c.catalog.ids.len(),
+                embedded: c.items.new_rows.len(),
+                reused: c.items.reused,
+                texts_per_s: if stats.seconds > 0.0 {
+                    stats.texts as f64 / stats.seconds
+                } else {
+                    0.0
+                },
+                tokens: stats.tokens,
+            },
+            users: UsersInfo {
+                active: c.recs.active_users.len(),
+                personal: c.recs.n_personal,
+                popular: c.recs.n_popular,
+                short: report.short_users,
+                short_reason: report.short_reason.clone(),
+            },
+            candidates: c.candidates.len(),
+            timings_s: c.t.0.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            config: serde_json::to_value(config).expect("config serialises: this is a bug"),
+            metrics_evaluated_at: None,
+            metrics_code_version: None,
+            extra: Default::default(),
+        })
+    }
+}
+
+/// The audit of a computed run (`stages::audit`); short users are logged.
+fn audit_run(config: &Config, c: &Computed) -> Result<AuditReport> {
+    let report = audit(&AuditInput {
+        k: config.topk.k,
+        recommendations: &c.recs.rows,
+        active_users: &c.recs.active_users,
+        eligible: &c.recs.eligible,
+        exclusions: &c.data.exclusions,
+        candidates: &c.candidates,
+        users: &c.user_vectors,
+        similar_items: &c.similar,
+    })?;
+    if report.short_users > 0 {
+        tracing::warn!(short_users = report.short_users, reason = ?report.short_reason, "users with fewer than K recommendations");
+    }
+    Ok(report)
+}
+
+/// D-1's training window, prepared: evaluation of D needs its popularity and exclusions for
+/// the baseline. (Re-materialises `events` in `ctx`: call it after D's own stages.)
+pub(crate) async fn prepare_previous_window(
+    ctx: &SessionContext,
+    config: &Config,
+    date: NaiveDate,
+) -> Result<WindowData> {
+    let window = Window::ending(date - TimeDelta::days(1), config.window.lookback_days);
+    prepare_window(ctx, config, window).await
+}
+
+/// Stage every table of a computed run, and the new embedding cache entries, then check they
+/// read back.
+async fn stage_outputs(
+    publisher: &mut Publisher,
+    c: &Computed,
+    metric_rows: &[MetricRow],
+    model_id: &str,
+    run_id: &str,
+) -> Result<()> {
+    use crate::publish as p;
+    let date = publisher.date();
+    let dim = c.user_vectors.vectors.dim;
+    publisher
+        .stage_partition(
+            "recommendations",
+            p::recommendations_schema(),
+            &[p::recommendations(&c.recs.rows, run_id)?],
+        )
+        .await?;
+    publisher
+        .stage_partition(
+            "user_embeddings",
+            p::user_embeddings_schema(dim),
+            &[p::user_embeddings(&c.user_vectors, run_id)?],
+        )
+        .await?;
+    publisher
+        .stage_partition(
+            "item_vectors",
+            p::item_vectors_schema(c.candidates.dim),
+            &[p::item_vectors(&c.candidates, run_id)?],
+        )
+        .await?;
+    publisher
+        .stage_partition(
+            "similar_items",
+            p::similar_items_schema(),
+            &[p::similar_items(&c.similar, run_id)?],
+        )
+        .await?;
+    publisher
+        .stage_partition(
+            "metrics",
+            p::metrics_schema(),
+            &[p::metrics(metric_rows, date, run_id)?],
+        )
+        .await?;
+    let items = &c.items;
+    if !items.new_rows.is_empty() {
+        let new = items.vectors.select(&items.new_rows);
+        let ids: Vec<&str> = new.ids.iter().map(String::as_str).collect();
+        let hashes: Vec<&str> = items
+            .new_rows
+            .iter()
+            .map(|&r| items.hashes[r].as_str())
+            .collect();
+        let batch = p::item_embeddings(&ids, &hashes, model_id, &new.flat, new.dim, run_id)?;
+        publisher
+            .stage_append(
+                p::ITEM_EMBEDDINGS,
+                &format!("part-{run_id}.parquet"),
+                p::item_embeddings_schema(new.dim),
+                &[batch],
+            )
+            .await?;
+    }
+    publisher.verify_staged().await
+}

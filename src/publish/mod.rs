@@ -1,0 +1,22 @@
+//! The publish layer: the output tables' schemas, the manifest, the commit protocol that makes a
+//! date visible to readers, and reading back what was published (ARCHITECTURE.md "Outputs",
+//! "Publishing").
+
+mod commit;
+mod manifest;
+mod published;
+mod schemas;
+mod tables;
+
+pub use commit::Publisher;
+pub use manifest::{
+    EmbeddingInfo, Manifest, ModelInfo, UsersInfo, VectorsInfo, WindowInfo, is_published,
+    manifest_path, read_manifest,
+};
+pub use published::{published_dates, published_lists};
+pub use schemas::{
+    ITEM_EMBEDDINGS, item_embeddings, item_embeddings_schema, item_vectors, item_vectors_schema,
+    metrics, metrics_schema, recommendations, recommendations_schema, similar_items,
+    similar_items_schema, user_embeddings, user_embeddings_schema,
+};
+pub use tables::{PUBLISHED_TABLES, query, session};

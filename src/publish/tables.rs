@@ -1,0 +1,120 @@
+//! `recjob sql`: the published tables one command away, read-only.
+//!
+//! Registers `recommendations`, `user_embeddings`, `item_vectors`, `similar_items`, `metrics`
+//! (published partitions only: a `dt` is visible exactly when its manifest exists, so a run in
+//! progress or a crashed one is never seen), `item_embeddings`, and the inputs `behavior` and
+//! `catalog`, each with `dt` as a DATE column. DDL, DML, `COPY ... TO` and other statements are
+//! refused (exit 1): analysts cannot damage the outputs.
+
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::DataType;
+use datafusion::execution::context::SQLOptions;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::scalar::ScalarValue;
+
+use super::published::published_dates;
+use super::schemas::ITEM_EMBEDDINGS;
+use crate::config::Config;
+use crate::error::{Context, Error, Result};
+use crate::io::{Dot, Location, from_datafusion, is_data_file, listing_table};
+
+/// Tables published per date, in the order `SHOW TABLES` lists them.
+pub const PUBLISHED_TABLES: [&str; 5] = [
+    "recommendations",
+    "user_embeddings",
+    "item_vectors",
+    "similar_items",
+    "metrics",
+];
+
+/// A session with every table registered, and `dot`.
+pub async fn session(config: &Config) -> Result<SessionContext> {
+    let ctx = SessionContext::new_with_config(SessionConfig::new().with_information_schema(true));
+    ctx.register_udf(Dot::udf());
+    let root = Location::parse(&config.output.root)?;
+    root.register(&ctx);
+    let dates = published_dates(&root).await?;
+    let in_list = if dates.is_empty() {
+        "false".to_string()
+    } else {
+        format!(
+            "dt IN ({})",
+            dates
+                .iter()
+                .map(|d| format!("DATE '{d}'"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    for table in PUBLISHED_TABLES {
+        if register_listing(&ctx, &format!("{table}_files"), &root.child(table), true).await? {
+            let view = ctx
+                .sql(&format!("SELECT * FROM {table}_files WHERE {in_list}"))
+                .await
+                .context(format!("registering {table}"))?;
+            ctx.register_table(table, view.into_view())
+                .context(format!("registering {table}"))?;
+        }
+    }
+    register_listing(&ctx, "item_embeddings", &root.child(ITEM_EMBEDDINGS), false).await?;
+    for (name, url) in [
+        ("behavior", &config.input.behavior),
+        ("catalog", &config.input.catalog),
+    ] {
+        let loc = Location::parse(url)?;
+        loc.register(&ctx);
+        register_listing(&ctx, name, &loc, true).await?;
+    }
+    Ok(ctx)
+}
+
+/// Register a Parquet listing table if it has files; returns whether it was registered.
+async fn register_listing(
+    ctx: &SessionContext,
+    name: &str,
+    loc: &Location,
+    partitioned: bool,
+) -> Result<bool> {
+    if loc.list_files().await?.iter().all(|m| !is_data_file(m)) {
+        tracing::debug!(table = name, url = %loc.url(), "no data files: table not registered");
+        return Ok(false);
+    }
+    let table = listing_table(ctx, loc, None, partitioned.then_some(DataType::Date32)).await?;
+    ctx.register_table(name, Arc::new(table))
+        .context(format!("registering {name}"))?;
+    Ok(true)
+}
+
+/// Plan and run one read-only statement with `$name` parameters.
+pub async fn query(
+    ctx: &SessionContext,
+    sql: &str,
+    params: &[(String, String)],
+) -> Result<Vec<RecordBatch>> {
+    let options = SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false);
+    let df = ctx
+        .sql_with_options(sql, options)
+        .await
+        .map_err(|e| match e.find_root() {
+            datafusion::error::DataFusionError::Plan(msg) if msg.contains("not supported") => {
+                Error::Config(format!("recjob sql is read-only: {msg}"))
+            }
+            _ => Error::Config(format!("invalid query: {e}")),
+        })?;
+    let df = if params.is_empty() {
+        df
+    } else {
+        let values: Vec<(&str, ScalarValue)> = params
+            .iter()
+            .map(|(k, v)| (k.as_str(), ScalarValue::Utf8(Some(v.clone()))))
+            .collect();
+        df.with_param_values(values)
+            .map_err(|e| Error::Config(format!("query parameters: {e}")))?
+    };
+    df.collect().await.map_err(|e| from_datafusion("query", e))
+}

@@ -1,0 +1,192 @@
+//! The audit: invariants every published partition satisfies, checked on a run's results
+//! before anything is staged. Any violation fails the run (exit 2) with nothing published.
+//!
+//! - every active user has exactly K recommendations, or all its eligible items when fewer
+//!   than K are eligible (counted as short, with the reason, in the manifest);
+//! - ranks are 1..n, scores finite and non-increasing with rank;
+//! - no recommendation is an excluded (user, item) pair or an unavailable item;
+//! - a personal score equals dot(user embedding, item vector);
+//! - embeddings are unit length; `similar_items` never pairs an item with itself.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::domain::{Recommendation, SimilarItem, Source, UserVectors, Vectors, dot};
+use crate::error::{Error, Result};
+
+const UNIT_TOLERANCE: f64 = 1e-3;
+const SCORE_TOLERANCE: f32 = 1e-4;
+
+/// What the audit found besides violations.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct AuditReport {
+    /// Active users.
+    pub users: usize,
+    /// Users with fewer than K recommendations.
+    pub short_users: usize,
+    /// Why they are short.
+    pub short_reason: Option<String>,
+}
+
+/// A run's results, as the audit reads them.
+pub struct AuditInput<'a> {
+    /// Recommendations per user.
+    pub k: usize,
+    /// The `recommendations` rows.
+    pub recommendations: &'a [Recommendation],
+    /// Active users, sorted.
+    pub active_users: &'a [String],
+    /// Eligible candidate count per active user (candidates minus exclusions).
+    pub eligible: &'a HashMap<String, usize>,
+    /// Excluded items per user (sorted).
+    pub exclusions: &'a HashMap<String, Vec<String>>,
+    /// The published `item_vectors`.
+    pub candidates: &'a Vectors,
+    /// The published `user_embeddings`.
+    pub users: &'a UserVectors,
+    /// The `similar_items` rows.
+    pub similar_items: &'a [SimilarItem],
+}
+
+/// Check every invariant (module docs); the first violation is an [`Error::Audit`].
+pub fn audit(input: &AuditInput<'_>) -> Result<AuditReport> {
+    let user_vectors = vectors_by_id(&input.users.vectors);
+    let item_vectors = vectors_by_id(input.candidates);
+    let report = check_lists(input, &user_vectors, &item_vectors)?;
+    for (what, set) in [("user", &user_vectors), ("item", &item_vectors)] {
+        for (id, v) in set.iter() {
+            let norm = v
+                .iter()
+                .map(|x| f64::from(*x) * f64::from(*x))
+                .sum::<f64>()
+                .sqrt();
+            if (norm - 1.0).abs() > UNIT_TOLERANCE {
+                return fail(format!("{what} {id}: embedding norm {norm} is not 1"));
+            }
+        }
+    }
+    for r in input.similar_items {
+        if r.item_id == r.similar_item_id {
+            return fail(format!(
+                "similar_items pairs item {} with itself",
+                r.item_id
+            ));
+        }
+        if !r.score.is_finite() {
+            return fail(format!(
+                "similar_items: non-finite score for item {}",
+                r.item_id
+            ));
+        }
+    }
+    Ok(report)
+}
+
+fn fail<T>(msg: String) -> Result<T> {
+    Err(Error::Audit(msg))
+}
+
+type ById<'a> = HashMap<&'a str, &'a [f32]>;
+
+/// Every active user has exactly their list: K rows or all eligible items.
+fn check_lists(input: &AuditInput<'_>, users: &ById<'_>, items: &ById<'_>) -> Result<AuditReport> {
+    let candidates: HashSet<&str> = input.candidates.ids.iter().map(String::as_str).collect();
+    let mut by_user: HashMap<&str, Vec<&Recommendation>> = HashMap::new();
+    for r in input.recommendations {
+        by_user.entry(r.user_id.as_str()).or_default().push(r);
+    }
+    let mut report = AuditReport {
+        users: input.active_users.len(),
+        ..Default::default()
+    };
+    if by_user.len() != input.active_users.len() {
+        return fail(format!(
+            "{} users have recommendations, {} are active",
+            by_user.len(),
+            input.active_users.len()
+        ));
+    }
+    let empty = Vec::new();
+    for user in input.active_users {
+        let Some(rows) = by_user.get(user.as_str()) else {
+            return fail(format!("active user {user} has no recommendations"));
+        };
+        let eligible = input.eligible.get(user).copied().unwrap_or(0);
+        let expected = input.k.min(eligible);
+        if rows.len() != expected {
+            return fail(format!(
+                "user {user} has {} recommendations, expected {expected}",
+                rows.len()
+            ));
+        }
+        if expected < input.k {
+            report.short_users += 1;
+            report.short_reason = Some(format!(
+                "fewer than K = {} eligible items (candidates minus the user's exclusions)",
+                input.k
+            ));
+        }
+        let excluded = input.exclusions.get(user).unwrap_or(&empty);
+        for i in 0..rows.len() {
+            check_row(user, i, rows, excluded, &candidates, users, items)?;
+        }
+    }
+    Ok(report)
+}
+
+/// Row `i` of a user's list: rank, score order, not excluded, available, score = dot.
+fn check_row(
+    user: &str,
+    i: usize,
+    rows: &[&Recommendation],
+    excluded: &[String],
+    candidates: &HashSet<&str>,
+    users: &ById<'_>,
+    items: &ById<'_>,
+) -> Result<()> {
+    let r = rows[i];
+    if r.rank != i as i32 + 1 {
+        return fail(format!(
+            "user {user}: rank {} at position {}",
+            r.rank,
+            i + 1
+        ));
+    }
+    if !r.score.is_finite() {
+        return fail(format!("user {user}: non-finite score at rank {}", r.rank));
+    }
+    if i > 0 && r.score > rows[i - 1].score {
+        return fail(format!("user {user}: score rises at rank {}", r.rank));
+    }
+    if excluded.binary_search(&r.item_id).is_ok() {
+        return fail(format!(
+            "user {user}: excluded item {} recommended",
+            r.item_id
+        ));
+    }
+    if !candidates.contains(r.item_id.as_str()) {
+        return fail(format!(
+            "user {user}: item {} is not an available catalog item",
+            r.item_id
+        ));
+    }
+    if r.source == Source::Personal {
+        let (Some(u), Some(v)) = (users.get(user), items.get(r.item_id.as_str())) else {
+            return fail(format!(
+                "user {user}: personal recommendation without vectors"
+            ));
+        };
+        if (dot(u, v) - r.score).abs() > SCORE_TOLERANCE {
+            return fail(format!(
+                "user {user}, item {}: score {} is not the dot product",
+                r.item_id, r.score
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn vectors_by_id(v: &Vectors) -> HashMap<&str, &[f32]> {
+    (0..v.len())
+        .map(|r| (v.ids[r].as_str(), v.row(r)))
+        .collect()
+}

@@ -1,0 +1,394 @@
+//! Evaluate stage (README.md "Metrics"): the lists made for D-1 against the behavior of
+//! day D, the popularity baseline of D-1 evaluated the same way, and the coverage and
+//! distribution of D's own lists. Metric logic is SQL (`sql/evaluate/*.sql`); this module feeds
+//! it the lists and turns its output into long-format [`MetricRow`]s, each with its definition
+//! ([`definitions`]).
+
+mod definitions;
+mod distribution;
+mod ranking;
+
+use std::collections::{HashMap, HashSet};
+
+use arrow::array::AsArray;
+use arrow::datatypes::{Float64Type, Int32Type};
+use chrono::{NaiveDate, TimeDelta};
+use datafusion::prelude::SessionContext;
+use datafusion::scalar::ScalarValue;
+
+pub use definitions::{SEGMENT_ALL, SEGMENT_BASELINE};
+use definitions::{SEGMENT_CATEGORY, SEGMENT_LIFT, SEGMENT_NEW_USERS, SEGMENT_RETURNING_USERS};
+use distribution::distribution;
+use ranking::{RANKING_METRICS, lists_table, ranking_rows};
+
+use crate::config::Config;
+use crate::domain::{Catalog, MetricRow, RankedList, Window, WindowData, dt};
+use crate::error::Result;
+use crate::io::{int_table, query, register, string_table, strings, utf8};
+use crate::kernels::popular_list;
+
+const TRUTH_SQL: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/sql/evaluate/truth.sql"
+));
+const COVERAGE_SQL: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/sql/evaluate/coverage.sql"
+));
+const USER_SEGMENTS_SQL: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/sql/evaluate/user_segments.sql"
+));
+const NEW_ITEMS_SQL: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/sql/evaluate/new_items.sql"
+));
+
+/// Everything evaluation needs besides the registered `window_events`.
+pub struct EvalInput<'a> {
+    /// The evaluated date D.
+    pub date: NaiveDate,
+    /// D's training window (popularity of the distribution metrics).
+    pub window: &'a WindowData,
+    /// D-1's training window (popularity and exclusions of the baseline evaluated on D).
+    pub previous_window: &'a WindowData,
+    /// D's own lists.
+    pub own: &'a [RankedList],
+    /// The baseline's lists for D's active users.
+    pub own_baseline: &'a [RankedList],
+    /// The catalog snapshot of D (available items, categories).
+    pub catalog: &'a Catalog,
+    /// Active users of D's window.
+    pub n_active: usize,
+    /// The lists made for D-1 (published, or in memory in a backtest); `None` when there are none.
+    pub previous: Option<&'a [RankedList]>,
+}
+
+/// Evaluate run D. Needs `window_events` registered over D-1's and D's windows.
+pub async fn evaluate(
+    ctx: &SessionContext,
+    config: &Config,
+    input: EvalInput<'_>,
+) -> Result<Vec<MetricRow>> {
+    let ks = config.metric_ks();
+    register(
+        ctx,
+        "ks",
+        int_table("k", ks.iter().map(|k| *k as i32).collect())?,
+    )?;
+    let mut rows = own_list_rows(ctx, config, &input).await?;
+    let truth = truth(ctx, config, input.date).await?;
+    let truth_users: HashSet<&str> = truth.iter().map(|(u, _)| u.as_str()).collect();
+    let previous_date = input.date.pred_opt().expect("date in range");
+    let previous = match (input.previous, truth_users.is_empty()) {
+        (None, _) => {
+            let why = format!(
+                "not evaluated: no recommendations published for {}",
+                dt(previous_date)
+            );
+            rows.extend(not_evaluated(&ks, &why));
+            return Ok(rows);
+        }
+        (Some(_), true) => {
+            let why = format!("not evaluated: no valid behavior on {}", dt(input.date));
+            rows.extend(not_evaluated(&ks, &why));
+            return Ok(rows);
+        }
+        (Some(previous), false) => previous,
+    };
+
+    // The model, and the baseline for the same evaluated users with D-1's popularity and
+    // exclusions.
+    let evaluated: Vec<&RankedList> = previous
+        .iter()
+        .filter(|l| truth_users.contains(l.user_id.as_str()))
+        .collect();
+    let max_k = ks.iter().copied().max().unwrap_or(1);
+    let baseline = baseline_lists(&evaluated, input.previous_window, max_k);
+    for (segment, lists) in [
+        (SEGMENT_ALL, previous),
+        (SEGMENT_BASELINE, baseline.as_slice()),
+    ] {
+        rows.extend(ranking_rows(config, lists, &truth, segment).await?);
+        rows.push(ranking::row(
+            config,
+            "eval_user_coverage",
+            None,
+            Some(evaluated.len() as f64 / truth_users.len() as f64),
+            segment,
+            evaluated.len() as i64,
+        ));
+    }
+    let previous_window = Window::ending(previous_date, config.window.lookback_days);
+    rows.extend(
+        user_segment_rows(ctx, config, previous_window, previous, &truth, &truth_users).await?,
+    );
+    rows.extend(category_rows(config, input.catalog, previous, &truth).await?);
+    let lifts = lift_rows(&rows, &ks);
+    rows.extend(lifts);
+    Ok(rows)
+}
+
+/// Parameters of the SQL over a window: its days and the first day of its "new" tail.
+fn window_params(config: &Config, w: Window) -> Vec<(&'static str, ScalarValue)> {
+    vec![
+        ("first_dt", utf8(&dt(w.first))),
+        ("last_dt", utf8(&dt(w.last))),
+        (
+            "new_since_dt",
+            utf8(&dt(w.last
+                - TimeDelta::days(
+                    i64::from(config.evaluate.new_days.max(1)) - 1,
+                ))),
+        ),
+    ]
+}
+
+/// Coverage, distribution and new-item share of D's own lists and of the baseline's.
+async fn own_list_rows(
+    ctx: &SessionContext,
+    config: &Config,
+    input: &EvalInput<'_>,
+) -> Result<Vec<MetricRow>> {
+    let row = |metric, k, value, segment: &str, n_users| {
+        ranking::row(config, metric, k, value, segment, n_users)
+    };
+    let mut rows = Vec::new();
+    let n_candidates = input.catalog.available.iter().filter(|a| **a).count();
+    let window = Window::ending(input.date, config.window.lookback_days);
+    for (segment, lists) in [
+        (SEGMENT_ALL, input.own),
+        (SEGMENT_BASELINE, input.own_baseline),
+    ] {
+        register(ctx, "recs", lists_table(lists)?)?;
+        let params = vec![
+            (
+                "n_candidates",
+                ScalarValue::Float64(Some(n_candidates.max(1) as f64)),
+            ),
+            (
+                "n_active",
+                ScalarValue::Float64(Some(input.n_active.max(1) as f64)),
+            ),
+        ];
+        for b in query(ctx, "coverage", COVERAGE_SQL, params).await? {
+            let k = b.column(0).as_primitive::<Int32Type>();
+            let cat = b.column(1).as_primitive::<Float64Type>();
+            let usr = b.column(2).as_primitive::<Float64Type>();
+            for i in 0..b.num_rows() {
+                let k = k.value(i);
+                let (gini, novelty) = distribution(lists, &input.window.popularity, k as usize);
+                let n = lists.len() as i64;
+                rows.push(row("gini", Some(k), gini, segment, n));
+                rows.push(row("novelty", Some(k), novelty, segment, n));
+                rows.push(row(
+                    "catalog_coverage",
+                    Some(k),
+                    Some(cat.value(i)),
+                    segment,
+                    n,
+                ));
+                let n_active = input.n_active as i64;
+                rows.push(row(
+                    "user_coverage",
+                    Some(k),
+                    Some(usr.value(i)),
+                    segment,
+                    n_active,
+                ));
+            }
+        }
+        let params = window_params(config, window);
+        for b in query(ctx, "new_items", NEW_ITEMS_SQL, params).await? {
+            let k = b.column(0).as_primitive::<Int32Type>();
+            let share = b.column(1).as_primitive::<Float64Type>();
+            for i in 0..b.num_rows() {
+                let n = lists.len() as i64;
+                rows.push(row(
+                    "new_item_share",
+                    Some(k.value(i)),
+                    Some(share.value(i)),
+                    segment,
+                    n,
+                ));
+            }
+        }
+    }
+    Ok(rows)
+}
+
+/// Ground truth of D, `(user_id, item_id)` sorted.
+async fn truth(
+    ctx: &SessionContext,
+    config: &Config,
+    date: NaiveDate,
+) -> Result<Vec<(String, String)>> {
+    let truth_types: Vec<&str> = config
+        .events
+        .truth_types
+        .iter()
+        .map(String::as_str)
+        .collect();
+    register(ctx, "truth_types", string_table("event_type", truth_types)?)?;
+    let params = vec![
+        ("dt", utf8(&dt(date))),
+        (
+            "all_types",
+            ScalarValue::Boolean(Some(config.events.truth_types.is_empty())),
+        ),
+    ];
+    let mut truth: Vec<(String, String)> = query(ctx, "truth", TRUTH_SQL, params)
+        .await?
+        .iter()
+        .flat_map(|b| strings(b, 0).into_iter().zip(strings(b, 1)))
+        .collect();
+    truth.sort();
+    Ok(truth)
+}
+
+/// NULL ranking rows (and user coverage) of the model and the baseline, saying why.
+fn not_evaluated(ks: &[usize], why: &str) -> Vec<MetricRow> {
+    let mut rows = Vec::new();
+    for segment in [SEGMENT_ALL, SEGMENT_BASELINE] {
+        for metric in RANKING_METRICS {
+            for &k in ks {
+                rows.push(MetricRow {
+                    metric,
+                    k: Some(k as i32),
+                    value: None,
+                    segment: segment.to_string(),
+                    definition: why.to_string(),
+                    n_users: 0,
+                });
+            }
+        }
+        rows.push(MetricRow {
+            metric: "eval_user_coverage",
+            k: None,
+            value: None,
+            segment: segment.to_string(),
+            definition: why.to_string(),
+            n_users: 0,
+        });
+    }
+    rows
+}
+
+/// The popularity baseline's lists for the evaluated users: D-1's popularity minus each user's
+/// D-1 exclusions, first `k`.
+fn baseline_lists(evaluated: &[&RankedList], previous: &WindowData, k: usize) -> Vec<RankedList> {
+    let empty = Vec::new();
+    evaluated
+        .iter()
+        .map(|l| {
+            let excluded = previous.exclusions.get(&l.user_id).unwrap_or(&empty);
+            RankedList {
+                user_id: l.user_id.clone(),
+                items: popular_list(&previous.popularity, excluded, k)
+                    .into_iter()
+                    .map(|(i, _)| i.clone())
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
+/// The model's ranking metrics for new and returning users of D-1's window.
+async fn user_segment_rows(
+    ctx: &SessionContext,
+    config: &Config,
+    previous_window: Window,
+    previous: &[RankedList],
+    truth: &[(String, String)],
+    truth_users: &HashSet<&str>,
+) -> Result<Vec<MetricRow>> {
+    let params = window_params(config, previous_window);
+    let user_segment: HashMap<String, String> =
+        query(ctx, "user_segments", USER_SEGMENTS_SQL, params)
+            .await?
+            .iter()
+            .flat_map(|b| strings(b, 0).into_iter().zip(strings(b, 1)))
+            .collect();
+    let mut rows = Vec::new();
+    for segment in [SEGMENT_NEW_USERS, SEGMENT_RETURNING_USERS] {
+        let lists: Vec<RankedList> = previous
+            .iter()
+            .filter(|l| user_segment.get(&l.user_id).map(String::as_str) == Some(segment))
+            .cloned()
+            .collect();
+        if lists
+            .iter()
+            .any(|l| truth_users.contains(l.user_id.as_str()))
+        {
+            rows.extend(ranking_rows(config, &lists, truth, segment).await?);
+        }
+    }
+    Ok(rows)
+}
+
+/// The model's ranking metrics per catalog category (the largest `evaluate.max_categories`),
+/// G(u) restricted to the category.
+async fn category_rows(
+    config: &Config,
+    catalog: &Catalog,
+    previous: &[RankedList],
+    truth: &[(String, String)],
+) -> Result<Vec<MetricRow>> {
+    let category_of: HashMap<&str, &str> = catalog
+        .ids
+        .iter()
+        .zip(&catalog.categories)
+        .filter_map(|(id, c)| Some((id.as_str(), c.as_deref()?)))
+        .collect();
+    let mut sizes: HashMap<&str, usize> = HashMap::new();
+    for (c, a) in catalog.categories.iter().zip(&catalog.available) {
+        if let (Some(c), true) = (c, a) {
+            *sizes.entry(c.as_str()).or_default() += 1;
+        }
+    }
+    let mut categories: Vec<(&str, usize)> = sizes.into_iter().collect();
+    categories.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    let mut rows = Vec::new();
+    for (category, _) in categories.into_iter().take(config.evaluate.max_categories) {
+        let in_category: Vec<(String, String)> = truth
+            .iter()
+            .filter(|(_, i)| category_of.get(i.as_str()) == Some(&category))
+            .cloned()
+            .collect();
+        if in_category.is_empty() {
+            continue;
+        }
+        let segment = format!("{SEGMENT_CATEGORY}{category}");
+        rows.extend(ranking_rows(config, previous, &in_category, &segment).await?);
+    }
+    Ok(rows)
+}
+
+/// Lift: the model's value over the baseline's, per ranking metric and K.
+fn lift_rows(rows: &[MetricRow], ks: &[usize]) -> Vec<MetricRow> {
+    let find = |m: &str, seg: &str, k: Option<i32>| {
+        rows.iter()
+            .find(|r| r.metric == m && r.segment == seg && r.k == k)
+    };
+    let mut lifts = Vec::new();
+    for metric in RANKING_METRICS {
+        for &k in ks {
+            let k = Some(k as i32);
+            let model = find(metric, SEGMENT_ALL, k);
+            if let (Some(m), Some(b)) = (
+                model.and_then(|r| r.value),
+                find(metric, SEGMENT_BASELINE, k).and_then(|r| r.value),
+            ) {
+                lifts.push(MetricRow {
+                    metric,
+                    k,
+                    value: (b > 0.0).then(|| m / b),
+                    segment: SEGMENT_LIFT.to_string(),
+                    definition: format!("{metric}@K of the model (segment all) / {metric}@K of the popularity baseline, same evaluated users; NULL when the baseline is 0"),
+                    n_users: model.map_or(0, |r| r.n_users),
+                });
+            }
+        }
+    }
+    lifts
+}

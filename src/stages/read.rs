@@ -1,0 +1,386 @@
+//! Read stage: finds the input partitions of a run, checks every file's schema against the
+//! data contract (ARCHITECTURE.md "Inputs") and registers the inputs with DataFusion.
+//!
+//! - `behavior` is a listing table over the Hive-partitioned root with `dt` as a partition
+//!   column; queries filter on `dt`, so only the window's partitions are listed and read. Only
+//!   the footers of the window's files are read here, to check their schemas.
+//! - `catalog` is the newest catalog partition `<= D`.
+//!
+//! Every contract violation is an [`Error::Input`] naming table, partition, file and column.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use chrono::NaiveDate;
+use datafusion::prelude::{SessionContext, col};
+use object_store::ObjectMeta;
+
+use crate::config::Config;
+use crate::domain::{Catalog, InputFile, Inputs, Template, dt};
+use crate::error::{Context, Error, Result};
+use crate::io::{
+    Columns, Kind, Location, from_datafusion, listing_table, parquet_footer, partition_files,
+    partitions, strings,
+};
+
+/// Is the behavior partition of `date` present (with at least one data file)?
+pub async fn behavior_ready(config: &Config, date: NaiveDate) -> Result<bool> {
+    let root = Location::parse(&config.input.behavior)?;
+    Ok(!partition_files(&root, date).await?.is_empty())
+}
+
+/// Check the inputs of a run of `date` that reads behavior `[first, date]` and register
+/// `behavior` (canonical column names, `dt` partition column) and `catalog`
+/// (`item_id, <template columns>, category_segment, available`).
+pub async fn register_inputs(
+    ctx: &SessionContext,
+    config: &Config,
+    first: NaiveDate,
+    date: NaiveDate,
+) -> Result<Inputs> {
+    let behavior_root = Location::parse(&config.input.behavior)?;
+    let catalog_root = Location::parse(&config.input.catalog)?;
+    behavior_root.register(ctx);
+    catalog_root.register(ctx);
+    if partition_files(&behavior_root, date).await?.is_empty() {
+        return Err(Error::NotReady(format!(
+            "table behavior: partition dt={} has no data files under {}",
+            dt(date),
+            behavior_root.url()
+        )));
+    }
+    let mut files = check_behavior(config, &behavior_root, first, date).await?;
+    register_behavior(ctx, config, &behavior_root).await?;
+    let catalog = check_catalog(config, &catalog_root, date).await?;
+    register_catalog(ctx, config, &catalog).await?;
+    files.extend(catalog.files);
+    Ok(Inputs {
+        files,
+        catalog_dt: dt(catalog.date),
+        text_columns: catalog.text_columns,
+    })
+}
+
+/// The schema of every behavior file of `[first, date]` against the contract.
+async fn check_behavior(
+    config: &Config,
+    root: &Location,
+    first: NaiveDate,
+    date: NaiveDate,
+) -> Result<Vec<InputFile>> {
+    let cols = &config.input.columns;
+    let mut files = Vec::new();
+    let mut day = first;
+    while day <= date {
+        for meta in partition_files(root, day).await? {
+            let (schema, _) = footer(root, &meta, "behavior", day).await?;
+            let columns = Columns {
+                schema: &schema,
+                at: |column: &str| {
+                    format!(
+                        "table behavior, partition dt={}, file {}, column {column}",
+                        dt(day),
+                        root.object_url(&meta.location)
+                    )
+                },
+            };
+            columns.require(&cols.user_id, Kind::Id)?;
+            columns.require(&cols.item_id, Kind::Id)?;
+            columns.require(&cols.event_type, Kind::String)?;
+            columns.require(&cols.ts, Kind::Timestamp)?;
+            columns.optional(&cols.value, Kind::Numeric, "")?;
+            files.push(InputFile {
+                table: "behavior".into(),
+                dt: dt(day),
+                url: root.object_url(&meta.location),
+                size_bytes: meta.size,
+            });
+        }
+        day = day.succ_opt().expect("date in range: this is a bug");
+    }
+    Ok(files)
+}
+
+/// Register `behavior`: the files' columns cast to the contract's types, renamed to ours.
+async fn register_behavior(ctx: &SessionContext, config: &Config, root: &Location) -> Result<()> {
+    let cols = &config.input.columns;
+    let schema = Arc::new(Schema::new(vec![
+        Field::new(&cols.user_id, DataType::Utf8, true),
+        Field::new(&cols.item_id, DataType::Utf8, true),
+        Field::new(&cols.event_type, DataType::Utf8, true),
+        Field::new(
+            &cols.ts,
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            true,
+        ),
+        Field::new(&cols.value, DataType::Float64, true),
+    ]));
+    let table = listing_table(ctx, root, Some(schema), Some(DataType::Utf8)).await?;
+    ctx.register_table("behavior_files", Arc::new(table))
+        .context("registering behavior")?;
+    // SELECT "<user_id>" AS user_id, ..., dt FROM behavior_files
+    let behavior = ctx
+        .table("behavior_files")
+        .await
+        .context("reading behavior")?
+        .select(vec![
+            col(format!("\"{}\"", cols.user_id)).alias("user_id"),
+            col(format!("\"{}\"", cols.item_id)).alias("item_id"),
+            col(format!("\"{}\"", cols.event_type)).alias("event_type"),
+            col(format!("\"{}\"", cols.ts)).alias("ts"),
+            col(format!("\"{}\"", cols.value)).alias("value"),
+            col("dt"),
+        ])
+        .context("reading behavior")?;
+    ctx.register_table("behavior", behavior.into_view())
+        .context("registering behavior")?;
+    Ok(())
+}
+
+/// The catalog snapshot a run uses, as checked.
+struct CatalogSnapshot {
+    date: NaiveDate,
+    dir: Location,
+    files: Vec<InputFile>,
+    /// Text columns the template reads that exist in the snapshot (`title` first).
+    text_columns: Vec<String>,
+    has_category: bool,
+    has_available: bool,
+}
+
+/// Find the newest catalog partition `<= date` and check its files against the contract.
+async fn check_catalog(
+    config: &Config,
+    root: &Location,
+    date: NaiveDate,
+) -> Result<CatalogSnapshot> {
+    let dates = partitions(root).await?;
+    let Some(snapshot) = dates.iter().rev().find(|d| **d <= date).copied() else {
+        return Err(Error::Input(format!(
+            "table catalog: no partition dt<={} under {}",
+            dt(date),
+            root.url()
+        )));
+    };
+    let dir = root.child(&format!("dt={}", dt(snapshot)));
+    let template = Template::parse(&config.text.template).map_err(Error::Config)?;
+    let metas = partition_files(root, snapshot).await?;
+    if metas.is_empty() {
+        return Err(Error::Input(format!(
+            "table catalog, partition dt={}: no data files under {}",
+            dt(snapshot),
+            dir.url()
+        )));
+    }
+    let mut out = CatalogSnapshot {
+        date: snapshot,
+        dir,
+        files: Vec::new(),
+        text_columns: Vec::new(),
+        has_category: false,
+        has_available: false,
+    };
+    let mut rows = 0usize;
+    for meta in &metas {
+        let (schema, n) = footer(root, meta, "catalog", snapshot).await?;
+        rows += n;
+        let columns = Columns {
+            schema: &schema,
+            at: |column: &str| {
+                format!(
+                    "table catalog, partition dt={}, file {}, column {column}",
+                    dt(snapshot),
+                    root.object_url(&meta.location)
+                )
+            },
+        };
+        columns.require("item_id", Kind::Id)?;
+        if schema.field_with_name("title").is_err() {
+            columns.require("title", Kind::Text)?;
+        }
+        for column in template.columns() {
+            if columns.optional(&column, Kind::Text, "text template column ")?
+                && !out.text_columns.contains(&column)
+            {
+                out.text_columns.push(column);
+            }
+        }
+        out.has_category |= columns.optional(
+            &config.catalog.category_column,
+            Kind::String,
+            "the category column ",
+        )?;
+        out.has_available |=
+            columns.optional(&config.catalog.available_column, Kind::Boolean, "")?;
+        out.files.push(InputFile {
+            table: "catalog".into(),
+            dt: dt(snapshot),
+            url: root.object_url(&meta.location),
+            size_bytes: meta.size,
+        });
+    }
+    if rows == 0 {
+        return Err(Error::Input(format!(
+            "table catalog, partition dt={}: the snapshot has no rows ({})",
+            dt(snapshot),
+            out.dir.url()
+        )));
+    }
+    if !out.text_columns.iter().any(|c| c == "title") {
+        out.text_columns.insert(0, "title".into());
+    }
+    Ok(out)
+}
+
+/// Register `catalog`: `item_id`, the text columns, `category_segment`, `available`.
+async fn register_catalog(
+    ctx: &SessionContext,
+    config: &Config,
+    snapshot: &CatalogSnapshot,
+) -> Result<()> {
+    let category_column = &config.catalog.category_column;
+    let available_column = &config.catalog.available_column;
+    let mut fields = vec![Field::new("item_id", DataType::Utf8, true)];
+    fields.extend(
+        snapshot
+            .text_columns
+            .iter()
+            .map(|c| Field::new(c, DataType::Utf8, true)),
+    );
+    if snapshot.has_category && !snapshot.text_columns.contains(category_column) {
+        fields.push(Field::new(category_column, DataType::Utf8, true));
+    }
+    if snapshot.has_available {
+        fields.push(Field::new(available_column, DataType::Boolean, true));
+    }
+    let table = listing_table(
+        ctx,
+        &snapshot.dir,
+        Some(Arc::new(Schema::new(fields))),
+        None,
+    )
+    .await?;
+    ctx.register_table("catalog_files", Arc::new(table))
+        .context("registering catalog")?;
+    let available = if snapshot.has_available {
+        format!("coalesce(\"{available_column}\", true)")
+    } else {
+        "true".to_string()
+    };
+    let select_text: String = snapshot
+        .text_columns
+        .iter()
+        .map(|c| format!(", \"{c}\""))
+        .collect();
+    let category = if snapshot.has_category {
+        format!("\"{category_column}\"")
+    } else {
+        "CAST(NULL AS VARCHAR)".to_string()
+    };
+    let catalog = ctx
+        .sql(&format!(
+            "SELECT item_id{select_text}, {category} AS category_segment, {available} AS available FROM catalog_files"
+        ))
+        .await
+        .context("reading catalog")?;
+    ctx.register_table("catalog", catalog.into_view())
+        .context("registering catalog")?;
+    Ok(())
+}
+
+/// The Arrow schema and row count from a Parquet footer. An unreadable footer is bad input
+/// when the object exists (a corrupt or non-Parquet file), infrastructure otherwise.
+async fn footer(
+    root: &Location,
+    meta: &ObjectMeta,
+    table: &str,
+    date: NaiveDate,
+) -> Result<(SchemaRef, usize)> {
+    match parquet_footer(&root.store, meta).await {
+        Ok(footer) => Ok(footer),
+        Err(parquet::errors::ParquetError::External(e)) => Err(Error::infra(
+            format!("cannot read {}", root.object_url(&meta.location)),
+            e,
+        )),
+        Err(e) => Err(Error::Input(format!(
+            "table {table}, partition dt={}, file {}: not a readable Parquet file: {e}",
+            dt(date),
+            root.object_url(&meta.location)
+        ))),
+    }
+}
+
+/// Load the registered `catalog`, render each item's text and check ids are present and unique.
+pub async fn load_catalog(
+    ctx: &SessionContext,
+    config: &Config,
+    inputs: &Inputs,
+) -> Result<Catalog> {
+    let template = Template::parse(&config.text.template).map_err(Error::Config)?;
+    let batches = ctx
+        .sql("SELECT * FROM catalog ORDER BY item_id")
+        .await
+        .context("reading catalog")?
+        .collect()
+        .await
+        .map_err(|e| from_datafusion("table catalog", e))?;
+    let at = format!("table catalog, partition dt={}", inputs.catalog_dt);
+    let mut catalog = Catalog::default();
+    let mut null_ids = 0usize;
+    for b in &batches {
+        let ids = b.column(0);
+        let texts: Vec<Vec<String>> = (1..=inputs.text_columns.len())
+            .map(|c| strings(b, c))
+            .collect();
+        let available = b.column(b.num_columns() - 1).as_boolean();
+        let category = b.column(b.num_columns() - 2);
+        let category_strings = strings(b, b.num_columns() - 2);
+        let id_strings = strings(b, 0);
+        for r in 0..b.num_rows() {
+            if ids.is_null(r) {
+                null_ids += 1;
+                continue;
+            }
+            let text = template.render(|column| {
+                inputs
+                    .text_columns
+                    .iter()
+                    .position(|c| c == column)
+                    .map(|c| texts[c][r].as_str())
+            });
+            catalog.ids.push(id_strings[r].clone());
+            catalog.texts.push(text);
+            catalog.available.push(available.value(r));
+            catalog
+                .categories
+                .push((!category.is_null(r)).then(|| category_strings[r].clone()));
+        }
+    }
+    if null_ids > 0 {
+        return Err(Error::Input(format!(
+            "{at}, column item_id: {null_ids} rows have a null item_id"
+        )));
+    }
+    let duplicates: Vec<&String> = catalog
+        .ids
+        .windows(2)
+        .filter(|w| w[0] == w[1])
+        .map(|w| &w[0])
+        .collect();
+    if !duplicates.is_empty() {
+        let files: Vec<&str> = inputs
+            .files
+            .iter()
+            .filter(|f| f.table == "catalog")
+            .map(|f| f.url.as_str())
+            .collect();
+        return Err(Error::Input(format!(
+            "{at} ({}), column item_id: {} duplicate ids, e.g. {:?}",
+            files.join(", "),
+            duplicates.len(),
+            duplicates.iter().take(5).collect::<Vec<_>>()
+        )));
+    }
+    Ok(catalog)
+}
