@@ -77,6 +77,28 @@ pub struct Config {
     /// Where the heavy stages run.
     #[serde(default)]
     pub engine: EngineConfig,
+    /// How runs publish.
+    #[serde(default)]
+    pub publish: PublishConfig,
+}
+
+/// `[publish]`: how runs of one date keep out of each other's way (ARCHITECTURE.md
+/// "Publishing").
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PublishConfig {
+    /// How long a date's lease holds without renewal, in seconds. A running process renews it
+    /// every third of this; a crashed one's lease expires after it (at once when the crashed
+    /// process ran on the same host).
+    pub lease_seconds: u64,
+}
+
+impl Default for PublishConfig {
+    fn default() -> Self {
+        Self {
+            lease_seconds: 3600,
+        }
+    }
 }
 
 /// `[input]`.
@@ -410,6 +432,18 @@ impl Default for EvaluateConfig {
     }
 }
 
+/// The largest list length (`topk.k`, `similar_items.k`, `recjob topk --k`): lists are held per
+/// user while they are ranked, so K is bounded.
+pub const MAX_K: usize = 100_000;
+
+/// A list length K on the command line (clap value parser): 1..=[`MAX_K`].
+pub fn k_arg(s: &str) -> std::result::Result<usize, String> {
+    s.parse::<usize>()
+        .ok()
+        .filter(|k| (1..=MAX_K).contains(k))
+        .ok_or_else(|| format!("{s:?}: K must be an integer within 1..={MAX_K}"))
+}
+
 /// Prefix of environment variables that override configuration keys:
 /// `RECJOB_TOPK__K=20` is `--set topk.k=20`.
 pub const ENV_PREFIX: &str = "RECJOB_";
@@ -479,14 +513,14 @@ impl Config {
         if !(self.window.half_life_days > 0.0 && self.window.half_life_days.is_finite()) {
             errors.push("window.half_life_days must be a positive number of days".to_string());
         }
-        if self.topk.k == 0 {
-            errors.push("topk.k must be at least 1".to_string());
+        if !(1..=MAX_K).contains(&self.topk.k) {
+            errors.push(format!("topk.k must be within 1..={MAX_K}"));
         }
         if self.topk.block_users == 0 || self.topk.block_items == 0 {
             errors.push("topk.block_users and topk.block_items must be at least 1".to_string());
         }
-        if self.similar_items.k == 0 {
-            errors.push("similar_items.k must be at least 1".to_string());
+        if !(1..=MAX_K).contains(&self.similar_items.k) {
+            errors.push(format!("similar_items.k must be within 1..={MAX_K}"));
         }
         if self.model.max_batch_tokens < 16 {
             errors.push("model.max_batch_tokens must be at least 16".to_string());
@@ -551,6 +585,9 @@ impl Config {
                 )),
             }
         }
+        if self.publish.lease_seconds < 3 {
+            errors.push("publish.lease_seconds must be at least 3".to_string());
+        }
         if self.engine.partitions == 0 {
             errors.push("engine.partitions must be at least 1".to_string());
         }
@@ -579,10 +616,12 @@ impl Config {
     }
 
     /// Hash of the effective configuration (after overrides), recorded in manifests. Where the
-    /// stages ran (`engine`) is left out: it does not change what a run publishes.
+    /// stages ran (`engine`) and how the run published (`publish`) are left out: they do not
+    /// change what a run publishes.
     pub fn hash(&self) -> String {
         let mut config = self.clone();
         config.engine = EngineConfig::default();
+        config.publish = PublishConfig::default();
         let json = serde_json::to_vec(&config).expect("config serialises to JSON: this is a bug");
         hex::encode(Sha256::digest(json))
     }
@@ -594,6 +633,13 @@ fn set_key(table: &mut toml::Table, key: &str, raw: &str) -> std::result::Result
     let parts: Vec<&str> = key.split('.').collect();
     if parts.iter().any(|p| p.is_empty()) {
         return Err(format!("invalid key {key:?}"));
+    }
+    let digits = raw.trim().trim_start_matches('-');
+    if !digits.is_empty()
+        && digits.chars().all(|c| c.is_ascii_digit())
+        && raw.trim().parse::<i64>().is_err()
+    {
+        return Err(format!("{} is out of range", raw.trim()));
     }
     let value = parse_value(raw);
     let mut node = table;

@@ -37,6 +37,9 @@ pub enum Error {
     /// An invariant of the produced data did not hold; nothing was published.
     #[error("audit failed: {0}")]
     Audit(String),
+    /// Another process holds the date's lease (it is being written); a retry later may help.
+    #[error("busy: {0}")]
+    Busy(String),
 }
 
 /// Exit codes, as documented in `--help`, the README and ARCHITECTURE.md.
@@ -61,7 +64,7 @@ impl Error {
             Error::Config(_) | Error::Input(_) => ExitCode::BadInput,
             Error::NotReady(_) => ExitCode::NotReady,
             Error::AlreadyPublished(_) => ExitCode::NothingToDo,
-            Error::Infra { .. } | Error::Audit(_) => ExitCode::Infrastructure,
+            Error::Infra { .. } | Error::Audit(_) | Error::Busy(_) => ExitCode::Infrastructure,
         }
     }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use datafusion::prelude::SessionContext;
 
-use crate::config::ConfigArgs;
+use crate::config::{Config, ConfigArgs};
 use crate::error::{Context, Error, ExitCode, Result};
 use crate::io::{Location, write_parquet};
 use crate::publish::{PUBLISHED_TABLES, query, session};
@@ -50,6 +50,9 @@ pub(super) async fn execute(args: Args) -> Result<ExitCode> {
         ),
         (None, None) => None,
     };
+    if let Some(out) = &args.output {
+        refuse_protected(&config, out)?;
+    }
     let ctx = session(&config).await?;
     match statement {
         Some(sql) => {
@@ -122,6 +125,30 @@ async fn emit(batches: &[RecordBatch], format: Format, output: Option<&str>) -> 
                 .map_err(|e| Error::infra("writing to stdout", e))
         }
     }
+}
+
+/// `--output` never writes into the job's data: not under `output.root` (published tables,
+/// manifests, the cache) nor under the input roots.
+fn refuse_protected(config: &Config, output: &str) -> Result<()> {
+    let out = Location::parse(output)?;
+    for (key, url) in [
+        ("output.root", &config.output.root),
+        ("input.behavior", &config.input.behavior),
+        ("input.catalog", &config.input.catalog),
+    ] {
+        let root = Location::parse(url)?;
+        let under = out.base == root.base
+            && (root.prefix.as_ref().is_empty()
+                || out.prefix == root.prefix
+                || out.prefix.prefix_match(&root.prefix).is_some());
+        if under {
+            return Err(Error::Config(format!(
+                "--output {output} is inside {key} ({}): recjob sql never writes into the job's data; choose a path elsewhere",
+                root.url()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The interactive prompt: statements end with `;`, history in `~/.recjob_sql_history`.

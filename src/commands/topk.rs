@@ -11,11 +11,11 @@ use arrow::array::{Float32Array, Int32Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use futures::StreamExt;
 
-use crate::config::TopkConfig;
+use crate::config::{TopkConfig, k_arg};
 use crate::domain::{Vectors, normalize_rows};
 use crate::error::{Context, Error, ExitCode, Result};
 use crate::io::{
-    Location, ParquetStreamWriter, from_arrow, parquet_stream, read_input_file, strings,
+    Location, ParquetStreamWriter, from_arrow, id_strings, parquet_stream, read_input_file,
 };
 use crate::kernels::{Exclusions, TopkParams, top_k};
 
@@ -27,8 +27,8 @@ pub(super) struct Args {
     /// Parquet with `id` (or `item_id`) and `embedding`.
     #[arg(long)]
     items: String,
-    /// Results per user.
-    #[arg(long)]
+    /// Results per user (1..=100000).
+    #[arg(long, value_parser = k_arg)]
     k: usize,
     /// Output Parquet file.
     #[arg(long)]
@@ -45,9 +45,6 @@ pub(super) struct Args {
 }
 
 pub(super) async fn execute(args: Args) -> Result<ExitCode> {
-    if args.k == 0 {
-        return Err(Error::Config("--k must be at least 1".into()));
-    }
     let items = read_items(&args.items).await?;
     let excluded = match &args.exclude {
         Some(path) => read_exclusions(path, &items).await?,
@@ -105,7 +102,10 @@ async fn read_exclusions(path: &str, items: &Vectors) -> Result<HashMap<String, 
                 "exclusions {path}: columns user_id and item_id are required"
             )));
         };
-        for (u, i) in strings(&b, u).into_iter().zip(strings(&b, i)) {
+        let at = |c: &str| format!("exclusions {path}, column {c}");
+        let users = id_strings(b.column(u).as_ref(), &at("user_id"))?;
+        let items = id_strings(b.column(i).as_ref(), &at("item_id"))?;
+        for (u, i) in users.into_iter().zip(items) {
             if let Some(&i) = item_pos.get(i.as_str()) {
                 excluded.entry(u).or_default().push(i);
             }
@@ -281,7 +281,12 @@ fn batch_vectors(
             "{what} {url}, column id: column is missing"
         )));
     };
-    let ids = strings(batch, batch.schema().index_of(id_col).expect("present"));
+    let ids = id_strings(
+        batch
+            .column(batch.schema().index_of(id_col).expect("present"))
+            .as_ref(),
+        &format!("{what} {url}, column {id_col}"),
+    )?;
     let Some(emb) = batch.column_by_name("embedding") else {
         return Err(Error::Input(format!(
             "{what} {url}, column embedding: column is missing"

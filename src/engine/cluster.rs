@@ -183,8 +183,9 @@ impl std::fmt::Display for HostPort {
 /// What `recjob scheduler` starts.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SchedulerOptions {
-    /// Address to listen on.
-    #[arg(long, default_value = "0.0.0.0")]
+    /// Address to listen on. Loopback by default: the port has no authentication (README
+    /// "Scaling out on Apache Ballista", network); bind a private interface on purpose.
+    #[arg(long, default_value = "127.0.0.1")]
     pub bind: String,
     /// gRPC port (clients and executors connect here).
     #[arg(long, default_value_t = 50050)]
@@ -204,8 +205,9 @@ pub struct ExecutorOptions {
     /// The scheduler, HOST:PORT.
     #[arg(long)]
     pub scheduler: HostPort,
-    /// Address to listen on.
-    #[arg(long, default_value = "0.0.0.0")]
+    /// Address to listen on. Loopback by default: the ports have no authentication (README
+    /// "Scaling out on Apache Ballista", network); bind a private interface on purpose.
+    #[arg(long, default_value = "127.0.0.1")]
     pub bind: String,
     /// Host name under which the scheduler and other executors reach this one (default:
     /// what the scheduler sees).

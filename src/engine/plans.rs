@@ -42,8 +42,12 @@ struct Staged {
 
 impl Staged {
     async fn remove(self) {
-        let Ok(files) = self.dir.list_files().await else {
-            return;
+        let files = match self.dir.list_files().await {
+            Ok(files) => files,
+            Err(e) => {
+                tracing::warn!(dir = %self.dir.url(), error = %format!("{e:#}"), "could not list staged engine files to delete them; remove the folder by hand");
+                return;
+            }
         };
         for f in files {
             if let Err(e) = self.dir.store.delete(&f.location).await {

@@ -84,7 +84,55 @@ fn floats(values: &dyn Array) -> Result<Vec<f32>, String> {
     }
 }
 
-/// A string column of a batch as owned strings (nulls become empty strings).
+/// An id column of a file as strings: strings and integers are accepted, nulls are not; any
+/// other type is bad input naming `what` (file and column).
+pub fn id_strings(array: &dyn Array, what: &str) -> crate::error::Result<Vec<String>> {
+    use crate::error::Error;
+    let t = array.data_type();
+    let string_like = matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+        || matches!(t, DataType::Dictionary(_, v) if matches!(**v, DataType::Utf8 | DataType::LargeUtf8));
+    if !(string_like || t.is_integer()) {
+        return Err(Error::Input(format!(
+            "{what}: must be a string or integer, found {t}"
+        )));
+    }
+    if array.null_count() > 0 {
+        return Err(Error::Input(format!(
+            "{what}: {} null values",
+            array.null_count()
+        )));
+    }
+    let cast = arrow::compute::cast(array, &DataType::Utf8)
+        .map_err(|e| Error::Input(format!("{what}: {e}")))?;
+    let cast = cast.as_string::<i32>();
+    Ok((0..cast.len()).map(|i| cast.value(i).to_string()).collect())
+}
+
+/// An integer column of a file (ranks); any other type or a null is bad input naming `what`.
+pub fn int_values(array: &dyn Array, what: &str) -> crate::error::Result<Vec<i64>> {
+    use crate::error::Error;
+    if !array.data_type().is_integer() {
+        return Err(Error::Input(format!(
+            "{what}: must be an integer, found {}",
+            array.data_type()
+        )));
+    }
+    if array.null_count() > 0 {
+        return Err(Error::Input(format!(
+            "{what}: {} null values",
+            array.null_count()
+        )));
+    }
+    let cast = arrow::compute::cast(array, &DataType::Int64)
+        .map_err(|e| Error::Input(format!("{what}: {e}")))?;
+    Ok(cast
+        .as_primitive::<arrow::datatypes::Int64Type>()
+        .values()
+        .to_vec())
+}
+
+/// A string column of one of recjob's own batches as owned strings (nulls become empty
+/// strings). Columns of input files go through [`id_strings`], which checks their type.
 pub fn strings(batch: &RecordBatch, column: usize) -> Vec<String> {
     let array = arrow::compute::cast(batch.column(column), &DataType::Utf8)
         .expect("string column: this is a bug");

@@ -4,13 +4,14 @@
 
 mod arrays;
 mod columns;
+mod faults;
 mod files;
 mod functions;
 mod partitions;
 mod sql;
 mod storage;
 
-pub use arrays::{embedding_type, from_arrow, strings, to_arrow};
+pub use arrays::{embedding_type, from_arrow, id_strings, int_values, strings, to_arrow};
 pub use columns::{Columns, Kind};
 pub use files::{
     ParquetStreamWriter, parquet_footer, parquet_rows, parquet_stream, read_input_file,

@@ -4,7 +4,7 @@ use chrono::NaiveDate;
 use object_store::ObjectMeta;
 
 use super::storage::Location;
-use crate::domain::dt;
+use crate::domain::{dt, parse_date};
 use crate::error::Result;
 
 /// Data files of a table directory: Parquet objects whose names don't start with `_` or `.`.
@@ -14,15 +14,20 @@ pub fn is_data_file(meta: &ObjectMeta) -> bool {
         .is_some_and(|n| n.ends_with(".parquet") && !n.starts_with('_') && !n.starts_with('.'))
 }
 
-/// The `dt=YYYY-MM-DD` partitions of a table root, sorted by date.
+/// The `dt=YYYY-MM-DD` partitions of a table root, sorted by date. Other folders are not
+/// partitions: they are ignored, with a warning that counts them.
 pub async fn partitions(root: &Location) -> Result<Vec<NaiveDate>> {
-    let mut dates: Vec<NaiveDate> = root
-        .list_dirs()
-        .await?
-        .iter()
-        .filter_map(|d| d.strip_prefix("dt="))
-        .filter_map(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
-        .collect();
+    let mut dates = Vec::new();
+    let mut ignored = Vec::new();
+    for d in root.list_dirs().await? {
+        match d.strip_prefix("dt=").and_then(|v| parse_date(v).ok()) {
+            Some(date) => dates.push(date),
+            None => ignored.push(d),
+        }
+    }
+    if !ignored.is_empty() {
+        tracing::warn!(root = %root.url(), count = ignored.len(), folders = ?ignored, "ignoring folders that are not dt=YYYY-MM-DD partitions");
+    }
     dates.sort();
     Ok(dates)
 }

@@ -122,6 +122,11 @@ pub async fn listing_table(
 pub fn from_datafusion(what: &str, e: datafusion::error::DataFusionError) -> Error {
     use datafusion::error::DataFusionError as D;
     match e.find_root() {
+        // Reading failed (storage), not decoding: a retry may help.
+        D::ParquetError(p) if matches!(**p, parquet::errors::ParquetError::External(_)) => {
+            Error::infra(format!("reading {what}"), e)
+        }
+        D::ObjectStore(_) | D::IoError(_) => Error::infra(format!("reading {what}"), e),
         D::ParquetError(p) => Error::Input(format!(
             "{what}: a behavior or catalog file cannot be decoded: {p}"
         )),

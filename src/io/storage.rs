@@ -18,6 +18,7 @@ use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, RetryConfig};
 use url::Url;
 
+use super::faults;
 use crate::error::{Context, Error, Result};
 
 static MEMORY: LazyLock<Arc<InMemory>> = LazyLock::new(|| Arc::new(InMemory::new()));
@@ -65,7 +66,7 @@ impl Location {
                     .build()
                     .map_err(|e| bad(&e.to_string()))?;
                 Ok(Location {
-                    store: Arc::new(store),
+                    store: faults::wrap(Arc::new(store)),
                     base: Url::parse(&format!("s3://{bucket}/")).expect("valid URL: this is a bug"),
                     prefix: Path::parse(u.path().trim_matches('/'))
                         .map_err(|e| bad(&e.to_string()))?,
@@ -74,7 +75,7 @@ impl Location {
             Ok(u) if u.scheme() == "memory" => {
                 let path = format!("{}{}", u.host_str().unwrap_or(""), u.path());
                 Ok(Location {
-                    store: MEMORY.clone(),
+                    store: faults::wrap(MEMORY.clone()),
                     base: Url::parse("memory:///").expect("valid URL: this is a bug"),
                     prefix: Path::parse(path.trim_matches('/')).map_err(|e| bad(&e.to_string()))?,
                 })
@@ -110,7 +111,7 @@ impl Location {
         }
         let prefix = Path::from_iter(parts.iter().map(String::as_str));
         Location {
-            store: Arc::new(LocalFileSystem::new()),
+            store: faults::wrap(Arc::new(LocalFileSystem::new())),
             base: Url::parse("file:///").expect("valid URL: this is a bug"),
             prefix,
         }
@@ -141,6 +142,12 @@ impl Location {
     /// The object at `relative` below this location.
     pub fn path(&self, relative: &str) -> Path {
         self.child(relative).prefix
+    }
+
+    /// The path inside this store of an object URL of it (`None` for another store's URL).
+    pub fn object_path(&self, url: &str) -> Option<Path> {
+        let rest = url.strip_prefix(self.base.as_str())?;
+        Path::parse(rest).ok()
     }
 
     /// The full URL of an object of this store.

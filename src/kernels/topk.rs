@@ -168,9 +168,10 @@ fn user_block(
 ) -> Vec<Vec<Hit>> {
     let bu = users.len() / dim;
     let n_items = items.len() / dim;
-    let keep = params.k + MARGIN;
+    // K may exceed the items (a caller asking for "all"): never keep more than there are.
+    let keep = params.k.saturating_add(MARGIN).min(n_items.max(1));
     let mut heaps: Vec<BinaryHeap<Worst>> = (0..bu)
-        .map(|_| BinaryHeap::with_capacity(keep + 1))
+        .map(|_| BinaryHeap::with_capacity(keep.saturating_add(1)))
         .collect();
     let block_items = params.block_items.max(1).min(n_items.max(1));
     let mut tile = vec![0f32; bu * block_items];

@@ -2,13 +2,16 @@
 
 use chrono::{NaiveDate, TimeDelta, Utc};
 
-use super::run::prepare_previous_window;
+use super::run::{new_run_id, prepare_previous_window};
 use super::runner::Runner;
+use crate::domain::MetricRow;
 use crate::domain::{Window, dt};
 use crate::error::{Error, Result};
 use crate::io::Location;
 use crate::kernels::popular_lists;
-use crate::publish::{Publisher, metrics, metrics_schema, published_lists, read_manifest};
+use crate::publish::{
+    Lease, Publisher, is_published, metrics, metrics_schema, published_lists, read_manifest,
+};
 use crate::stages::evaluate::{EvalInput, evaluate};
 use crate::stages::prepare::{prepare_window, register_window_events};
 use crate::stages::read::{load_catalog, register_inputs};
@@ -20,14 +23,64 @@ impl Runner {
     pub async fn evaluate_published(&self, date: NaiveDate) -> Result<usize> {
         let config = &self.config;
         let root = Location::parse(&config.output.root)?;
-        let Some(mut manifest) = read_manifest(&root, date).await? else {
-            return Err(Error::NotReady(format!(
-                "dt={} is not published under {}: nothing to evaluate",
-                dt(date),
-                root.url()
-            )));
+        if !is_published(&root, date).await? {
+            return Err(not_published(&root, date));
+        }
+        let eval_id = format!("{}-evaluate", new_run_id());
+        let lease = Lease::acquire(
+            &root,
+            date,
+            &eval_id,
+            "evaluate",
+            config.publish.lease_seconds,
+        )
+        .await?;
+        let result = self.reevaluate_leased(&root, date, &eval_id, &lease).await;
+        lease.release().await;
+        let rows = result?;
+        self.report(date).await;
+        tracing::info!(date = %dt(date), rows, "metrics republished");
+        Ok(rows)
+    }
+
+    /// Under the date's lease: recompute the metrics and publish them as a new file of
+    /// `metrics/dt=D/`, whose rows carry `eval_id` as their `run_id`; the manifest switches to
+    /// it and the previous metrics file is removed.
+    async fn reevaluate_leased(
+        &self,
+        root: &Location,
+        date: NaiveDate,
+        eval_id: &str,
+        lease: &Lease,
+    ) -> Result<usize> {
+        let Some(mut manifest) = read_manifest(root, date).await? else {
+            return Err(not_published(root, date));
         };
-        let run_id = manifest.run_id.clone();
+        let rows = self.recompute_metrics(root, date).await?;
+        let mut publisher = Publisher::new(root.clone(), date, eval_id);
+        publisher
+            .stage_partition(
+                "metrics",
+                metrics_schema(),
+                &[metrics(&rows, date, eval_id)?],
+            )
+            .await?;
+        publisher.verify_staged().await?;
+        manifest.tables.retain(|f| f.table != "metrics");
+        manifest.tables.extend(publisher.staged());
+        manifest.metrics_evaluated_at = Some(Utc::now().to_rfc3339());
+        manifest.metrics_code_version = Some(crate::VERSION.to_string());
+        manifest
+            .row_counts
+            .insert("metrics".into(), rows.len() as u64);
+        publisher.publish(&manifest, true, lease).await?;
+        Ok(rows.len())
+    }
+
+    /// The metrics of published date D: its published lists and D-1's against the raw
+    /// behavior, exactly as its run computed them.
+    async fn recompute_metrics(&self, root: &Location, date: NaiveDate) -> Result<Vec<MetricRow>> {
+        let config = &self.config;
         let window = Window::ending(date, config.window.lookback_days);
         let previous_window =
             Window::ending(date - TimeDelta::days(1), config.window.lookback_days);
@@ -37,12 +90,12 @@ impl Runner {
         let catalog = load_catalog(&ctx, config, &inputs).await?;
         register_window_events(&ctx, config, previous_window.first, date).await?;
         let data = prepare_window(&ctx, config, window).await?;
-        let own = published_lists(&root, date).await?.unwrap_or_default();
-        let previous = published_lists(&root, date - TimeDelta::days(1)).await?;
+        let own = published_lists(root, date).await?.unwrap_or_default();
+        let previous = published_lists(root, date - TimeDelta::days(1)).await?;
         let active_users = data.active_users();
         let baseline = popular_lists(&data, &active_users, config.topk.k);
         let previous_data = prepare_previous_window(&ctx, config, date).await?;
-        let rows = evaluate(
+        evaluate(
             &ctx,
             config,
             EvalInput {
@@ -56,24 +109,14 @@ impl Runner {
                 previous: previous.as_deref(),
             },
         )
-        .await?;
-        let mut publisher = Publisher::new(root.clone(), date, &format!("{run_id}-evaluate"));
-        publisher
-            .stage_partition(
-                "metrics",
-                metrics_schema(),
-                &[metrics(&rows, date, &run_id)?],
-            )
-            .await?;
-        publisher.verify_staged().await?;
-        manifest.metrics_evaluated_at = Some(Utc::now().to_rfc3339());
-        manifest.metrics_code_version = Some(crate::VERSION.to_string());
-        manifest
-            .row_counts
-            .insert("metrics".into(), rows.len() as u64);
-        publisher.republish(&manifest).await?;
-        self.report(date).await;
-        tracing::info!(date = %dt(date), rows = rows.len(), "metrics republished");
-        Ok(rows.len())
+        .await
     }
+}
+
+fn not_published(root: &Location, date: NaiveDate) -> Error {
+    Error::NotReady(format!(
+        "dt={} is not published under {}: nothing to evaluate",
+        dt(date),
+        root.url()
+    ))
 }

@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::io::Location;
 use crate::kernels::{Encoder, blas_backend};
 use crate::publish::{
-    EmbeddingInfo, Manifest, ModelInfo, Publisher, UsersInfo, VectorsInfo, WindowInfo,
+    EmbeddingInfo, Lease, Manifest, ModelInfo, Publisher, UsersInfo, VectorsInfo, WindowInfo,
     is_published, manifest_path, published_lists,
 };
 use crate::stages::audit::{AuditInput, AuditReport, audit};
@@ -183,36 +183,13 @@ impl Runner {
                 seconds: started.elapsed().as_secs_f64(),
             });
         }
-        let run_id = format!(
-            "{}-{}",
-            Utc::now().format("%Y%m%dT%H%M%SZ"),
-            &uuid::Uuid::new_v4().simple().to_string()[..8]
-        );
+        let run_id = new_run_id();
         tracing::info!(date = %dt(date), run_id, "run started");
-        let encoder = self.encoder()?;
-        let cached = cache::load(&root, encoder.model_id(), encoder.dim()).await?;
-        let mut c = self.compute(date, &root, &cached, true).await?;
-
-        let metric_rows = self.evaluate_run(&root, date, &c).await?;
-        c.t.lap("evaluate");
-        let report = audit_run(config, &c)?;
-        let mut publisher = Publisher::new(root.clone(), date, &run_id);
-        stage_outputs(
-            &mut publisher,
-            &c,
-            &metric_rows,
-            encoder.model_id(),
-            &run_id,
-        )
-        .await?;
-        c.t.lap("write");
-
-        let manifest = self
-            .manifest(date, &run_id, &c, &report, encoder.as_ref(), &publisher)
-            .await?;
-        let rows = manifest.row_counts.clone();
-        let manifest_url = root.object_url(&manifest_path(&root, date));
-        publisher.publish(&manifest, opts.force).await?;
+        let lease =
+            Lease::acquire(&root, date, &run_id, "run", config.publish.lease_seconds).await?;
+        let result = self.run_leased(date, opts, &root, &run_id, &lease).await;
+        lease.release().await;
+        let (manifest_url, rows) = result?;
         self.report(date).await;
         tracing::info!(date = %dt(date), run_id, manifest = %manifest_url, seconds = format!("{:.1}", started.elapsed().as_secs_f64()), "published");
         Ok(RunReport {
@@ -227,6 +204,46 @@ impl Runner {
             rows,
             seconds: started.elapsed().as_secs_f64(),
         })
+    }
+
+    /// The run of `date` under its lease: compute, evaluate, audit, stage, publish. Returns the
+    /// manifest's URL and the rows per table.
+    async fn run_leased(
+        &self,
+        date: NaiveDate,
+        opts: RunOptions,
+        root: &Location,
+        run_id: &str,
+        lease: &Lease,
+    ) -> Result<(String, BTreeMap<String, u64>)> {
+        let config = &self.config;
+        if !opts.force && is_published(root, date).await? {
+            return Err(Error::AlreadyPublished(format!(
+                "dt={} was published by another run meanwhile",
+                dt(date)
+            )));
+        }
+        let encoder = self.encoder()?;
+        let cached = cache::load(root, encoder.model_id(), encoder.dim()).await?;
+        let mut c = self.compute(date, root, &cached, true).await?;
+
+        let metric_rows = self.evaluate_run(root, date, &c).await?;
+        c.t.lap("evaluate");
+        let report = audit_run(config, &c)?;
+        let mut publisher = Publisher::new(root.clone(), date, run_id);
+        let staged = stage_outputs(&mut publisher, &c, &metric_rows, encoder.model_id(), run_id);
+        if let Err(e) = staged.await {
+            publisher.discard().await;
+            return Err(e);
+        }
+        c.t.lap("write");
+
+        let manifest = self
+            .manifest(date, run_id, &c, &report, encoder.as_ref(), &publisher)
+            .await?;
+        let rows = manifest.row_counts.clone();
+        publisher.publish(&manifest, opts.force, lease).await?;
+        Ok((root.object_url(&manifest_path(root, date)), rows))
     }
 
     /// Evaluate run D: D-1's published lists against D's behavior, D's own lists for coverage.
@@ -344,6 +361,15 @@ fn audit_run(config: &Config, c: &Computed) -> Result<AuditReport> {
         tracing::warn!(short_users = report.short_users, reason = ?report.short_reason, "users with fewer than K recommendations");
     }
     Ok(report)
+}
+
+/// A new run's id: UTC time and a random suffix (sortable, unique).
+pub(crate) fn new_run_id() -> String {
+    format!(
+        "{}-{}",
+        Utc::now().format("%Y%m%dT%H%M%SZ"),
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
 }
 
 /// D-1's training window, prepared: evaluation of D needs its popularity and exclusions for

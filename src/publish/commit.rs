@@ -1,24 +1,38 @@
-//! Write-audit-publish. A run writes every table to a staging prefix
-//! (`_staging/<run_id>/...`), the caller audits, then [`Publisher::publish`]:
+//! The commit protocol (ARCHITECTURE.md "Publishing"): how a run's files become the published
+//! partition of its date, safely against crashes and against other processes writing the same
+//! date (which the date's [`Lease`] keeps out).
 //!
-//! 1. with `--force` on a published date, first unpublishes it: the old manifest is kept as
-//!    `_manifests/dt=D/superseded/<run_id>.json` and removed, so D is "not published" until
-//!    step 4 (readers going through manifests never see two runs mixed);
-//! 2. copies each staged file to its final place (`<table>/dt=D/part-0.parquet`; one object
-//!    per table partition, replaced atomically by the store);
-//! 3. removes data files of earlier runs left in those partitions;
-//! 4. creates `_manifests/dt=D/manifest.json` with `PutMode::Create`: the date is published.
+//! A run stages every table under `_staging/dt=D/<run_id>/`, reads each file back, then
+//! [`Publisher::publish`], holding the lease:
 //!
-//! A crash before step 4 leaves D unpublished (and earlier dates untouched); a rerun starts
-//! over and, being deterministic, writes the same rows. Two concurrent runs of one date cannot
-//! both publish: the second manifest create fails.
+//! 1. checks the lease, and that D is unpublished unless forced;
+//! 2. moves each staged file into place as `<table>/dt=D/part-<run_id>.parquet`: named by run,
+//!    so a run never overwrites another run's bytes;
+//! 3. checks the lease again, keeps the previous manifest (if any) under
+//!    `_manifests/dt=D/superseded/`, and writes the manifest `_manifests/dt=D/manifest.json`
+//!    listing exactly this run's files (a conditional create when D was unpublished): from this
+//!    instant readers that follow the manifest read the new run;
+//! 4. deletes every other data file in the partitions it wrote (the previous run's, and those of
+//!    crashed runs) and the date's leftover staging.
+//!
+//! A crash before step 3 leaves the previous state published (or D unpublished) with extra
+//! files that no manifest lists; the next run of D removes them in its step 4. A crash after
+//! step 3 leaves the new run published with old files not yet removed.
+//!
+//! `RECJOB_HALT_AT=<step>` (tests only) aborts the process at a named step, so tests can prove
+//! that each step survives a crash: `leased`, `staged`, `moving`, `moved`, `manifest`,
+//! `cleaning`, `cleaned`.
+
+use std::collections::BTreeSet;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
-use chrono::NaiveDate;
+use chrono::{NaiveDate, Utc};
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
+use super::halt::halt_point;
+use super::lease::Lease;
 use super::manifest::{MANIFESTS, Manifest, PublishedFile, manifest_path, read_manifest};
 use crate::domain::dt;
 use crate::error::{Context, Error, Result};
@@ -36,6 +50,8 @@ struct StagedFile {
     /// Final location, as a URL.
     url: String,
     rows: u64,
+    /// Whether the file is a partition of a date (`<table>/dt=D/`), not an append-only table.
+    partitioned: bool,
 }
 
 /// The files of one run, staged, then published with its manifest.
@@ -57,15 +73,15 @@ impl Publisher {
         }
     }
 
-    /// Stage a date-partitioned table (`<table>/dt=D/part-0.parquet`).
+    /// Stage a date-partitioned table (`<table>/dt=D/part-<run_id>.parquet`).
     pub async fn stage_partition(
         &mut self,
         table: &str,
         schema: SchemaRef,
         batches: &[RecordBatch],
     ) -> Result<()> {
-        let relative = format!("{table}/dt={}/part-0.parquet", dt(self.date));
-        self.stage(table, &relative, schema, batches).await
+        let relative = format!("{table}/dt={}/part-{}.parquet", dt(self.date), self.run_id);
+        self.stage(table, &relative, true, schema, batches).await
     }
 
     /// Stage a file of an unpartitioned, append-only table (`<table>/<name>`).
@@ -76,20 +92,24 @@ impl Publisher {
         schema: SchemaRef,
         batches: &[RecordBatch],
     ) -> Result<()> {
-        self.stage(table, &format!("{table}/{name}"), schema, batches)
+        self.stage(table, &format!("{table}/{name}"), false, schema, batches)
             .await
+    }
+
+    fn staging(&self) -> Location {
+        self.root
+            .child(&format!("{STAGING}/dt={}/{}", dt(self.date), self.run_id))
     }
 
     async fn stage(
         &mut self,
         table: &str,
         relative: &str,
+        partitioned: bool,
         schema: SchemaRef,
         batches: &[RecordBatch],
     ) -> Result<()> {
-        let staged = self
-            .root
-            .path(&format!("{STAGING}/{}/{relative}", self.run_id));
+        let staged = self.staging().path(relative);
         let rows = write_parquet(&self.root.store, &staged, schema, batches).await?;
         let target = self.root.path(relative);
         self.staged.push(StagedFile {
@@ -98,6 +118,7 @@ impl Publisher {
             staged,
             target,
             rows,
+            partitioned,
         });
         Ok(())
     }
@@ -115,6 +136,7 @@ impl Publisher {
                 table: f.table.clone(),
                 url: f.url.clone(),
                 rows: f.rows,
+                run_id: self.run_id.clone(),
             })
             .collect()
     }
@@ -131,126 +153,178 @@ impl Publisher {
                 )));
             }
         }
+        halt_point("staged");
         Ok(())
     }
 
-    /// Publish the staged files and then the manifest (see the module doc for the protocol).
-    pub async fn publish(self, manifest: &Manifest, force: bool) -> Result<()> {
+    /// Publish the staged files under `manifest` (the module doc gives the protocol). `force`
+    /// replaces a published date; without it a published date is [`Error::AlreadyPublished`].
+    /// The caller holds the date's `lease`.
+    pub async fn publish(self, manifest: &Manifest, force: bool, lease: &Lease) -> Result<()> {
         let root = &self.root;
-        let manifest_path = manifest_path(root, self.date);
-        if let Some(old) = read_manifest(root, self.date).await? {
-            if !force {
-                return Err(Error::AlreadyPublished(format!(
-                    "dt={} was published meanwhile by another run",
-                    dt(self.date)
-                )));
-            }
-            let old_run = old.run_id.clone();
-            let keep = root.path(&format!(
-                "{MANIFESTS}/dt={}/superseded/{old_run}.json",
+        lease.verify().await?;
+        let old = read_manifest(root, self.date).await?;
+        if old.is_some() && !force {
+            self.discard().await;
+            return Err(Error::AlreadyPublished(format!(
+                "dt={} was published meanwhile by another run",
                 dt(self.date)
-            ));
-            root.store
-                .put(&keep, PutPayload::from(old.to_json()))
-                .await
-                .context(format!("writing {}", root.object_url(&keep)))?;
-            root.store
-                .delete(&manifest_path)
-                .await
-                .context(format!("unpublishing {}", root.object_url(&manifest_path)))?;
-            tracing::info!(date = %dt(self.date), superseded = %old_run, "unpublished the previous run of this date");
+            )));
         }
-        for f in &self.staged {
+        for (i, f) in self.staged.iter().enumerate() {
             root.store
-                .copy(&f.staged, &f.target)
+                .rename(&f.staged, &f.target)
                 .await
                 .context(format!("publishing {}", f.url))?;
+            if i == 0 {
+                halt_point("moving");
+            }
         }
-        // Remove leftovers of earlier runs from the partitions we own (not from append-only tables).
-        let targets: Vec<&Path> = self.staged.iter().map(|f| &f.target).collect();
-        let partition_dirs: std::collections::BTreeSet<String> = self
+        halt_point("moved");
+        lease.verify().await?;
+        if let Some(old) = &old {
+            self.keep_superseded(old).await?;
+        }
+        self.write_manifest(manifest, old.is_none()).await?;
+        halt_point("manifest");
+        self.clean_up(manifest).await;
+        halt_point("cleaned");
+        Ok(())
+    }
+
+    /// Keep a replaced manifest as `_manifests/dt=D/superseded/<run_id>-<time>.json`.
+    async fn keep_superseded(&self, old: &Manifest) -> Result<()> {
+        let keep = self.root.path(&format!(
+            "{MANIFESTS}/dt={}/superseded/{}-{}.json",
+            dt(self.date),
+            old.run_id,
+            Utc::now().format("%Y%m%dT%H%M%S%.6fZ")
+        ));
+        self.root
+            .store
+            .put(&keep, PutPayload::from(old.to_json()))
+            .await
+            .context(format!("writing {}", self.root.object_url(&keep)))?;
+        Ok(())
+    }
+
+    /// Write the manifest: a conditional create when the date was unpublished (another
+    /// publisher that got there first wins), else a replace (the lease keeps others out).
+    async fn write_manifest(&self, manifest: &Manifest, create: bool) -> Result<()> {
+        let path = manifest_path(&self.root, self.date);
+        let mode = if create {
+            PutMode::Create
+        } else {
+            PutMode::Overwrite
+        };
+        let opts = PutOptions {
+            mode,
+            ..Default::default()
+        };
+        let put = self
+            .root
+            .store
+            .put_opts(&path, PutPayload::from(manifest.to_json()), opts)
+            .await;
+        match put {
+            Ok(_) => Ok(()),
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                for f in &self.staged {
+                    let _ = self.root.store.delete(&f.target).await;
+                }
+                Err(Error::AlreadyPublished(format!(
+                    "dt={} was published meanwhile by another run",
+                    dt(self.date)
+                )))
+            }
+            Err(e) => Err(Error::infra(
+                format!("publishing {}", self.root.object_url(&path)),
+                e,
+            )),
+        }
+    }
+
+    /// Delete the data files that `manifest` does not list from the partitions this run wrote,
+    /// and the date's leftover staging. The date is published already: a failure here is
+    /// logged, and the next run of the date finishes the job.
+    async fn clean_up(&self, manifest: &Manifest) {
+        let keep: BTreeSet<&str> = manifest.tables.iter().map(|f| f.url.as_str()).collect();
+        let dirs: BTreeSet<Path> = self
             .staged
             .iter()
-            .filter(|f| f.target.as_ref().contains("/dt="))
+            .filter(|f| f.partitioned)
             .filter_map(|f| {
                 f.target
                     .as_ref()
                     .rsplit_once('/')
-                    .map(|(d, _)| d.to_string())
+                    .map(|(d, _)| Path::from(d))
             })
             .collect();
-        for dir in partition_dirs {
+        let mut first = true;
+        for dir in dirs {
             let loc = Location {
-                prefix: Path::from(dir.as_str()),
-                ..root.clone()
+                prefix: dir,
+                ..self.root.clone()
             };
-            for meta in loc.list_files().await? {
-                if is_data_file(&meta) && !targets.contains(&&meta.location) {
-                    root.store.delete(&meta.location).await.context(format!(
-                        "removing stale {}",
-                        root.object_url(&meta.location)
-                    ))?;
+            let files = match loc.list_files().await {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::warn!(partition = %loc.url(), error = %format!("{e:#}"), "could not list a published partition to remove superseded files");
+                    continue;
+                }
+            };
+            for meta in files.iter().filter(|m| is_data_file(m)) {
+                let url = self.root.object_url(&meta.location);
+                if keep.contains(url.as_str()) {
+                    continue;
+                }
+                match self.root.store.delete(&meta.location).await {
+                    Ok(()) => tracing::debug!(file = %url, "removed a superseded file"),
+                    Err(e) => {
+                        tracing::warn!(file = %url, error = %e, "could not remove a superseded file")
+                    }
+                }
+                if std::mem::take(&mut first) {
+                    halt_point("cleaning");
                 }
             }
         }
-        let bytes = manifest.to_json();
-        let opts = PutOptions {
-            mode: PutMode::Create,
-            ..Default::default()
-        };
-        match root
-            .store
-            .put_opts(&manifest_path, PutPayload::from(bytes), opts)
-            .await
-        {
-            Ok(_) => {}
-            Err(object_store::Error::AlreadyExists { .. }) => {
-                return Err(Error::AlreadyPublished(format!(
-                    "dt={} was published meanwhile by another run",
-                    dt(self.date)
-                )));
+        let staging = self.root.child(&format!("{STAGING}/dt={}", dt(self.date)));
+        match staging.list_files().await {
+            Ok(files) => {
+                for meta in files {
+                    let _ = self.root.store.delete(&meta.location).await;
+                }
             }
             Err(e) => {
-                return Err(Error::infra(
-                    format!("publishing {}", root.object_url(&manifest_path)),
-                    e,
-                ));
+                tracing::warn!(staging = %staging.url(), error = %format!("{e:#}"), "could not list leftover staging")
             }
         }
-        self.discard().await;
-        Ok(())
+        self.remove_empty_dirs(true);
     }
 
-    /// Replace already published files of a published date (`recjob evaluate`): each staged
-    /// file is copied over its target (one atomic replace per object), then the manifest is
-    /// overwritten in one put. Readers see the old or the new file, never a mix within a file.
-    pub async fn republish(self, manifest: &Manifest) -> Result<()> {
-        let root = &self.root;
-        for f in &self.staged {
-            root.store
-                .copy(&f.staged, &f.target)
-                .await
-                .context(format!("publishing {}", f.url))?;
-        }
-        let path = manifest_path(root, self.date);
-        root.store
-            .put(&path, PutPayload::from(manifest.to_json()))
-            .await
-            .context(format!("updating {}", root.object_url(&path)))?;
-        self.discard().await;
-        Ok(())
-    }
-
-    /// Remove this run's staging files (best effort: leftovers are never read).
+    /// Remove this run's staging files (best effort: leftovers are never read, and the next
+    /// run of the date removes them).
     pub async fn discard(&self) {
         for f in &self.staged {
             let _ = self.root.store.delete(&f.staged).await;
         }
-        // Object stores have no directories; a local filesystem keeps the empty ones.
+        self.remove_empty_dirs(false);
+    }
+
+    /// Object stores have no directories; a local filesystem keeps the empty ones. `all`: the
+    /// date's whole staging (the lease holder after publishing), else this run's.
+    fn remove_empty_dirs(&self, all: bool) {
         if self.root.base.scheme() == "file" {
             let staging = std::path::Path::new("/").join(self.root.path(STAGING).as_ref());
-            let _ = std::fs::remove_dir_all(staging.join(&self.run_id));
-            let _ = std::fs::remove_dir(&staging); // only when no other run is staging
+            let date_dir = staging.join(format!("dt={}", dt(self.date)));
+            if all {
+                let _ = std::fs::remove_dir_all(&date_dir);
+            } else {
+                let _ = std::fs::remove_dir_all(date_dir.join(&self.run_id));
+                let _ = std::fs::remove_dir(&date_dir);
+            }
+            let _ = std::fs::remove_dir(&staging); // only when no other date is staging
         }
     }
 }

@@ -116,6 +116,10 @@ pub struct PublishedFile {
     pub url: String,
     /// Its rows.
     pub rows: u64,
+    /// The `run_id` of its rows: the run, or the `recjob evaluate` that rewrote the metrics
+    /// (empty in manifests of earlier versions: the manifest's `run_id`).
+    #[serde(default)]
+    pub run_id: String,
 }
 
 /// Texts embedded and reused.
@@ -184,6 +188,19 @@ pub async fn read_manifest(root: &Location, date: NaiveDate) -> Result<Option<Ma
 }
 
 impl Manifest {
+    /// The published file of `table` for this date (the append-only cache aside).
+    pub fn file(&self, table: &str) -> Option<&PublishedFile> {
+        self.tables.iter().find(|f| f.table == table)
+    }
+
+    /// The `run_id` of `table`'s rows.
+    pub fn rows_run_id(&self, table: &str) -> &str {
+        match self.file(table) {
+            Some(f) if !f.run_id.is_empty() => &f.run_id,
+            _ => &self.run_id,
+        }
+    }
+
     /// The document as written.
     pub fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec_pretty(self).expect("a manifest serialises: this is a bug")

@@ -3,15 +3,18 @@
 //! "Publishing").
 
 mod commit;
+mod halt;
+mod lease;
 mod manifest;
 mod published;
 mod schemas;
 mod tables;
 
 pub use commit::Publisher;
+pub use lease::Lease;
 pub use manifest::{
-    EmbeddingInfo, Manifest, ModelInfo, UsersInfo, VectorsInfo, WindowInfo, is_published,
-    manifest_path, read_manifest,
+    EmbeddingInfo, Manifest, ModelInfo, PublishedFile, UsersInfo, VectorsInfo, WindowInfo,
+    is_published, manifest_path, read_manifest,
 };
 pub use published::{published_dates, published_lists};
 pub use schemas::{

@@ -1,74 +1,102 @@
-//! Reading what was published: the dates with a manifest, and a date's recommendation lists.
+//! Reading what was published, through the manifests: which dates are published and by which
+//! run, and a date's recommendation lists (exactly the files its manifest lists, whatever else
+//! a partition directory holds at the moment).
 
 use std::collections::HashMap;
 
-use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::DataType;
+use arrow::array::RecordBatch;
 use chrono::NaiveDate;
 
-use super::manifest::{MANIFESTS, is_published};
-use crate::domain::{RankedList, dt};
+use super::manifest::{MANIFESTS, Manifest, read_manifest};
+use crate::domain::{RankedList, dt, parse_date};
 use crate::error::{Error, Result};
-use crate::io::{Location, is_data_file, read_parquet, strings};
+use crate::io::{Location, id_strings, int_values, read_parquet};
 
-/// Dates with a manifest under the output root.
-pub async fn published_dates(root: &Location) -> Result<Vec<String>> {
+/// Published dates and their manifests, by date. Folders of `_manifests/` whose names are not
+/// `dt=YYYY-MM-DD` are skipped and counted in a warning.
+pub async fn published(root: &Location) -> Result<Vec<(NaiveDate, Manifest)>> {
     let manifests = root.child(MANIFESTS);
-    let mut dates = Vec::new();
+    let mut out = Vec::new();
+    let mut malformed = Vec::new();
     for dir in manifests.list_dirs().await? {
-        if let Some(date) = dir.strip_prefix("dt=")
-            && root
-                .exists(&manifests.path(&format!("{dir}/manifest.json")))
-                .await?
-        {
-            dates.push(date.to_string());
+        let Some(date) = dir.strip_prefix("dt=").and_then(|d| parse_date(d).ok()) else {
+            malformed.push(dir);
+            continue;
+        };
+        if let Some(m) = read_manifest(root, date).await? {
+            out.push((date, m));
         }
     }
-    Ok(dates)
+    if !malformed.is_empty() {
+        tracing::warn!(count = malformed.len(), folders = ?malformed, under = %manifests.url(), "ignoring folders that are not dt=YYYY-MM-DD");
+    }
+    Ok(out)
+}
+
+/// Dates with a manifest under the output root.
+pub async fn published_dates(root: &Location) -> Result<Vec<NaiveDate>> {
+    Ok(published(root).await?.into_iter().map(|(d, _)| d).collect())
+}
+
+/// Every batch of the file `table` of a published manifest.
+pub async fn published_batches(
+    root: &Location,
+    manifest: &Manifest,
+    table: &str,
+) -> Result<Vec<RecordBatch>> {
+    let Some(file) = manifest.file(table) else {
+        return Err(Error::Input(format!(
+            "the manifest of dt={} lists no {table} file",
+            manifest.dt
+        )));
+    };
+    let Some(path) = root.object_path(&file.url) else {
+        return Err(Error::Input(format!(
+            "the manifest of dt={} lists {} outside {}",
+            manifest.dt,
+            file.url,
+            root.url()
+        )));
+    };
+    read_parquet(&root.store, &path)
+        .await
+        .map_err(|e| Error::infra(format!("reading {}", file.url), e))
 }
 
 /// The lists published for `date`, if it is published.
 pub async fn published_lists(root: &Location, date: NaiveDate) -> Result<Option<Vec<RankedList>>> {
-    if !is_published(root, date).await? {
+    let Some(manifest) = read_manifest(root, date).await? else {
         return Ok(None);
-    }
-    let dir = root.child(&format!("recommendations/dt={}", dt(date)));
-    let mut batches = Vec::new();
-    for meta in dir.list_files().await?.iter().filter(|m| is_data_file(m)) {
-        batches.extend(
-            read_parquet(&dir.store, &meta.location)
-                .await
-                .map_err(|e| {
-                    Error::infra(format!("reading {}", dir.object_url(&meta.location)), e)
-                })?,
-        );
-    }
-    Ok(Some(lists_from_batches(&batches)))
+    };
+    let batches = published_batches(root, &manifest, "recommendations").await?;
+    let url = manifest
+        .file("recommendations")
+        .map_or("", |f| f.url.as_str());
+    let what = |c: &str| {
+        format!(
+            "table recommendations, partition dt={}, file {url}, column {c}",
+            dt(date)
+        )
+    };
+    Ok(Some(lists_from_batches(&batches, &what)?))
 }
 
-/// Ranked lists from a `recommendations` batch set (`user_id, rank, item_id` columns).
-fn lists_from_batches(batches: &[RecordBatch]) -> Vec<RankedList> {
-    let mut by_user: HashMap<String, Vec<(i32, String)>> = HashMap::new();
+/// Ranked lists from `recommendations` batches (`user_id, rank, item_id`).
+fn lists_from_batches(
+    batches: &[RecordBatch],
+    what: &dyn Fn(&str) -> String,
+) -> Result<Vec<RankedList>> {
+    let mut by_user: HashMap<String, Vec<(i64, String)>> = HashMap::new();
     for b in batches {
-        let (Some(u), Some(r), Some(i)) = (
-            b.column_by_name("user_id"),
-            b.column_by_name("rank"),
-            b.column_by_name("item_id"),
-        ) else {
-            continue;
+        let column = |c: &str| {
+            b.column_by_name(c)
+                .ok_or_else(|| Error::Input(format!("{}: required column is missing", what(c))))
         };
-        let ub = RecordBatch::try_from_iter(vec![("u", u.clone()), ("i", i.clone())])
-            .expect("same length");
-        let (users, items) = (strings(&ub, 0), strings(&ub, 1));
-        let ranks = arrow::compute::cast(r, &DataType::Int32).expect("integer rank");
-        let ranks = ranks.as_primitive::<arrow::datatypes::Int32Type>();
-        for j in 0..b.num_rows() {
-            if !ranks.is_null(j) {
-                by_user
-                    .entry(users[j].clone())
-                    .or_default()
-                    .push((ranks.value(j), items[j].clone()));
-            }
+        let users = id_strings(column("user_id")?.as_ref(), &what("user_id"))?;
+        let items = id_strings(column("item_id")?.as_ref(), &what("item_id"))?;
+        let ranks = int_values(column("rank")?.as_ref(), &what("rank"))?;
+        for ((u, i), r) in users.into_iter().zip(items).zip(ranks) {
+            by_user.entry(u).or_default().push((r, i));
         }
     }
     let mut lists: Vec<RankedList> = by_user
@@ -82,5 +110,5 @@ fn lists_from_batches(batches: &[RecordBatch]) -> Vec<RankedList> {
         })
         .collect();
     lists.sort_by(|a, b| a.user_id.cmp(&b.user_id));
-    lists
+    Ok(lists)
 }

@@ -10,13 +10,16 @@ use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::DataType;
+use chrono::NaiveDate;
 use datafusion::execution::context::SQLOptions;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::scalar::ScalarValue;
 
-use super::published::published_dates;
+use super::manifest::Manifest;
+use super::published::published;
 use super::schemas::ITEM_EMBEDDINGS;
 use crate::config::Config;
+use crate::domain::dt;
 use crate::error::{Context, Error, Result};
 use crate::io::{Dot, Location, from_datafusion, is_data_file, listing_table};
 
@@ -35,23 +38,14 @@ pub async fn session(config: &Config) -> Result<SessionContext> {
     ctx.register_udf(Dot::udf());
     let root = Location::parse(&config.output.root)?;
     root.register(&ctx);
-    let dates = published_dates(&root).await?;
-    let in_list = if dates.is_empty() {
-        "false".to_string()
-    } else {
-        format!(
-            "dt IN ({})",
-            dates
-                .iter()
-                .map(|d| format!("DATE '{d}'"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
-    };
+    let runs = published(&root).await?;
     for table in PUBLISHED_TABLES {
         if register_listing(&ctx, &format!("{table}_files"), &root.child(table), true).await? {
             let view = ctx
-                .sql(&format!("SELECT * FROM {table}_files WHERE {in_list}"))
+                .sql(&format!(
+                    "SELECT * FROM {table}_files WHERE {}",
+                    published_rows(&runs, table)
+                ))
                 .await
                 .context(format!("registering {table}"))?;
             ctx.register_table(table, view.into_view())
@@ -68,6 +62,31 @@ pub async fn session(config: &Config) -> Result<SessionContext> {
         register_listing(&ctx, name, &loc, true).await?;
     }
     Ok(ctx)
+}
+
+/// The filter that keeps exactly the published rows of `table`: per published date, the rows of
+/// the run its manifest names. A directory may hold other files for a moment (a rerun between
+/// writing its files and switching the manifest, or removing the old ones); they never show.
+fn published_rows(runs: &[(NaiveDate, Manifest)], table: &str) -> String {
+    let terms: Vec<String> = runs
+        .iter()
+        .filter_map(|(date, m)| {
+            let run = m.rows_run_id(table);
+            let plain = run
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_+.".contains(c));
+            if !plain {
+                tracing::warn!(dt = %dt(*date), run, "manifest with an unexpected run id: date left out");
+                return None;
+            }
+            Some(format!("(dt = DATE '{}' AND run_id = '{run}')", dt(*date)))
+        })
+        .collect();
+    if terms.is_empty() {
+        "false".to_string()
+    } else {
+        terms.join(" OR ")
+    }
 }
 
 /// Register a Parquet listing table if it has files; returns whether it was registered.

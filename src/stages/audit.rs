@@ -190,3 +190,132 @@ fn vectors_by_id(v: &Vectors) -> HashMap<&str, &[f32]> {
         .map(|r| (v.ids[r].as_str(), v.row(r)))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two candidates, one user with a personal list of both: every invariant holds.
+    struct Case {
+        recs: Vec<Recommendation>,
+        users: UserVectors,
+        items: Vectors,
+        exclusions: HashMap<String, Vec<String>>,
+        eligible: HashMap<String, usize>,
+        similar: Vec<SimilarItem>,
+        active: Vec<String>,
+    }
+
+    fn rec(rank: i32, item: &str, score: f32) -> Recommendation {
+        Recommendation {
+            user_id: "u".into(),
+            rank,
+            item_id: item.into(),
+            score,
+            source: Source::Personal,
+        }
+    }
+
+    fn valid() -> Case {
+        let s = std::f32::consts::FRAC_1_SQRT_2;
+        // u = (1, 0); a = (1, 0) scores 1; b = (s, s) scores s.
+        Case {
+            recs: vec![rec(1, "a", 1.0), rec(2, "b", s)],
+            users: UserVectors {
+                vectors: Vectors::new(vec!["u".into()], vec![1.0, 0.0], 2),
+                n_events: vec![2],
+            },
+            items: Vectors::new(vec!["a".into(), "b".into()], vec![1.0, 0.0, s, s], 2),
+            exclusions: HashMap::new(),
+            eligible: HashMap::from([("u".to_string(), 2)]),
+            similar: vec![SimilarItem {
+                item_id: "a".into(),
+                rank: 1,
+                similar_item_id: "b".into(),
+                score: s,
+            }],
+            active: vec!["u".into()],
+        }
+    }
+
+    fn run(c: &Case, k: usize) -> Result<AuditReport> {
+        audit(&AuditInput {
+            k,
+            recommendations: &c.recs,
+            active_users: &c.active,
+            eligible: &c.eligible,
+            exclusions: &c.exclusions,
+            candidates: &c.items,
+            users: &c.users,
+            similar_items: &c.similar,
+        })
+    }
+
+    fn fails(c: &Case, k: usize, needle: &str) {
+        match run(c, k) {
+            Err(Error::Audit(msg)) => assert!(msg.contains(needle), "{msg} lacks {needle:?}"),
+            other => panic!("expected an audit failure about {needle:?}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_valid_run_passes_and_short_users_are_counted() {
+        let report = run(&valid(), 2).unwrap();
+        assert_eq!((report.users, report.short_users), (1, 0));
+        let mut c = valid();
+        c.eligible.insert("u".into(), 2);
+        let report = run(&c, 3).unwrap();
+        assert_eq!(report.short_users, 1);
+        assert!(report.short_reason.unwrap().contains("fewer than K = 3"));
+    }
+
+    #[test]
+    fn every_broken_invariant_fails_the_audit_by_name() {
+        let mut c = valid();
+        c.active.push("v".into());
+        fails(&c, 2, "2 are active");
+
+        let mut c = valid();
+        c.recs.pop();
+        fails(&c, 2, "has 1 recommendations, expected 2");
+
+        let mut c = valid();
+        c.recs[1].rank = 3;
+        fails(&c, 2, "rank 3 at position 2");
+
+        let mut c = valid();
+        c.recs[1].score = f32::NAN;
+        fails(&c, 2, "non-finite score");
+
+        let mut c = valid();
+        c.recs[1].score = 2.0;
+        fails(&c, 2, "score rises");
+
+        let mut c = valid();
+        c.exclusions.insert("u".into(), vec!["b".into()]);
+        fails(&c, 2, "excluded item b recommended");
+
+        let mut c = valid();
+        c.recs[1].item_id = "z".into();
+        c.recs[1].source = Source::Popular;
+        fails(&c, 2, "item z is not an available catalog item");
+
+        let mut c = valid();
+        c.recs[1].score = 0.5;
+        fails(&c, 2, "is not the dot product");
+
+        let mut c = valid();
+        c.users.vectors.flat = vec![2.0, 0.0];
+        c.recs[0].score = 2.0;
+        c.recs[1].score = 2.0 * std::f32::consts::FRAC_1_SQRT_2;
+        fails(&c, 2, "norm");
+
+        let mut c = valid();
+        c.similar[0].similar_item_id = "a".into();
+        fails(&c, 2, "pairs item a with itself");
+
+        let mut c = valid();
+        c.similar[0].score = f32::INFINITY;
+        fails(&c, 2, "similar_items: non-finite score");
+    }
+}

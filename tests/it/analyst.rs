@@ -164,7 +164,71 @@ fn recjob_sql_is_read_only_and_sees_only_published_dates() {
     assert_eq!(before, after, "the outputs are unchanged");
     assert!(!tmp.path().join("stolen.parquet").exists());
 
-    // Unpublish 2024-01-05 (as a --force rerun does while it copies): it disappears from SQL.
+    // --output never writes into the job's data, whatever the format.
+    for (format, target) in [
+        (
+            "parquet",
+            "out/recommendations/dt=2024-01-05/part-evil.parquet",
+        ),
+        ("csv", "out/_manifests/dt=2024-01-05/manifest.json"),
+        ("json", "./out/../out/metrics/x.json"),
+    ] {
+        let o = recjob(
+            tmp.path(),
+            &[
+                "sql",
+                "--config",
+                config,
+                "--format",
+                format,
+                "--output",
+                target,
+                "-c",
+                "SELECT 1 AS x",
+            ],
+        );
+        assert_eq!(code(&o), 1, "{target}: {}", stderr(&o));
+        assert!(stderr(&o).contains("inside output.root"), "{}", stderr(&o));
+    }
+    // Only the published tables, `dot` and DataFusion's own functions: not the engine's, which
+    // read any URL with the job's credentials.
+    for statement in [
+        "SELECT recjob_topk(embedding, [], 's3://any-bucket/x', 1, 1, 1) FROM user_embeddings",
+        "SELECT recjob_embed(['a'], '/', 'cpu', 'm')",
+    ] {
+        let o = recjob(tmp.path(), &["sql", "--config", config, "-c", statement]);
+        assert_eq!(code(&o), 1, "{statement}: {}", stderr(&o));
+        assert!(
+            stderr(&o).to_lowercase().contains("recjob_"),
+            "{}",
+            stderr(&o)
+        );
+    }
+    let after: Vec<(PathBuf, Vec<u8>)> = walk(&tmp.path().join("out"))
+        .map(|p| (p.clone(), std::fs::read(&p).unwrap()))
+        .collect();
+    assert_eq!(before, after, "the outputs are unchanged");
+
+    // A folder under _manifests that is not a date (an injection attempt, here) is ignored
+    // with a warning, never put into SQL.
+    std::fs::create_dir_all(tmp.path().join("out/_manifests/dt=2024-01-01') OR (1=1")).unwrap();
+    let o = recjob(
+        tmp.path(),
+        &[
+            "sql",
+            "--config",
+            config,
+            "--format",
+            "csv",
+            "-c",
+            "SELECT count(DISTINCT dt) AS n FROM recommendations",
+        ],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "n\n2\n");
+    assert!(stderr(&o).contains("not dt=YYYY-MM-DD"), "{}", stderr(&o));
+
+    // Unpublish 2024-01-05: it disappears from SQL.
     std::fs::remove_file(
         tmp.path()
             .join("out/_manifests/dt=2024-01-05/manifest.json"),

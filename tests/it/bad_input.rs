@@ -8,6 +8,8 @@ use arrow::array::{
     ArrayRef, BooleanArray, Float64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
 
+use arrow::datatypes::DataType;
+
 use crate::common::*;
 
 /// Write a Parquet file with the given columns.
@@ -289,6 +291,11 @@ fn bad_configuration_and_dates_exit_1_before_any_io() {
     for (args, needle) in [
         (vec!["--set", "topk.kk=3"], "kk"),
         (vec!["--set", "exclusions.policy=sometimes"], "sometimes"),
+        (vec!["--set", "topk.k=18446744073709551615"], "topk.k"),
+        (
+            vec!["--set", "topk.k=1000000"],
+            "topk.k must be within 1..=100000",
+        ),
     ] {
         let (code, err) = run(tmp.path(), "2024-01-02", &args);
         assert_eq!(code, 1, "{err}");
@@ -401,4 +408,49 @@ fn integer_ids_and_other_timestamp_units_are_accepted() {
     );
     let (code, err) = run(tmp.path(), "2024-01-02", &["--set", "topk.k=2"]);
     assert_eq!(code, 0, "{err}");
+}
+
+/// A published list that breaks the table's contract (a decimal rank, here) is bad input
+/// naming the file and the column when the next night evaluates it, and nothing is published.
+#[test]
+fn a_published_file_with_a_decimal_rank_is_bad_input_naming_file_and_column() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tiny_config(tmp.path());
+    let cfg = config.to_str().unwrap();
+    let out = tmp.path().join("out");
+    let o = recjob(
+        tmp.path(),
+        &["run", "--config", cfg, "--date", "2024-01-04"],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let file = published_file(&out, "recommendations", "2024-01-04");
+    let b = read_file(&file).remove(0);
+    let ranks =
+        arrow::compute::cast(b.column_by_name("rank").unwrap(), &DataType::Float64).unwrap();
+    let i = b.schema().index_of("rank").unwrap();
+    let mut columns = b.columns().to_vec();
+    columns[i] = ranks;
+    let mut fields: Vec<arrow::datatypes::Field> = b
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields[i] = arrow::datatypes::Field::new("rank", DataType::Float64, false);
+    let bad =
+        RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), columns).unwrap();
+    write_file(&file, &bad);
+    let o = recjob(
+        tmp.path(),
+        &["run", "--config", cfg, "--date", "2024-01-05"],
+    );
+    let err = stderr(&o);
+    assert_eq!(code(&o), 1, "{err}");
+    assert!(
+        err.contains(&file.display().to_string())
+            && err.contains("column rank")
+            && err.contains("must be an integer"),
+        "{err}"
+    );
+    assert!(!out.join("_manifests/dt=2024-01-05/manifest.json").exists());
 }

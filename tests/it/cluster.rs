@@ -1,7 +1,8 @@
 //! The nightly run on Apache Ballista: `recjob scheduler` and two `recjob executor` processes
 //! on loopback, started and stopped here. A run with `engine.url = df://...` publishes exactly
-//! the rows of a single-process run (Online Retail, the real model); killing an executor in the
-//! middle of a run either still publishes those rows or fails with exit 2 publishing nothing.
+//! the rows of a single-process run (Online Retail, the real model). An executor killed while it
+//! runs a task: Ballista runs the task again elsewhere and the run publishes the same rows.
+//! Every executor killed: the run fails with exit 2 and publishes nothing.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -245,7 +246,7 @@ fn manifest(out: &Path) -> serde_json::Value {
 }
 
 #[test]
-fn a_run_on_ballista_publishes_the_single_process_rows_and_survives_or_fails_cleanly_on_executor_loss()
+fn a_run_on_ballista_publishes_the_single_process_rows_reruns_lost_tasks_and_fails_cleanly_without_executors()
  {
     let data = shared_data().join("online_retail/parquet");
     let tmp = tempfile::tempdir().unwrap();
@@ -305,63 +306,86 @@ fn a_run_on_ballista_publishes_the_single_process_rows_and_survives_or_fails_cle
         );
     }
 
-    // Executor loss: kill executor 0 while it runs a task of one of the run's stages (after the
-    // run has staged the stage's inputs).
+    // Executor loss that Ballista recovers from: executor 0 dies while it runs its first task of
+    // the run (it holds no finished results yet), so the scheduler runs the task again on
+    // executor 1 and the run publishes the same rows.
     let started_tasks = |e: &Process| e.log().matches("Execute task").count();
     let loss_out = tmp.path().join("loss");
-    let args = run_args(config, loss_out.to_str().unwrap(), &["--set", &engine]);
-    let mut run = Command::new(env!("CARGO_BIN_EXE_recjob"))
-        .args(&args)
-        .current_dir(tmp.path())
-        .env("RECJOB_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let tasks_on_1 = started_tasks(&cluster.executors[1]);
+    let mut run = spawn_run(
+        tmp.path(),
+        &run_args(config, loss_out.to_str().unwrap(), &["--set", &engine]),
+    );
     let deadline = Instant::now() + Duration::from_secs(300);
-    while !has_files(&loss_out.join("_engine")) && run.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "the run staged nothing in 300 s");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for_staging(&loss_out, &mut run, deadline);
     let before = started_tasks(&cluster.executors[0]);
     while started_tasks(&cluster.executors[0]) == before && run.try_wait().unwrap().is_none() {
         assert!(Instant::now() < deadline, "the run did not finish in 300 s");
         std::thread::sleep(Duration::from_millis(10));
     }
-    let killed_mid_run = run.try_wait().unwrap().is_none();
-    cluster.executors[0].kill();
-    let o = run.wait_with_output().unwrap();
-    match code(&o) {
-        0 => assert_same_rows(&local, &published_rows(&loss_out)),
-        2 => {
-            assert!(
-                !loss_out.join(format!("_manifests/dt={DATE}")).exists(),
-                "a failed run published a manifest"
-            );
-            for t in TABLES {
-                assert!(
-                    !has_files(&loss_out.join(t)),
-                    "a failed run left files in {t}"
-                );
-            }
-        }
-        c => panic!(
-            "executor loss: exit {c}, expected 0 or 2: {}\n{}",
-            stderr(&o),
-            cluster.logs()
-        ),
-    }
     assert!(
-        killed_mid_run,
+        run.try_wait().unwrap().is_none(),
         "executor 0 ran no task of the run before it ended"
     );
-    eprintln!(
-        "executor loss: exit {} ({})",
+    cluster.executors[0].kill();
+    let o = run.wait_with_output().unwrap();
+    assert_eq!(
         code(&o),
-        if code(&o) == 0 {
-            "Ballista re-ran the lost tasks".to_string()
-        } else {
-            format!("failed cleanly: {}", stderr(&o).trim())
-        }
+        0,
+        "Ballista did not re-run the lost task: {}\n{}",
+        stderr(&o),
+        cluster.logs()
+    );
+    assert_same_rows(&local, &published_rows(&loss_out));
+    assert!(
+        started_tasks(&cluster.executors[1]) > tasks_on_1,
+        "executor 1 ran none of the run's tasks\n{}",
+        cluster.logs()
+    );
+
+    // Executor loss that it cannot recover from: every executor is gone mid-run. The run fails
+    // with exit 2 and publishes nothing; a retry (Airflow's, for exit 2) starts over.
+    let lost_out = tmp.path().join("lost");
+    let mut run = spawn_run(
+        tmp.path(),
+        &run_args(config, lost_out.to_str().unwrap(), &["--set", &engine]),
+    );
+    let deadline = Instant::now() + Duration::from_secs(300);
+    wait_for_staging(&lost_out, &mut run, deadline);
+    cluster.executors[1].kill();
+    let o = run.wait_with_output().unwrap();
+    assert_eq!(code(&o), 2, "{}\n{}", stderr(&o), cluster.logs());
+    assert!(
+        !lost_out.join(format!("_manifests/dt={DATE}")).exists(),
+        "a failed run published a manifest"
+    );
+    for t in TABLES {
+        assert!(
+            !has_files(&lost_out.join(t)),
+            "a failed run left files in {t}"
+        );
+    }
+}
+
+fn spawn_run(dir: &Path, args: &[String]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_recjob"))
+        .args(args)
+        .current_dir(dir)
+        .env("RECJOB_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Wait until the run has staged the inputs of a distributed stage.
+fn wait_for_staging(out: &Path, run: &mut Child, deadline: Instant) {
+    while !has_files(&out.join("_engine")) && run.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the run staged nothing in 300 s");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        run.try_wait().unwrap().is_none(),
+        "the run ended before staging"
     );
 }

@@ -52,6 +52,31 @@ pub fn recjob(cwd: &Path, args: &[&str]) -> Output {
         .expect("recjob runs")
 }
 
+/// Run the `recjob` binary in `cwd` with extra environment variables.
+pub fn recjob_env(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_recjob"));
+    cmd.args(args)
+        .current_dir(cwd)
+        .env("RECJOB_LOG", "warn")
+        .env_remove("RECJOB_LOG_FORMAT");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("recjob runs")
+}
+
+/// A job on the tiny fixture (fixtures/tiny) writing to `dir/out`.
+pub fn tiny_config(dir: &Path) -> PathBuf {
+    let fixtures = repo().join("fixtures/tiny");
+    write_config(
+        dir,
+        &fixtures.join("behavior"),
+        &fixtures.join("catalog"),
+        &dir.join("out"),
+        "[events.weights]\nview = 0.25\npurchase = 1.0\nreturn = 0.0\n[topk]\nk = 5\n[window]\nlookback_days = 7\n[evaluate]\nks = [5]\n",
+    )
+}
+
 pub fn code(o: &Output) -> i32 {
     o.status.code().unwrap_or(-1)
 }
@@ -131,6 +156,32 @@ pub fn vectors_by_id(batches: &[RecordBatch], id: &str) -> HashMap<String, Vec<f
         }
     }
     out
+}
+
+/// A published date's manifest under the local output root `out`.
+pub fn manifest(out: &Path, date: &str) -> serde_json::Value {
+    let path = out.join(format!("_manifests/dt={date}/manifest.json"));
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+/// The URL of `table`'s file that the manifest of `date` publishes.
+pub fn published_url(manifest: &serde_json::Value, table: &str) -> String {
+    manifest["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["table"] == table)
+        .unwrap_or_else(|| panic!("the manifest lists no {table}"))["url"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// The local file of `table` that the manifest of `date` publishes, under the output root `out`.
+pub fn published_file(out: &Path, table: &str, date: &str) -> PathBuf {
+    let url = published_url(&manifest(out, date), table);
+    PathBuf::from(url.strip_prefix("file://").expect("a local output root"))
 }
 
 /// Does anything exist under `dir` (a local directory)?

@@ -5,6 +5,7 @@ mod analyst;
 mod architecture;
 mod bad_input;
 mod cluster;
+mod commit;
 mod common;
 mod embedding;
 mod engine;

@@ -35,8 +35,7 @@ fn raw_events(dt: &str) -> Vec<(String, String, String, i64)> {
 }
 
 fn lists(out: &Path, dt: &str) -> BTreeMap<String, Vec<String>> {
-    let f =
-        std::fs::File::open(out.join(format!("recommendations/dt={dt}/part-0.parquet"))).unwrap();
+    let f = std::fs::File::open(published_file(out, "recommendations", dt)).unwrap();
     let mut rows: Vec<(String, i32, String)> = Vec::new();
     for b in parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(f, 4096).unwrap() {
         let b = b.unwrap();
@@ -188,7 +187,7 @@ fn published_metrics_match_an_independent_recomputation() {
         .collect();
 
     // The published rows.
-    let f = std::fs::File::open(out.join("metrics/dt=2024-01-05/part-0.parquet")).unwrap();
+    let f = std::fs::File::open(published_file(&out, "metrics", "2024-01-05")).unwrap();
     let mut published: HashMap<(String, String, Option<i32>), f64> = HashMap::new();
     for b in parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(f, 4096).unwrap() {
         let b = b.unwrap();
@@ -358,11 +357,13 @@ fn evaluate_republishes_only_the_metrics_of_a_published_date() {
     let config = crate::analyst::tiny_outputs(tmp.path());
     let cfg = config.to_str().unwrap();
     let out = tmp.path().join("out");
-    let metrics_rows = |dt: &str| -> Vec<String> {
-        file_rows(&out.join(format!("metrics/dt={dt}/part-0.parquet")), &[])
-    };
+    // Rows as published, without run_id (an evaluation's rows carry its own id).
+    let metrics_rows =
+        |dt: &str| -> Vec<String> { file_rows(&published_file(&out, "metrics", dt), &["run_id"]) };
     let before = metrics_rows("2024-01-05");
-    let recs = std::fs::read(out.join("recommendations/dt=2024-01-05/part-0.parquet")).unwrap();
+    let old_metrics = published_file(&out, "metrics", "2024-01-05");
+    let recs_file = published_file(&out, "recommendations", "2024-01-05");
+    let recs = std::fs::read(&recs_file).unwrap();
     let o = recjob(
         tmp.path(),
         &["evaluate", "--config", cfg, "--date", "2024-01-05"],
@@ -370,15 +371,36 @@ fn evaluate_republishes_only_the_metrics_of_a_published_date() {
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert_eq!(metrics_rows("2024-01-05"), before, "idempotent");
     assert_eq!(
-        std::fs::read(out.join("recommendations/dt=2024-01-05/part-0.parquet")).unwrap(),
+        published_file(&out, "recommendations", "2024-01-05"),
+        recs_file
+    );
+    assert_eq!(
+        std::fs::read(&recs_file).unwrap(),
         recs,
         "only metrics are rewritten"
     );
-    let m: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(out.join("_manifests/dt=2024-01-05/manifest.json")).unwrap(),
-    )
-    .unwrap();
+    let m = manifest(&out, "2024-01-05");
     assert!(m["metrics_evaluated_at"].is_string());
+    // The new metrics are a new file whose rows carry the evaluation's id; the old one is gone.
+    let new_metrics = published_file(&out, "metrics", "2024-01-05");
+    assert_ne!(new_metrics, old_metrics);
+    assert!(
+        !old_metrics.exists(),
+        "the superseded metrics file is removed"
+    );
+    let metrics_run = m["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["table"] == "metrics")
+        .unwrap()["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(metrics_run.ends_with("-evaluate"), "{metrics_run}");
+    for b in read_file(&new_metrics) {
+        assert!(col_strings(&b, "run_id").iter().all(|r| *r == metrics_run));
+    }
     let report = std::fs::read_to_string(out.join("reports/dt=2024-01-05/report.html")).unwrap();
     assert!(
         report.contains("<svg")

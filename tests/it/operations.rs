@@ -16,17 +16,6 @@ const TABLES: [&str; 5] = [
     "metrics",
 ];
 
-fn tiny_config(dir: &Path) -> PathBuf {
-    let fixtures = repo().join("fixtures/tiny");
-    write_config(
-        dir,
-        &fixtures.join("behavior"),
-        &fixtures.join("catalog"),
-        &dir.join("out"),
-        "[events.weights]\nview = 0.25\npurchase = 1.0\nreturn = 0.0\n[topk]\nk = 5\n[window]\nlookback_days = 7\n[evaluate]\nks = [5]\n",
-    )
-}
-
 fn stdout(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -41,10 +30,7 @@ fn snapshot(out: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
 
 /// Rows of a table partition without run_id, sorted: what must not depend on the run.
 fn rows_without_run_id(out: &Path, table: &str, date: &str) -> Vec<String> {
-    let mut rows = file_rows(
-        &out.join(format!("{table}/dt={date}/part-0.parquet")),
-        &["run_id"],
-    );
+    let mut rows = file_rows(&published_file(out, table, date), &["run_id"]);
     rows.sort();
     rows
 }
@@ -57,7 +43,7 @@ fn assert_whole(out: &Path, date: &str) {
     .unwrap();
     let run_id = m["run_id"].as_str().unwrap();
     for t in TABLES {
-        let f = std::fs::File::open(out.join(format!("{t}/dt={date}/part-0.parquet"))).unwrap();
+        let f = std::fs::File::open(published_file(out, t, date)).unwrap();
         for b in parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(f, 4096).unwrap() {
             assert!(
                 col_strings(&b.unwrap(), "run_id")

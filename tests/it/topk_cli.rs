@@ -142,3 +142,74 @@ fn bad_vectors_are_rejected_naming_the_id() {
         assert!(stderr(&o).contains(needle), "{needle}: {}", stderr(&o));
     }
 }
+
+/// Hostile inputs are bad input (exit 1) with a message naming the file and column, never a
+/// panic: a list-typed id column, a K that would overflow, a non-string exclusion column.
+#[test]
+fn hostile_ids_and_k_exit_1_naming_file_and_column() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    write_vectors(
+        &d.join("items.parquet"),
+        &["a", "b"],
+        &[vec![1.0, 0.0], vec![0.0, 1.0]],
+    );
+    // Users whose id column is a list of strings.
+    let ids =
+        arrow::array::ListArray::from_iter_primitive::<arrow::datatypes::Int32Type, _, _>(vec![
+            Some(vec![Some(1)]),
+            Some(vec![Some(2)]),
+        ]);
+    let emb = FixedSizeListArray::new(
+        Arc::new(Field::new("item", DataType::Float32, true)),
+        2,
+        Arc::new(Float32Array::from(vec![1.0, 0.0, 0.0, 1.0])),
+        None,
+    );
+    let batch = RecordBatch::try_from_iter(vec![
+        ("id", Arc::new(ids) as ArrayRef),
+        ("embedding", Arc::new(emb) as ArrayRef),
+    ])
+    .unwrap();
+    write_file(&d.join("users.parquet"), &batch);
+    let o = topk(d, "1", false);
+    let err = stderr(&o);
+    assert_eq!(code(&o), 1, "{err}");
+    assert!(
+        err.contains("users.parquet")
+            && err.contains("column id")
+            && err.contains("must be a string or integer"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+
+    write_vectors(&d.join("users.parquet"), &["u"], &[vec![1.0, 0.0]]);
+    for k in ["18446744073709551615", "0", "100001"] {
+        let o = topk(d, k, false);
+        let err = stderr(&o);
+        assert_eq!(code(&o), 1, "--k {k}: {err}");
+        assert!(
+            err.contains("--k") && err.contains("1..=100000"),
+            "--k {k}: {err}"
+        );
+    }
+    assert!(!d.join("out.parquet").exists(), "nothing was written");
+
+    // Exclusions with a float user_id column.
+    let batch = RecordBatch::try_from_iter(vec![
+        (
+            "user_id",
+            Arc::new(Float32Array::from(vec![1.5])) as ArrayRef,
+        ),
+        (
+            "item_id",
+            Arc::new(StringArray::from(vec!["a"])) as ArrayRef,
+        ),
+    ])
+    .unwrap();
+    write_file(&d.join("exclude.parquet"), &batch);
+    let o = topk(d, "1", true);
+    let err = stderr(&o);
+    assert_eq!(code(&o), 1, "{err}");
+    assert!(err.contains("exclude.parquet, column user_id"), "{err}");
+}

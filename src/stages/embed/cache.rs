@@ -12,8 +12,8 @@ use std::collections::HashMap;
 use arrow::array::RecordBatch;
 use sha2::{Digest, Sha256};
 
-use crate::error::{Context, Result};
-use crate::io::{self, Location, is_data_file, read_parquet, strings};
+use crate::error::Result;
+use crate::io::{Location, from_arrow, id_strings, is_data_file, read_parquet};
 use crate::publish::ITEM_EMBEDDINGS;
 
 /// The cache key of `text` under a model.
@@ -46,32 +46,58 @@ pub async fn load(
                 continue;
             }
         };
-        for b in batches {
-            let (Some(h), Some(m), Some(e)) = (
-                b.column_by_name("content_hash"),
-                b.column_by_name("model"),
-                b.column_by_name("embedding"),
-            ) else {
-                tracing::warn!(file = %table.object_url(&meta.location), "skipping embedding cache file without content_hash/model/embedding");
-                break;
-            };
-            let Ok((flat, d)) = io::from_arrow(e.as_ref()) else {
-                continue;
-            };
-            if d != dim {
-                continue;
-            }
-            let hb = RecordBatch::try_from_iter(vec![("h", h.clone()), ("m", m.clone())])
-                .context("reading cache")?;
-            let (hashes, models) = (strings(&hb, 0), strings(&hb, 1));
-            for (r, (hash, model)) in hashes.into_iter().zip(models).enumerate() {
-                if model == model_id {
-                    cache.insert(hash, flat[r * dim..(r + 1) * dim].to_vec());
+        let url = table.object_url(&meta.location);
+        match entries(&batches, model_id, dim, &url) {
+            Ok((found, other_dim)) => {
+                if other_dim > 0 {
+                    tracing::warn!(file = %url, vectors = other_dim, dim, "embedding cache entries of this model with another dimension: not used (embedded again)");
                 }
+                cache.extend(found);
+            }
+            Err(why) => {
+                tracing::warn!(file = %url, error = %why, "skipping an embedding cache file that breaks its contract; its texts are embedded again");
             }
         }
     }
     Ok(cache)
+}
+
+/// The entries of `model_id` in one cache file's batches, and how many of them had another
+/// dimension than `dim`. `Err` says how the file breaks the table's contract.
+fn entries(
+    batches: &[RecordBatch],
+    model_id: &str,
+    dim: usize,
+    url: &str,
+) -> std::result::Result<(HashMap<String, Vec<f32>>, usize), String> {
+    let mut out = HashMap::new();
+    let mut other_dim = 0;
+    for b in batches {
+        let column = |c: &str| {
+            b.column_by_name(c)
+                .ok_or_else(|| format!("column {c} is missing"))
+        };
+        let hashes = id_strings(
+            column("content_hash")?.as_ref(),
+            &format!("{url}, column content_hash"),
+        )
+        .map_err(|e| e.to_string())?;
+        let models = id_strings(column("model")?.as_ref(), &format!("{url}, column model"))
+            .map_err(|e| e.to_string())?;
+        let (flat, d) = from_arrow(column("embedding")?.as_ref())
+            .map_err(|e| format!("column embedding: {e}"))?;
+        for (r, (hash, model)) in hashes.into_iter().zip(models).enumerate() {
+            if model != model_id {
+                continue;
+            }
+            if d != dim {
+                other_dim += 1;
+                continue;
+            }
+            out.insert(hash, flat[r * dim..(r + 1) * dim].to_vec());
+        }
+    }
+    Ok((out, other_dim))
 }
 
 #[cfg(test)]
