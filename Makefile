@@ -4,7 +4,7 @@ CARGO ?= cargo
 BIN := target/debug/recjob
 PY := .venv/bin/python
 
-.PHONY: help demo test setup model pyenv build release lint fixtures bench-topk bench-embed bench-cluster clean-out
+.PHONY: help demo test setup model pyenv build release lint fixtures bench-topk bench-embed bench-cluster bench-als bench-quality bench-spark clean-out
 
 help:
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -45,6 +45,18 @@ bench-embed: model build ## recjob embed vs sentence-transformers on CPU (see BE
 
 bench-cluster: model pyenv build ## One process vs Ballista with 1 and 2 executors, synthetic data (see BENCHMARKS.md)
 	./scripts/bench-cluster.sh
+
+bench-als: ## ALS kernel: seconds and exactness at f = 128 on 200k users x 100k items (see BENCHMARKS.md)
+	$(CARGO) build --example als_bench
+	target/debug/examples/als_bench --users 200000 --items 100000 --events 6000000 --repeats 3 --check 200
+
+bench-quality: model build ## Peers (popularity, buy-again, ALS, EASE, RP3beta, item-kNN) tuned on validation dates vs recjob on test dates (see BENCHMARKS.md)
+	./scripts/bench-quality.sh --recjob $(BIN) --config jobs/nightly.toml
+
+SPARK_USERS ?= 20000
+SPARK_ITEMS ?= 20000
+bench-spark: model build ## Spark MLlib implicit ALS vs recjob on the same synthetic window, interleaved (see BENCHMARKS.md)
+	./scripts/bench-spark.sh --users $(SPARK_USERS) --items $(SPARK_ITEMS) --recjob $(BIN) --config jobs/synthetic.toml --repeats 3
 
 clean-out: ## Remove the demo's outputs
 	rm -rf out

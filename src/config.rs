@@ -292,8 +292,25 @@ impl Default for WindowConfig {
 pub struct EventsConfig {
     /// Weight of each event type in a user's vector. Event types not listed are invalid rows.
     pub weights: BTreeMap<String, f64>,
-    /// Event types that count as ground truth in evaluation; empty means all.
+    /// Event types that count as ground truth in evaluation; empty means every type with a
+    /// positive weight (a return is not a hit).
     pub truth_types: Vec<String>,
+}
+
+impl EventsConfig {
+    /// The event types that count as ground truth: `truth_types`, or when it is empty every
+    /// type with a positive weight.
+    pub fn ground_truth_types(&self) -> Vec<&str> {
+        if self.truth_types.is_empty() {
+            self.weights
+                .iter()
+                .filter(|(_, w)| **w > 0.0)
+                .map(|(t, _)| t.as_str())
+                .collect()
+        } else {
+            self.truth_types.iter().map(String::as_str).collect()
+        }
+    }
 }
 
 impl Default for EventsConfig {
@@ -393,6 +410,9 @@ pub struct HybridConfig {
     /// Weight beta of the popularity prior pi_i = ln(1 + events of i) / ln(1 + max events), in
     /// the window.
     pub popularity_weight: f64,
+    /// Weight rho of the repeat term rho * w_ui / max_j w_uj, added to the score of every item
+    /// the user has a positive decayed weight w_ui on in the window (README "The model").
+    pub repeat_weight: f64,
 }
 
 impl Default for HybridConfig {
@@ -404,6 +424,38 @@ impl Default for HybridConfig {
             iterations: 10,
             text_weight: 0.3,
             popularity_weight: 0.3,
+            repeat_weight: 0.3,
+        }
+    }
+}
+
+impl HybridConfig {
+    /// Problems with the `[hybrid]` settings, appended to `errors`.
+    fn validate(&self, errors: &mut Vec<String>) {
+        let h = self;
+        if !(h.text_weight.is_finite() && h.text_weight >= 0.0) {
+            errors.push("hybrid.text_weight must be a finite number >= 0".to_string());
+        }
+        if !(h.popularity_weight.is_finite() && h.popularity_weight >= 0.0) {
+            errors.push("hybrid.popularity_weight must be a finite number >= 0".to_string());
+        }
+        if !(h.repeat_weight.is_finite() && h.repeat_weight >= 0.0) {
+            errors.push("hybrid.repeat_weight must be a finite number >= 0".to_string());
+        }
+        if h.factors == 0 && h.text_weight <= 0.0 {
+            errors.push(
+                "hybrid.text_weight must be > 0 when hybrid.factors = 0 (nothing would rank)"
+                    .to_string(),
+            );
+        }
+        if h.factors > 0 && h.iterations == 0 {
+            errors.push("hybrid.iterations must be at least 1 when hybrid.factors > 0".to_string());
+        }
+        if !(h.alpha.is_finite() && h.alpha >= 0.0) {
+            errors.push("hybrid.alpha must be a finite number >= 0".to_string());
+        }
+        if !(h.regularization.is_finite() && h.regularization > 0.0) {
+            errors.push("hybrid.regularization must be a finite number > 0".to_string());
         }
     }
 }
@@ -542,28 +594,7 @@ impl Config {
                 ));
             }
         }
-        let h = &self.hybrid;
-        if !(h.text_weight.is_finite() && h.text_weight >= 0.0) {
-            errors.push("hybrid.text_weight must be a finite number >= 0".to_string());
-        }
-        if !(h.popularity_weight.is_finite() && h.popularity_weight >= 0.0) {
-            errors.push("hybrid.popularity_weight must be a finite number >= 0".to_string());
-        }
-        if h.factors == 0 && h.text_weight <= 0.0 {
-            errors.push(
-                "hybrid.text_weight must be > 0 when hybrid.factors = 0 (nothing would rank)"
-                    .to_string(),
-            );
-        }
-        if h.factors > 0 && h.iterations == 0 {
-            errors.push("hybrid.iterations must be at least 1 when hybrid.factors > 0".to_string());
-        }
-        if !(h.alpha.is_finite() && h.alpha >= 0.0) {
-            errors.push("hybrid.alpha must be a finite number >= 0".to_string());
-        }
-        if !(h.regularization.is_finite() && h.regularization > 0.0) {
-            errors.push("hybrid.regularization must be a finite number > 0".to_string());
-        }
+        self.hybrid.validate(&mut errors);
         if self.evaluate.new_days == 0 || self.evaluate.new_days > self.window.lookback_days {
             errors.push("evaluate.new_days must be within [1, window.lookback_days]".to_string());
         }
@@ -740,6 +771,7 @@ mod tests {
             ("hybrid.alpha=-2", "hybrid.alpha"),
             ("hybrid.iterations=0", "hybrid.iterations"),
             ("hybrid.popularity_weight=-0.5", "hybrid.popularity_weight"),
+            ("hybrid.repeat_weight=-1", "hybrid.repeat_weight"),
         ] {
             let e = Config::from_parts(MINIMAL, "t", &[], &[set.into()]).unwrap_err();
             assert!(e.to_string().contains(name), "{set}: {e}");

@@ -17,7 +17,7 @@ use crate::error::{Context, Error, ExitCode, Result};
 use crate::io::{
     Location, ParquetStreamWriter, from_arrow, id_strings, parquet_stream, read_input_file,
 };
-use crate::kernels::{Exclusions, TopkParams, top_k};
+use crate::kernels::{Adjustments, TopkParams, top_k};
 
 #[derive(Debug, clap::Args)]
 pub(super) struct Args {
@@ -228,7 +228,7 @@ fn rank_chunk(
                 .map(move |&i| (u as u32, i))
         })
         .collect();
-    let exclusions = Exclusions::from_pairs(users.len(), pairs);
+    let exclusions = Adjustments::exclusions(users.len(), pairs);
     let mut short = 0;
     let (mut out_users, mut ranks, mut out_items, mut scores) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());

@@ -51,10 +51,14 @@ pub struct Recommendation {
     pub rank: i32,
     /// The recommended item.
     pub item_id: String,
-    /// dot(user vector, item vector) for personal rows; the popularity score for popular ones.
+    /// dot(user vector, item vector) + `repeat_score` for personal rows; the popularity score
+    /// for popular ones.
     pub score: f32,
     /// Personal or popular.
     pub source: Source,
+    /// The repeat term inside `score` (0 for items the user has no positive weight on in the
+    /// window, and for popular rows).
+    pub repeat_score: f32,
 }
 
 /// One row of `similar_items`.

@@ -29,7 +29,7 @@ pub use session::context;
 use crate::config::Config;
 use crate::error::{Context, Result};
 use crate::io::Location;
-use crate::kernels::{self, EmbedStats, Encoder, Exclusions, Hit, TopkParams};
+use crate::kernels::{self, Adjustments, EmbedStats, Encoder, Hit, TopkParams};
 
 /// Where the heavy stages run.
 pub enum Engine {
@@ -104,11 +104,11 @@ impl Engine {
         items: &[f32],
         dim: usize,
         params: &TopkParams,
-        exclusions: &Exclusions,
+        adjustments: &Adjustments,
     ) -> Result<Vec<Vec<Hit>>> {
         match self {
-            Engine::Local => Ok(kernels::top_k_all(users, items, dim, params, exclusions)),
-            Engine::Sql(engine) => engine.top_k(users, items, dim, params, exclusions).await,
+            Engine::Local => Ok(kernels::top_k_all(users, items, dim, params, adjustments)),
+            Engine::Sql(engine) => engine.top_k(users, items, dim, params, adjustments).await,
         }
     }
 }

@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use arrow::array::{AsArray, ListBuilder, RecordBatch, StringBuilder, UInt32Array, UInt32Builder};
+use arrow::array::{
+    AsArray, Float32Builder, ListBuilder, RecordBatch, StringBuilder, UInt32Array, UInt32Builder,
+};
 use arrow::datatypes::{DataType, Field, Float32Type, Schema, SchemaRef, UInt32Type};
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use datafusion::scalar::ScalarValue;
@@ -14,7 +16,7 @@ use super::udf::hits_from_arrow;
 use crate::config::DeviceChoice;
 use crate::error::{Context, Error, Result};
 use crate::io::{self, Location, embedding_type, to_arrow};
-use crate::kernels::{Encoder, Exclusions, Hit, TopkParams};
+use crate::kernels::{Adjustments, Encoder, Hit, TopkParams};
 
 const EMBED_SQL: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/sql/engine/embed.sql"));
 const TOPK_SQL: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/sql/engine/topk.sql"));
@@ -195,7 +197,7 @@ impl SqlEngine {
         items: &[f32],
         dim: usize,
         params: &TopkParams,
-        exclusions: &Exclusions,
+        adjustments: &Adjustments,
     ) -> Result<Vec<Vec<Hit>>> {
         let n_users = users.len() / dim;
         let staged = self.stage("topk");
@@ -214,8 +216,13 @@ impl SqlEngine {
                 Field::new("row", DataType::UInt32, false),
                 Field::new("query", embedding_type(dim), false),
                 Field::new(
-                    "excluded",
+                    "adjusted",
                     DataType::List(Arc::new(Field::new("item", DataType::UInt32, true))),
+                    false,
+                ),
+                Field::new(
+                    "adjustment",
+                    DataType::List(Arc::new(Field::new("item", DataType::Float32, true))),
                     false,
                 ),
             ]));
@@ -223,11 +230,15 @@ impl SqlEngine {
             let url = self
                 .write_table(&staged.dir, "queries", schema.clone(), n_users, |rs| {
                     let mut flat = Vec::with_capacity(rs.len() * dim);
-                    let mut excluded = ListBuilder::new(UInt32Builder::new());
+                    let mut adjusted = ListBuilder::new(UInt32Builder::new());
+                    let mut adjustment = ListBuilder::new(Float32Builder::new());
                     for &u in rs {
                         flat.extend_from_slice(&users[u * dim..(u + 1) * dim]);
-                        excluded.values().append_slice(exclusions.of(u));
-                        excluded.append(true);
+                        let (items, values) = adjustments.of(u);
+                        adjusted.values().append_slice(items);
+                        adjusted.append(true);
+                        adjustment.values().append_slice(values);
+                        adjustment.append(true);
                     }
                     let rows = UInt32Array::from_iter_values(rs.iter().map(|&u| u as u32));
                     RecordBatch::try_new(
@@ -235,7 +246,8 @@ impl SqlEngine {
                         vec![
                             Arc::new(rows),
                             to_arrow(&flat, dim),
-                            Arc::new(excluded.finish()),
+                            Arc::new(adjusted.finish()),
+                            Arc::new(adjustment.finish()),
                         ],
                     )
                     .context("staging user vectors")

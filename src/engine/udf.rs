@@ -17,7 +17,7 @@ use datafusion::logical_expr::{
 use crate::config::DeviceChoice;
 use crate::io::{Dot, Location, from_arrow, read_parquet};
 use crate::kernels::{
-    Encoder, Exclusions, Hit, SentenceEncoder, TopkParams, encode_batches, top_k_all,
+    Adjustments, Encoder, Hit, SentenceEncoder, TopkParams, encode_batches, top_k_all,
 };
 
 /// Every function the engine's sessions have: in this process, the Ballista scheduler's and the
@@ -152,10 +152,11 @@ impl ScalarUDFImpl for Embed {
     }
 }
 
-/// `recjob_topk(query, excluded list<uint32>, items_url, k, block_users, block_items)
-/// -> list<struct<item uint32, score float32>>`: each row's exact top-K of the item vectors
-/// stored at `items_url` (Parquet with one `embedding` column, sorted by item id; read once per
-/// process), never an excluded item index.
+/// `recjob_topk(query, adjusted list<uint32>, adjustment list<float32>, items_url, k,
+/// block_users, block_items) -> list<struct<item uint32, score float32, adjustment float32>>`:
+/// each row's exact top-K of the item vectors stored at `items_url` (Parquet with one
+/// `embedding` column, sorted by item id; read once per process), with the row's sparse
+/// adjustments (`-inf`: excluded) applied as the kernel applies them.
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct TopK {
     signature: Signature,
@@ -165,7 +166,7 @@ impl TopK {
     /// The function, to register in a session.
     pub fn udf() -> ScalarUDF {
         ScalarUDF::from(TopK {
-            signature: Signature::any(6, Volatility::Immutable),
+            signature: Signature::any(7, Volatility::Immutable),
         })
     }
 }
@@ -174,6 +175,7 @@ fn hit_fields() -> arrow::datatypes::Fields {
     arrow::datatypes::Fields::from(vec![
         arrow::datatypes::Field::new("item", DataType::UInt32, false),
         arrow::datatypes::Field::new("score", DataType::Float32, false),
+        arrow::datatypes::Field::new("adjustment", DataType::Float32, false),
     ])
 }
 
@@ -182,12 +184,39 @@ pub fn hits_from_arrow(hits: &ArrayRef) -> Vec<Hit> {
     let s = hits.as_struct();
     let items = s.column(0).as_primitive::<arrow::datatypes::UInt32Type>();
     let scores = s.column(1).as_primitive::<Float32Type>();
+    let adjustments = s.column(2).as_primitive::<Float32Type>();
     (0..s.len())
         .map(|i| Hit {
             item: items.value(i),
             score: scores.value(i),
+            adjustment: adjustments.value(i),
         })
         .collect()
+}
+
+/// The adjustments of a batch of rows from its `adjusted` and `adjustment` list columns; `None`
+/// when their types or lengths do not match.
+fn adjustments_from_arrow(adjusted: &ArrayRef, adjustment: &ArrayRef) -> Option<Adjustments> {
+    let (items, values) = (
+        adjusted.as_list_opt::<i32>()?,
+        adjustment.as_list_opt::<i32>()?,
+    );
+    let mut entries = Vec::new();
+    for r in 0..items.len() {
+        let (i, v) = (items.value(r), values.value(r));
+        let i = i.as_primitive_opt::<arrow::datatypes::UInt32Type>()?;
+        let v = v.as_primitive_opt::<Float32Type>()?;
+        if i.len() != v.len() {
+            return None;
+        }
+        entries.extend(
+            i.values()
+                .iter()
+                .zip(v.values().iter())
+                .map(|(&i, &v)| (r as u32, i, v)),
+        );
+    }
+    Some(Adjustments::from_entries(items.len(), entries))
 }
 
 type ItemCache = std::sync::Mutex<Vec<(String, Arc<(Vec<f32>, usize)>)>>;
@@ -250,18 +279,17 @@ impl ScalarUDFImpl for TopK {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let name = self.name();
-        let url = scalar_str(&args.args, 2, name)?;
+        let url = scalar_str(&args.args, 3, name)?;
         let params = TopkParams {
-            k: scalar_usize(&args.args, 3, name)?,
-            block_users: scalar_usize(&args.args, 4, name)?,
-            block_items: scalar_usize(&args.args, 5, name)?,
+            k: scalar_usize(&args.args, 4, name)?,
+            block_users: scalar_usize(&args.args, 5, name)?,
+            block_items: scalar_usize(&args.args, 6, name)?,
         };
-        let arrays = ColumnarValue::values_to_arrays(&args.args[..2])?;
+        let arrays = ColumnarValue::values_to_arrays(&args.args[..3])?;
         let (queries, dim) = from_arrow(arrays[0].as_ref())
             .map_err(|e| engine_err(format!("{name}: query: {e}")))?;
-        let Some(excluded) = arrays[1].as_list_opt::<i32>() else {
-            return exec_err!("{name}: excluded must be list<uint32>");
-        };
+        let adjustments = adjustments_from_arrow(&arrays[1], &arrays[2])
+            .ok_or_else(|| engine_err(format!("{name}: adjusted must be list<uint32> and adjustment list<float32> of equal lengths")))?;
         let items = items(&url)?;
         let (item_flat, item_dim) = (&items.0, items.1);
         if queries.is_empty() {
@@ -272,26 +300,17 @@ impl ScalarUDFImpl for TopK {
         if dim != item_dim {
             return exec_err!("{name}: query dimension {dim}, item dimension {item_dim}");
         }
-        let mut pairs = Vec::new();
-        for r in 0..excluded.len() {
-            let v = excluded.value(r);
-            let v = v.as_primitive::<arrow::datatypes::UInt32Type>();
-            pairs.extend(v.values().iter().map(|&i| (r as u32, i)));
-        }
-        let exclusions = Exclusions::from_pairs(excluded.len(), pairs);
-        let lists = top_k_all(&queries, item_flat, dim, &params, &exclusions);
+        let lists = top_k_all(&queries, item_flat, dim, &params, &adjustments);
         let fields = hit_fields();
-        let mut items_b = Vec::new();
-        let mut scores_b = Vec::new();
-        for hits in &lists {
-            items_b.extend(hits.iter().map(|h| h.item));
-            scores_b.extend(hits.iter().map(|h| h.score));
-        }
+        let hits = || lists.iter().flatten();
         let structs = arrow::array::StructArray::new(
             fields.clone(),
             vec![
-                Arc::new(arrow::array::UInt32Array::from(items_b)),
-                Arc::new(Float32Array::from(scores_b)),
+                Arc::new(arrow::array::UInt32Array::from_iter_values(
+                    hits().map(|h| h.item),
+                )),
+                Arc::new(Float32Array::from_iter_values(hits().map(|h| h.score))),
+                Arc::new(Float32Array::from_iter_values(hits().map(|h| h.adjustment))),
             ],
             None,
         );

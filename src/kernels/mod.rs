@@ -14,4 +14,4 @@ pub use encoder::{
     EmbedStats, Encoder, Pooling, SentenceEncoder, embed_texts, encode_batches, plan, select_device,
 };
 pub use popularity::{popular_list, popular_lists, popularity_score};
-pub use topk::{Exclusions, Hit, TopkParams, top_k, top_k_all};
+pub use topk::{Adjustments, Hit, TopkParams, top_k, top_k_all};

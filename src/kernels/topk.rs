@@ -6,8 +6,9 @@
 //! memory is O(items x d + blocks) however many users there are; results are handed to a sink
 //! chunk by chunk, in user order.
 //!
-//! Exclusions are applied inside the kernel (excluded scores never enter a heap), so a user
-//! gets exactly K rows whenever K items are eligible. Items must be given sorted by id: ties are
+//! Sparse per-user [`Adjustments`] are applied inside the kernel: an excluded item's score never
+//! enters a heap, so a user gets exactly K rows whenever K items are eligible, and an item with
+//! an additive term (the repeat term) competes with its adjusted score. Items must be given sorted by id: ties are
 //! broken by the lower index, i.e. the lower item id. Each heap keeps a few more candidates than
 //! K whose scores are then recomputed with [`dot`] (fixed summation order), so the
 //! output does not depend on block sizes or thread count.
@@ -39,43 +40,73 @@ pub struct TopkParams {
 pub struct Hit {
     /// Item row.
     pub item: u32,
-    /// Its score (exact dot product).
+    /// Its score: the exact dot product plus `adjustment`.
     pub score: f32,
+    /// The user's sparse additive term for this item (0 for most items).
+    pub adjustment: f32,
 }
 
-/// Per-user excluded item indices in CSR form (each user's list sorted, deduplicated).
+/// Per-user sparse additive terms on item scores, in CSR form (each user's items sorted,
+/// distinct): `-inf` excludes the item, a finite value is added to its dot product.
 #[derive(Debug, Clone, Default)]
-pub struct Exclusions {
+pub struct Adjustments {
     offsets: Vec<usize>,
     items: Vec<u32>,
+    values: Vec<f32>,
 }
 
-impl Exclusions {
-    /// From `(user, item)` index pairs, in any order, duplicates allowed.
-    pub fn from_pairs(n_users: usize, mut pairs: Vec<(u32, u32)>) -> Exclusions {
-        pairs.sort_unstable();
-        pairs.dedup();
+impl Adjustments {
+    /// Exclusions only: every `(user, item)` index pair gets `-inf`.
+    pub fn exclusions(n_users: usize, pairs: Vec<(u32, u32)>) -> Adjustments {
+        let entries = pairs
+            .into_iter()
+            .map(|(u, i)| (u, i, f32::NEG_INFINITY))
+            .collect();
+        Adjustments::from_entries(n_users, entries)
+    }
+
+    /// From `(user, item, value)` entries in any order; the values of repeated pairs add up
+    /// (so an exclusion stays one).
+    pub fn from_entries(n_users: usize, mut entries: Vec<(u32, u32, f32)>) -> Adjustments {
+        entries.sort_unstable_by_key(|&(u, i, _)| (u, i));
         let mut offsets = vec![0usize; n_users + 1];
-        for &(u, _) in &pairs {
+        let (mut items, mut values): (Vec<u32>, Vec<f32>) = (Vec::new(), Vec::new());
+        let mut last = None;
+        for (u, i, v) in entries {
+            if last == Some((u, i)) {
+                *values.last_mut().expect("a previous entry") += v;
+                continue;
+            }
+            last = Some((u, i));
             offsets[u as usize + 1] += 1;
+            items.push(i);
+            values.push(v);
         }
         for u in 0..n_users {
             offsets[u + 1] += offsets[u];
         }
-        Exclusions {
+        Adjustments {
             offsets,
-            items: pairs.into_iter().map(|(_, i)| i).collect(),
+            items,
+            values,
         }
     }
 
-    /// The excluded items of `user`, sorted.
-    pub fn of(&self, user: usize) -> &[u32] {
-        &self.items[self.offsets[user]..self.offsets[user + 1]]
+    /// The adjusted items of `user` (sorted) and their values.
+    pub fn of(&self, user: usize) -> (&[u32], &[f32]) {
+        let range = self.offsets[user]..self.offsets[user + 1];
+        (&self.items[range.clone()], &self.values[range])
+    }
+
+    /// The term of `(user, item)`: 0 when there is none.
+    pub fn get(&self, user: usize, item: u32) -> f32 {
+        let (items, values) = self.of(user);
+        items.binary_search(&item).map_or(0.0, |at| values[at])
     }
 
     /// Is `item` excluded for `user`?
-    pub fn contains(&self, user: usize, item: u32) -> bool {
-        self.of(user).binary_search(&item).is_ok()
+    pub fn excludes(&self, user: usize, item: u32) -> bool {
+        self.get(user, item) == f32::NEG_INFINITY
     }
 }
 
@@ -108,7 +139,7 @@ pub fn top_k<E>(
     items: &[f32],
     dim: usize,
     params: &TopkParams,
-    exclusions: &Exclusions,
+    adjustments: &Adjustments,
     mut sink: impl FnMut(usize, Vec<Vec<Hit>>) -> Result<(), E>,
 ) -> Result<(), E> {
     assert!(
@@ -132,7 +163,7 @@ pub fn top_k<E>(
                     items,
                     dim,
                     params,
-                    exclusions,
+                    adjustments,
                 )
             })
             .collect();
@@ -147,10 +178,10 @@ pub fn top_k_all(
     items: &[f32],
     dim: usize,
     params: &TopkParams,
-    exclusions: &Exclusions,
+    adjustments: &Adjustments,
 ) -> Vec<Vec<Hit>> {
     let mut out = Vec::new();
-    top_k::<()>(users, items, dim, params, exclusions, |_, lists| {
+    top_k::<()>(users, items, dim, params, adjustments, |_, lists| {
         out.extend(lists);
         Ok(())
     })
@@ -164,7 +195,7 @@ fn user_block(
     items: &[f32],
     dim: usize,
     params: &TopkParams,
-    exclusions: &Exclusions,
+    adjustments: &Adjustments,
 ) -> Vec<Vec<Hit>> {
     let bu = users.len() / dim;
     let n_items = items.len() / dim;
@@ -183,11 +214,11 @@ fn user_block(
         blas::sgemm(bu, bi, dim, users, dim, block, dim, true, tile, bi, 0.0);
         for (r, heap) in heaps.iter_mut().enumerate() {
             let row = &mut tile[r * bi..(r + 1) * bi];
-            let excluded = exclusions.of(u0 + r);
-            let lo = excluded.partition_point(|&x| (x as usize) < i0);
-            let hi = excluded.partition_point(|&x| (x as usize) < i0 + bi);
-            for &x in &excluded[lo..hi] {
-                row[x as usize - i0] = f32::NEG_INFINITY;
+            let (adjusted, values) = adjustments.of(u0 + r);
+            let lo = adjusted.partition_point(|&x| (x as usize) < i0);
+            let hi = adjusted.partition_point(|&x| (x as usize) < i0 + bi);
+            for (&x, &v) in adjusted[lo..hi].iter().zip(&values[lo..hi]) {
+                row[x as usize - i0] += v;
             }
             let mut threshold = if heap.len() == keep {
                 heap.peek().map_or(f32::NEG_INFINITY, |w| w.0)
@@ -216,9 +247,14 @@ fn user_block(
             let user = &users[r * dim..(r + 1) * dim];
             let mut hits: Vec<Hit> = heap
                 .into_iter()
-                .map(|Worst(_, i)| Hit {
-                    item: i,
-                    score: dot(user, &items[i as usize * dim..(i as usize + 1) * dim]),
+                .map(|Worst(_, i)| {
+                    let adjustment = adjustments.get(u0 + r, i);
+                    let similarity = dot(user, &items[i as usize * dim..(i as usize + 1) * dim]);
+                    Hit {
+                        item: i,
+                        score: similarity + adjustment,
+                        adjustment,
+                    }
                 })
                 .collect();
             hits.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.item.cmp(&b.item)));
@@ -239,7 +275,7 @@ mod tests {
         items: &[f32],
         dim: usize,
         k: usize,
-        ex: &Exclusions,
+        ex: &Adjustments,
     ) -> Vec<Vec<Hit>> {
         users
             .chunks_exact(dim)
@@ -248,10 +284,14 @@ mod tests {
                 let mut all: Vec<Hit> = items
                     .chunks_exact(dim)
                     .enumerate()
-                    .filter(|(i, _)| !ex.contains(u, *i as u32))
-                    .map(|(i, iv)| Hit {
-                        item: i as u32,
-                        score: dot(uv, iv),
+                    .filter(|(i, _)| !ex.excludes(u, *i as u32))
+                    .map(|(i, iv)| {
+                        let adjustment = ex.get(u, i as u32);
+                        Hit {
+                            item: i as u32,
+                            score: dot(uv, iv) + adjustment,
+                            adjustment,
+                        }
                     })
                     .collect();
                 all.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.item.cmp(&b.item)));
@@ -284,6 +324,7 @@ mod tests {
             for (h, g) in x.iter().zip(y) {
                 assert_eq!(h.item, g.item, "user {u}: {x:?} vs {y:?}");
                 assert!((h.score - g.score).abs() < 1e-6);
+                assert_eq!(h.adjustment, g.adjustment);
             }
         }
     }
@@ -294,18 +335,26 @@ mod tests {
         fn matches_brute_force(
             n_users in 1usize..40, n_items in 1usize..120, dim in 1usize..37, k in 1usize..30,
             bu in 1usize..17, bi in 1usize..70, seed in 0u64..1000, ex_share in 0.0f64..1.0,
+            boost_share in 0.0f64..0.3,
         ) {
             let users = random_unit(n_users, dim, seed);
             let items = random_unit(n_items, dim, seed + 7);
-            let mut pairs = Vec::new();
+            let mut entries = Vec::new();
             for u in 0..n_users {
                 for i in 0..n_items {
-                    if ((u * 31 + i * 17 + seed as usize) % 100) as f64 / 100.0 < ex_share { pairs.push((u as u32, i as u32)); }
+                    let draw = ((u * 31 + i * 17 + seed as usize) % 100) as f64 / 100.0;
+                    if draw < ex_share {
+                        entries.push((u as u32, i as u32, f32::NEG_INFINITY));
+                    } else if ((u * 7 + i * 13 + seed as usize) % 100) as f64 / 100.0 < boost_share {
+                        // Repeat terms, some large enough to lift an item from the bottom.
+                        entries.push((u as u32, i as u32, (draw * 2.0) as f32));
+                    }
                 }
             }
-            // One user with every item excluded.
-            pairs.extend((0..n_items).map(|i| (0u32, i as u32)));
-            let ex = Exclusions::from_pairs(n_users, pairs);
+            // One user with every item excluded, some also boosted: still excluded.
+            entries.extend((0..n_items).map(|i| (0u32, i as u32, f32::NEG_INFINITY)));
+            entries.extend((0..n_items).step_by(3).map(|i| (0u32, i as u32, 0.5)));
+            let ex = Adjustments::from_entries(n_users, entries);
             let got = top_k_all(&users, &items, dim, &TopkParams { k, block_users: bu, block_items: bi }, &ex);
             let want = reference(&users, &items, dim, k, &ex);
             prop_assert!(got[0].is_empty());
@@ -319,7 +368,16 @@ mod tests {
         let base = random_unit(10, 24, 3);
         let items: Vec<f32> = (0..5).flat_map(|_| base.clone()).collect();
         let users = random_unit(33, 24, 9);
-        let ex = Exclusions::from_pairs(33, vec![(1, 0), (1, 10), (2, 49)]);
+        let ex = Adjustments::from_entries(
+            33,
+            vec![
+                (1, 0, f32::NEG_INFINITY),
+                (1, 10, f32::NEG_INFINITY),
+                (2, 49, f32::NEG_INFINITY),
+                (3, 7, 0.25),
+                (3, 17, 0.25),
+            ],
+        );
         let want = reference(&users, &items, 24, 12, &ex);
         for (bu, bi) in [(1, 1), (4, 7), (33, 50), (256, 2048)] {
             same(

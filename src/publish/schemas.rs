@@ -26,6 +26,7 @@ pub fn recommendations_schema() -> SchemaRef {
         Field::new("item_id", DataType::Utf8, false),
         Field::new("score", DataType::Float32, false),
         Field::new("source", DataType::Utf8, false),
+        Field::new("repeat_score", DataType::Float32, false),
         Field::new("run_id", DataType::Utf8, false),
     ]))
 }
@@ -43,6 +44,9 @@ pub fn recommendations(rows: &[Recommendation], run_id: &str) -> Result<RecordBa
         Arc::new(Float32Array::from_iter_values(rows.iter().map(|r| r.score))),
         Arc::new(StringArray::from_iter_values(
             rows.iter().map(|r| r.source.as_str()),
+        )),
+        Arc::new(Float32Array::from_iter_values(
+            rows.iter().map(|r| r.repeat_score),
         )),
         Arc::new(StringArray::from(vec![run_id; rows.len()])),
     ];

@@ -5,7 +5,8 @@
 //!   than K are eligible (counted as short, with the reason, in the manifest);
 //! - ranks are 1..n, scores finite and non-increasing with rank;
 //! - no recommendation is an excluded (user, item) pair or an unavailable item;
-//! - a personal score equals dot(user embedding, item vector);
+//! - a personal score equals dot(user embedding, item vector) + its finite, non-negative
+//!   repeat term, and a popular row has none;
 //! - embeddings are unit length; `similar_items` never pairs an item with itself.
 
 use std::collections::{HashMap, HashSet};
@@ -133,7 +134,7 @@ fn check_lists(input: &AuditInput<'_>, users: &ById<'_>, items: &ById<'_>) -> Re
     Ok(report)
 }
 
-/// Row `i` of a user's list: rank, score order, not excluded, available, score = dot.
+/// Row `i` of a user's list: rank, score order, not excluded, available, score = dot + repeat.
 fn check_row(
     user: &str,
     i: usize,
@@ -175,12 +176,23 @@ fn check_row(
                 "user {user}: personal recommendation without vectors"
             ));
         };
-        if (dot(u, v) - r.score).abs() > SCORE_TOLERANCE {
+        if !(r.repeat_score.is_finite() && r.repeat_score >= 0.0) {
             return fail(format!(
-                "user {user}, item {}: score {} is not the dot product",
-                r.item_id, r.score
+                "user {user}, item {}: repeat score {} is not finite and non-negative",
+                r.item_id, r.repeat_score
             ));
         }
+        if (dot(u, v) + r.repeat_score - r.score).abs() > SCORE_TOLERANCE {
+            return fail(format!(
+                "user {user}, item {}: score {} is not the dot product plus the repeat score {}",
+                r.item_id, r.score, r.repeat_score
+            ));
+        }
+    } else if r.repeat_score != 0.0 {
+        return fail(format!(
+            "user {user}, item {}: a popular row with a repeat score",
+            r.item_id
+        ));
     }
     Ok(())
 }
@@ -213,6 +225,7 @@ mod tests {
             item_id: item.into(),
             score,
             source: Source::Personal,
+            repeat_score: 0.0,
         }
     }
 
@@ -303,6 +316,27 @@ mod tests {
         let mut c = valid();
         c.recs[1].score = 0.5;
         fails(&c, 2, "is not the dot product");
+
+        // A repeat term inside the score passes; one the score does not carry, a negative or
+        // a non-finite one, or one on a popular row fails.
+        let mut c = valid();
+        c.recs[1].repeat_score = 0.25;
+        c.recs[1].score += 0.25;
+        run(&c, 2).unwrap();
+        let mut c = valid();
+        c.recs[1].repeat_score = 0.25;
+        fails(&c, 2, "plus the repeat score 0.25");
+        let mut c = valid();
+        c.recs[1].repeat_score = -0.25;
+        c.recs[1].score -= 0.25;
+        fails(&c, 2, "is not finite and non-negative");
+        let mut c = valid();
+        c.recs[1].repeat_score = f32::INFINITY;
+        fails(&c, 2, "is not finite and non-negative");
+        let mut c = valid();
+        c.recs[1].source = Source::Popular;
+        c.recs[1].repeat_score = 0.25;
+        fails(&c, 2, "a popular row with a repeat score");
 
         let mut c = valid();
         c.users.vectors.flat = vec![2.0, 0.0];

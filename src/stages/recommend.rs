@@ -1,5 +1,6 @@
 //! Recommend stage: every active user's list. Users with a vector get their exact top-K of the
-//! candidate items (blockwise kernel, exclusions inside it, `source = 'personal'`; run by the
+//! candidate items (blockwise kernel, exclusions and the repeat term inside it,
+//! `source = 'personal'`; run by the
 //! [`Engine`], in this process or on a cluster); users without a usable history get the
 //! popularity list minus their exclusions (`source = 'popular'`), which is also the baseline's
 //! list. And `similar_items`: every catalog item's top-K candidates, never itself.
@@ -12,7 +13,7 @@ use crate::domain::{
 };
 use crate::engine::Engine;
 use crate::error::Result;
-use crate::kernels::{Exclusions, Hit, TopkParams, popular_lists, popularity_score};
+use crate::kernels::{Adjustments, Hit, TopkParams, popular_lists, popularity_score};
 
 /// The items top-K scores against: the catalog's available items in id order (so ties break by
 /// item_id), with their rows of `items` (vectors of every catalog item, in catalog order).
@@ -61,26 +62,15 @@ pub async fn recommend(
 ) -> Result<Recommendations> {
     let k = config.topk.k;
     let users = &users.vectors;
-    let user_pos = users.index();
     let item_pos = candidates.index();
-    let mut pairs = Vec::new();
-    for (user, excluded) in &data.exclusions {
-        if let Some(&u) = user_pos.get(user.as_str()) {
-            pairs.extend(
-                excluded
-                    .iter()
-                    .filter_map(|i| item_pos.get(i.as_str()).map(|&j| (u, j))),
-            );
-        }
-    }
-    let exclusions = Exclusions::from_pairs(users.len(), pairs);
+    let adjustments = adjustments(config.hybrid.repeat_weight, users, &item_pos, data);
     let lists = engine
         .top_k(
             &users.flat,
             &candidates.flat,
             candidates.dim,
             &params(config, k),
-            &exclusions,
+            &adjustments,
         )
         .await?;
     let personal: HashMap<&str, Vec<Hit>> =
@@ -93,6 +83,45 @@ pub async fn recommend(
         personal,
         data,
     ))
+}
+
+/// The sparse terms of each user's scores (README "The model"): `-inf` for the user's excluded
+/// candidates, and the repeat term `repeat_weight * w_ui / max_j w_uj` for every candidate i the
+/// user has a positive decayed weight w_ui on in the window.
+fn adjustments(
+    repeat_weight: f64,
+    users: &Vectors,
+    item_pos: &HashMap<&str, u32>,
+    data: &WindowData,
+) -> Adjustments {
+    let user_pos = users.index();
+    let mut entries = Vec::new();
+    for (user, excluded) in &data.exclusions {
+        if let Some(&u) = user_pos.get(user.as_str()) {
+            entries.extend(
+                excluded
+                    .iter()
+                    .filter_map(|i| item_pos.get(i.as_str()).map(|&j| (u, j, f32::NEG_INFINITY))),
+            );
+        }
+    }
+    if repeat_weight > 0.0 {
+        // Interactions are sorted by user: one run of rows per user.
+        for rows in data.interactions.chunk_by(|a, b| a.user_id == b.user_id) {
+            let Some(&u) = user_pos.get(rows[0].user_id.as_str()) else {
+                continue;
+            };
+            let max = rows.iter().map(|r| r.weight).fold(0.0, f64::max);
+            if max <= 0.0 {
+                continue;
+            }
+            entries.extend(rows.iter().filter(|r| r.weight > 0.0).filter_map(|r| {
+                let j = *item_pos.get(r.item_id.as_str())?;
+                Some((u, j, (repeat_weight * r.weight / max) as f32))
+            }));
+        }
+    }
+    Adjustments::from_entries(users.len(), entries)
 }
 
 /// Each active user's rows: the personal hits where the user has them, else the popularity
@@ -131,12 +160,15 @@ fn assemble(
             .count();
         out.eligible
             .insert(user.clone(), candidates.len() - n_excluded);
-        let row = |r: usize, item: String, score: f32, source: Source| Recommendation {
-            user_id: user.clone(),
-            rank: r as i32 + 1,
-            item_id: item,
-            score,
-            source,
+        let row = |r: usize, item: String, score: f32, source: Source, repeat_score: f32| {
+            Recommendation {
+                user_id: user.clone(),
+                rank: r as i32 + 1,
+                item_id: item,
+                score,
+                source,
+                repeat_score,
+            }
         };
         let rows: Vec<Recommendation> = match personal.get(user.as_str()) {
             Some(hits) => {
@@ -149,6 +181,7 @@ fn assemble(
                             candidates.ids[h.item as usize].clone(),
                             h.score,
                             Source::Personal,
+                            h.adjustment,
                         )
                     })
                     .collect()
@@ -165,6 +198,7 @@ fn assemble(
                             item.clone(),
                             popularity_score(events_of[item.as_str()], max_events),
                             Source::Popular,
+                            0.0,
                         )
                     })
                     .collect()
@@ -202,7 +236,7 @@ pub async fn similar_items(
             &candidates.flat,
             candidates.dim,
             &params(config, config.similar_items.k),
-            &Exclusions::from_pairs(items.len(), self_pairs),
+            &Adjustments::exclusions(items.len(), self_pairs),
         )
         .await?;
     let mut similar = Vec::new();

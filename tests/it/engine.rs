@@ -9,7 +9,7 @@ use recjob::error::ExitCode;
 use recjob::io::Location;
 use recjob::kernels::Encoder;
 use recjob::kernels::SentenceEncoder;
-use recjob::kernels::{Exclusions, TopkParams};
+use recjob::kernels::{Adjustments, TopkParams};
 
 use crate::common::*;
 
@@ -61,13 +61,19 @@ async fn plans_over_recjob_functions_equal_the_local_kernels_bit_for_bit() {
     );
     assert!(!has_files(&staging), "staged inputs are removed");
 
-    // Top-K: the first 200 titles as queries against all 600, with exclusions.
+    // Top-K: the first 200 titles as queries against all 600, with exclusions and repeat terms.
     let dim = encoder.dim();
     let users = &local[..200 * dim];
-    let pairs: Vec<(u32, u32)> = (0..200u32)
-        .flat_map(|u| [(u, u), (u, (u * 7 + 3) % 600)])
+    let entries: Vec<(u32, u32, f32)> = (0..200u32)
+        .flat_map(|u| {
+            [
+                (u, u, f32::NEG_INFINITY),
+                (u, (u * 7 + 3) % 600, f32::NEG_INFINITY),
+                (u, (u * 11 + 5) % 600, 0.5),
+            ]
+        })
         .collect();
-    let exclusions = Exclusions::from_pairs(200, pairs);
+    let exclusions = Adjustments::from_entries(200, entries);
     let params = TopkParams {
         k: 25,
         block_users: 64,
@@ -90,9 +96,11 @@ async fn plans_over_recjob_functions_equal_the_local_kernels_bit_for_bit() {
     assert!(
         b.iter()
             .enumerate()
-            .all(|(u, l)| l.iter().all(|h| !exclusions.contains(u, h.item))),
+            .all(|(u, l)| l.iter().all(|h| !exclusions.excludes(u, h.item))),
         "an excluded item came back"
     );
+    let boosted = b.iter().flatten().filter(|h| h.adjustment == 0.5).count();
+    assert!(boosted > 100, "repeat terms reached {boosted} lists");
     assert!(!has_files(&staging), "staged inputs are removed");
 }
 

@@ -13,5 +13,6 @@ mod metrics;
 mod nightly;
 mod operations;
 mod quality;
+mod repeat;
 mod s3;
 mod topk_cli;

@@ -9,7 +9,7 @@ use arrow::array::{Array, AsArray};
 use crate::common::*;
 
 /// (user, item, event_type, ts) rows of one raw behavior partition of the tiny fixture.
-fn raw_events(dt: &str) -> Vec<(String, String, String, i64)> {
+pub fn raw_events(dt: &str) -> Vec<(String, String, String, i64)> {
     let path = repo().join(format!("fixtures/tiny/behavior/dt={dt}/part-0.parquet"));
     let Ok(file) = std::fs::File::open(&path) else {
         return Vec::new();
@@ -107,11 +107,24 @@ fn published_metrics_match_an_independent_recomputation() {
     crate::analyst::tiny_outputs(tmp.path()); // publishes 2024-01-04 and 2024-01-05, ks = [3, 5]
     let out = tmp.path().join("out");
 
-    // Ground truth of 2024-01-05: distinct (user, item) of the day's events.
+    // Ground truth of 2024-01-05: distinct (user, item) of the day's events of a type with a
+    // positive weight (the default of `events.truth_types`): returns (weight 0) are no hit.
+    let day = raw_events("2024-01-05");
+    let returned: BTreeSet<(String, String)> = day
+        .iter()
+        .filter(|(_, _, e, _)| e == "return")
+        .map(|(u, i, _, _)| (u.clone(), i.clone()))
+        .collect();
     let mut truth: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for (u, i, _, _) in raw_events("2024-01-05") {
-        truth.entry(u).or_default().insert(i);
+    for (u, i, _, _) in day.iter().filter(|(_, _, e, _)| e != "return") {
+        truth.entry(u.clone()).or_default().insert(i.clone());
     }
+    assert!(
+        returned
+            .iter()
+            .any(|(u, i)| !truth.get(u).is_some_and(|t| t.contains(i))),
+        "the fixture's evaluated day needs a return that is the only event of its pair"
+    );
     let model = lists(&out, "2024-01-04");
 
     // The baseline: events per available item in 2023-12-29..2024-01-04 (deduplicated), most

@@ -223,20 +223,9 @@ async fn truth(
     config: &Config,
     date: NaiveDate,
 ) -> Result<Vec<(String, String)>> {
-    let truth_types: Vec<&str> = config
-        .events
-        .truth_types
-        .iter()
-        .map(String::as_str)
-        .collect();
+    let truth_types = config.events.ground_truth_types();
     register(ctx, "truth_types", string_table("event_type", truth_types)?)?;
-    let params = vec![
-        ("dt", utf8(&dt(date))),
-        (
-            "all_types",
-            ScalarValue::Boolean(Some(config.events.truth_types.is_empty())),
-        ),
-    ];
+    let params = vec![("dt", utf8(&dt(date)))];
     let mut truth: Vec<(String, String)> = query(ctx, "truth", TRUTH_SQL, params)
         .await?
         .iter()
