@@ -10,6 +10,7 @@ mod common;
 mod embedding;
 mod engine;
 mod metrics;
+mod multilingual;
 mod nightly;
 mod operations;
 mod quality;
