@@ -98,7 +98,7 @@ pub fn select_device(choice: DeviceChoice) -> Result<Device> {
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         Error::Config(format!(
-            "model file {}: {e} (run `make model`?)",
+            "model file {}: {e} (run `make model` or `make model-multilingual`?)",
             path.display()
         ))
     })?;
@@ -268,7 +268,7 @@ fn read_pooling(dir: &Path) -> Result<(Pooling, bool)> {
 fn read_tokenizer(path: &Path, max_seq_length: usize) -> Result<Tokenizer> {
     let mut tokenizer = Tokenizer::from_file(path).map_err(|e| {
         Error::Config(format!(
-            "model file {}: {e} (run `make model`?)",
+            "model file {}: {e} (run `make model` or `make model-multilingual`?)",
             path.display()
         ))
     })?;
