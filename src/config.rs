@@ -168,6 +168,9 @@ pub struct ModelConfig {
     pub device: DeviceChoice,
     /// Tokens per encoder batch, padding included.
     pub max_batch_tokens: usize,
+    /// Text prepended to every item text before tokenisation (`query: ` for E5 models);
+    /// unset: the model folder's default (`recjob.json`'s `prefix`, none for MiniLM).
+    pub prefix: Option<String>,
 }
 
 impl Default for ModelConfig {
@@ -176,6 +179,7 @@ impl Default for ModelConfig {
             dir: "models/all-MiniLM-L6-v2".into(),
             device: DeviceChoice::Auto,
             max_batch_tokens: 8192,
+            prefix: None,
         }
     }
 }

@@ -36,6 +36,10 @@ pub(super) struct Args {
     /// Tokens per encoder batch, padding included.
     #[arg(long, default_value_t = ModelConfig::default().max_batch_tokens)]
     max_batch_tokens: usize,
+    /// Text prepended to every text before tokenisation (default: the model folder's, e.g.
+    /// `query: ` for multilingual-e5-small, none for MiniLM).
+    #[arg(long)]
+    prefix: Option<String>,
 }
 
 pub(super) async fn execute(args: Args) -> Result<ExitCode> {
@@ -46,6 +50,7 @@ pub(super) async fn execute(args: Args) -> Result<ExitCode> {
         &args.output,
         args.device,
         args.max_batch_tokens,
+        args.prefix.as_deref(),
     )
     .await?;
     println!("embedded {n} texts into {}", args.output);
@@ -60,6 +65,7 @@ async fn embed_file(
     output: &str,
     device: DeviceChoice,
     max_batch_tokens: usize,
+    prefix: Option<&str>,
 ) -> Result<usize> {
     let batches = read_input_file(input, "input").await?;
     let Some(first) = batches.first() else {
@@ -88,7 +94,7 @@ async fn embed_file(
         )));
     }
     let idx = batch.schema().index_of(column).expect("checked above");
-    let encoder = SentenceEncoder::load(model, device)?;
+    let encoder = SentenceEncoder::load_prefixed(model, device, prefix)?;
     tracing::info!(
         model = encoder.model_id(),
         device = encoder.device(),

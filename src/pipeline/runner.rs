@@ -65,9 +65,10 @@ impl Runner {
         if let Some(e) = self.encoder.get() {
             return Ok(e.clone());
         }
-        let e: Arc<dyn Encoder> = Arc::new(SentenceEncoder::load(
+        let e: Arc<dyn Encoder> = Arc::new(SentenceEncoder::load_prefixed(
             Path::new(&self.config.model.dir),
             self.config.model.device,
+            self.config.model.prefix.as_deref(),
         )?);
         tracing::info!(
             model = e.model_id(),

@@ -1,5 +1,6 @@
-//! Integration tests: one binary (`autotests = false`). Tests over real data need the model
-//! (`make model`) and `../shared/data`; they fail with a message saying so, never skip.
+//! Integration tests: one binary (`autotests = false`). Tests over real data need the models
+//! (`make model`, `make model-multilingual`) and `../shared/data`; they fail with a message
+//! saying so, never skip.
 
 mod analyst;
 mod architecture;
@@ -10,6 +11,7 @@ mod common;
 mod embedding;
 mod engine;
 mod metrics;
+mod multilingual;
 mod nightly;
 mod operations;
 mod quality;

