@@ -428,7 +428,7 @@ impl Default for HybridConfig {
             iterations: 10,
             text_weight: 0.3,
             popularity_weight: 0.3,
-            repeat_weight: 0.3,
+            repeat_weight: 0.05,
         }
     }
 }

@@ -76,9 +76,19 @@ fn the_repeat_term_is_the_users_own_decayed_history_inside_an_exact_top_k() {
     let config = tiny_config(tmp.path());
     let cfg = config.to_str().unwrap();
     let out = tmp.path().join("out");
+    // A weight well above the default, so that the term visibly reorders the tiny lists.
+    let rho = 0.3;
     let o = recjob(
         tmp.path(),
-        &["run", "--config", cfg, "--date", "2024-01-05"],
+        &[
+            "run",
+            "--config",
+            cfg,
+            "--date",
+            "2024-01-05",
+            "--set",
+            "hybrid.repeat_weight=0.3",
+        ],
     );
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let table = |t: &str| read_file(&published_file(&out, t, "2024-01-05"));
@@ -90,7 +100,6 @@ fn the_repeat_term_is_the_users_own_decayed_history_inside_an_exact_top_k() {
         *e = e.max(*w);
         acc
     });
-    let rho = 0.3; // hybrid.repeat_weight's default
     let expected = |u: &str, i: &str| -> f32 {
         match weights.get(&(u.to_string(), i.to_string())) {
             Some(w) if *w > 0.0 => (rho * w / max_of[u]) as f32,
