@@ -134,16 +134,24 @@ const STEPS: [&str; 7] = [
     "leased", "staged", "moving", "moved", "manifest", "cleaning", "cleaned",
 ];
 
-#[test]
-fn a_crash_at_every_step_of_the_protocol_leaves_one_whole_run_published() {
+/// A tiny-fixture job with 2024-01-03 and 2024-01-04 published: (its directory, its config,
+/// its output root).
+fn two_nights() -> (tempfile::TempDir, PathBuf, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let config = tiny_config(tmp.path());
-    let cfg = config.to_str().unwrap();
     let out = tmp.path().join("out");
     for date in ["2024-01-03", "2024-01-04"] {
+        let cfg = config.to_str().unwrap();
         let o = recjob(tmp.path(), &["run", "--config", cfg, "--date", date]);
         assert_eq!(code(&o), 0, "{}", stderr(&o));
     }
+    (tmp, config, out)
+}
+
+#[test]
+fn a_crash_at_every_step_of_the_protocol_leaves_one_whole_run_published() {
+    let (tmp, config, out) = two_nights();
+    let cfg = config.to_str().unwrap();
     let reference = all_rows(&out, "2024-01-04");
     let mut landed = Vec::new();
     // A first publish has nothing to clean: its `cleaning` step never comes.
@@ -346,14 +354,8 @@ pub fn concurrent_trials(
 
 #[test]
 fn concurrent_runs_and_evaluations_of_one_date_never_mix() {
-    let tmp = tempfile::tempdir().unwrap();
-    let config = tiny_config(tmp.path());
+    let (tmp, config, out) = two_nights();
     let cfg = config.to_str().unwrap();
-    let out = tmp.path().join("out");
-    for date in ["2024-01-03", "2024-01-04"] {
-        let o = recjob(tmp.path(), &["run", "--config", cfg, "--date", date]);
-        assert_eq!(code(&o), 0, "{}", stderr(&o));
-    }
     let reference = all_rows(&out, "2024-01-04");
     let check = |context: &str| {
         assert_exact(&out, "2024-01-04", context);
@@ -410,14 +412,8 @@ fn requests(trace: &str) -> Vec<(u64, String)> {
 
 #[test]
 fn a_failure_of_any_storage_request_publishes_all_or_nothing() {
-    let tmp = tempfile::tempdir().unwrap();
-    let config = tiny_config(tmp.path());
+    let (tmp, config, out) = two_nights();
     let cfg = config.to_str().unwrap();
-    let out = tmp.path().join("out");
-    for date in ["2024-01-03", "2024-01-04"] {
-        let o = recjob(tmp.path(), &["run", "--config", cfg, "--date", date]);
-        assert_eq!(code(&o), 0, "{}", stderr(&o));
-    }
     // A clean first publish of 01-05 and a clean --force rerun: their request sequences.
     let (c, first) = faulty_run(tmp.path(), cfg, "trace", false);
     assert_eq!(c, 0, "{first}");
