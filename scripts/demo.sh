@@ -8,7 +8,7 @@ for date in 2011-11-29 2011-11-30; do
   "$BIN" run --config jobs/nightly.toml --date "$date" --force
 done
 echo
-echo "Outputs: $(pwd)/out/<table>/dt=YYYY-MM-DD/part-0.parquet, manifests in out/_manifests/"
+echo "Outputs: $(pwd)/out/<table>/dt=YYYY-MM-DD/part-<run_id>.parquet (the files each manifest lists), manifests in out/_manifests/"
 ls out
 echo
 echo "Example query: metrics at K=20 for 2011-11-30, model vs popularity baseline"
