@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """Digest of a run's published partitions, `run_id` aside: one line per table partition,
 `<table>/dt=<D>  <rows>  <sha256>`, where the hash covers every other column's values in file
-order (Arrow IPC of the table without `run_id`). Two runs that wrote the same rows print the
+order (Arrow IPC of the table without `run_id`). The files are the ones each date's manifest
+lists (a local output root). Two runs that wrote the same rows print the
 same lines, so `diff` of two digests proves outputs identical across a code change.
 
     python scripts/output_digest.py OUTPUT_ROOT [DATE ...]
 """
 import hashlib
 import io
+import json
 import sys
 from pathlib import Path
 
@@ -32,13 +34,17 @@ def digest(path: Path) -> tuple[int, str]:
 def main() -> None:
     root = Path(sys.argv[1])
     dates = sys.argv[2:]
+    listed = {}
+    for m in sorted((root / "_manifests").glob("dt=*/manifest.json")):
+        date = m.parent.name[3:]
+        if not dates or date in dates:
+            for entry in json.loads(m.read_text())["tables"]:
+                listed[(entry["table"], date)] = Path(entry["url"].removeprefix("file://"))
     for t in TABLES:
-        for part in sorted((root / t).glob("dt=*")):
-            if dates and part.name[3:] not in dates:
-                continue
-            for f in sorted(part.glob("*.parquet")):
+        for (table, date), f in sorted(listed.items()):
+            if table == t:
                 rows, h = digest(f)
-                print(f"{t}/{part.name}/{f.name}\t{rows}\t{h}")
+                print(f"{t}/dt={date}\t{rows}\t{h}")
     cache = root / "item_embeddings"
     if cache.exists():
         tables = [pq.read_table(f).drop_columns(["run_id"]) for f in sorted(cache.glob("*.parquet"))]

@@ -11,13 +11,12 @@ use arrow::array::{ArrayRef, Float64Array, Int32Array, Int64Array, RecordBatch, 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use chrono::{NaiveDate, TimeDelta, Utc};
 
-use super::run::prepare_previous_window;
 use super::runner::Runner;
 use crate::domain::{RankedList, dt};
 use crate::error::{Context, Result};
 use crate::io::{Location, write_parquet};
 use crate::stages::embed::cache;
-use crate::stages::evaluate::{EvalInput, SEGMENT_ALL, SEGMENT_BASELINE, evaluate};
+use crate::stages::evaluate::{SEGMENT_ALL, SEGMENT_BASELINE};
 use crate::stages::read::behavior_ready;
 
 /// The mean of one metric over the replayed dates, for the model and the baseline.
@@ -89,22 +88,7 @@ pub async fn backtest(runner: &Runner, from: NaiveDate, to: NaiveDate) -> Result
                 .filter(|(d, _)| *d == date - TimeDelta::days(1))
                 .map(|(_, lists)| lists.as_slice());
             evaluated += usize::from(prior.is_some());
-            let previous_data = prepare_previous_window(&c.ctx, config, date).await?;
-            let rows = evaluate(
-                &c.ctx,
-                config,
-                EvalInput {
-                    date,
-                    window: &c.data,
-                    previous_window: &previous_data,
-                    own: &c.recs.lists,
-                    own_baseline: &c.recs.baseline,
-                    catalog: &c.catalog,
-                    n_active: c.recs.active_users.len(),
-                    previous: prior,
-                },
-            )
-            .await?;
+            let rows = c.evaluate(config, date, prior).await?;
             for r in rows {
                 if let Some(v) = r.value {
                     let e = sums.entry((r.metric, r.k, r.segment)).or_default();

@@ -11,8 +11,8 @@ use datafusion::prelude::SessionContext;
 use super::runner::{RunOptions, Runner, Timings};
 use crate::config::Config;
 use crate::domain::{
-    Catalog, Inputs, InvalidRows, MetricRow, SimilarItem, UserVectors, Vectors, Window, WindowData,
-    dt, normalize_rows,
+    Catalog, Inputs, InvalidRows, MetricRow, RankedList, SimilarItem, UserVectors, Vectors, Window,
+    WindowData, dt, normalize_rows,
 };
 use crate::error::{Error, Result};
 use crate::io::Location;
@@ -63,6 +63,34 @@ pub(crate) struct Computed {
     /// `similar_items`, by text embeddings.
     pub(crate) similar: Vec<SimilarItem>,
     pub(crate) t: Timings,
+}
+
+impl Computed {
+    /// The metrics of D from this computed run: `previous` (D-1's lists) against D's behavior,
+    /// D's own lists for coverage.
+    pub(crate) async fn evaluate(
+        &self,
+        config: &Config,
+        date: NaiveDate,
+        previous: Option<&[RankedList]>,
+    ) -> Result<Vec<MetricRow>> {
+        let previous_window = prepare_previous_window(&self.ctx, config, date).await?;
+        evaluate(
+            &self.ctx,
+            config,
+            EvalInput {
+                date,
+                window: &self.data,
+                previous_window: &previous_window,
+                own: &self.recs.lists,
+                own_baseline: &self.recs.baseline,
+                catalog: &self.catalog,
+                n_active: self.recs.active_users.len(),
+                previous,
+            },
+        )
+        .await
+    }
 }
 
 impl Runner {
@@ -253,24 +281,8 @@ impl Runner {
         date: NaiveDate,
         c: &Computed,
     ) -> Result<Vec<MetricRow>> {
-        let config = &self.config;
         let previous = published_lists(root, date - TimeDelta::days(1)).await?;
-        let previous_data = prepare_previous_window(&c.ctx, config, date).await?;
-        evaluate(
-            &c.ctx,
-            config,
-            EvalInput {
-                date,
-                window: &c.data,
-                previous_window: &previous_data,
-                own: &c.recs.lists,
-                own_baseline: &c.recs.baseline,
-                catalog: &c.catalog,
-                n_active: c.recs.active_users.len(),
-                previous: previous.as_deref(),
-            },
-        )
-        .await
+        c.evaluate(&self.config, date, previous.as_deref()).await
     }
 
     /// The manifest of a computed, staged run.
