@@ -99,8 +99,13 @@ async fn read_holder(root: &Location, path: &Path) -> Result<Option<Holder>> {
             Ok(serde_json::from_slice(&bytes).ok())
         }
         Err(object_store::Error::NotFound { .. }) => Ok(None),
+        // Unreadable: whoever holds it may be alive, so the date stays taken; the operator who
+        // knows no process writes the date deletes the object.
         Err(e) => Err(Error::infra(
-            format!("reading {}", root.object_url(path)),
+            format!(
+                "reading the lease {} (if no process is writing this date, delete it to free the date)",
+                root.object_url(path)
+            ),
             e,
         )),
     }

@@ -244,8 +244,8 @@ fn spawn_after(
 fn watch(out: &Path, date: &str, until: &std::sync::atomic::AtomicBool) -> usize {
     let mut checks = 0;
     while !until.load(std::sync::atomic::Ordering::SeqCst) {
-        if let Some((run, tables)) = manifest_tables(out, date) {
-            for listed in tables.values() {
+        if let Some((_, tables)) = manifest_tables(out, date) {
+            for (table, listed) in &tables {
                 let readable = std::fs::File::open(&listed.path)
                     .ok()
                     .and_then(|f| {
@@ -264,10 +264,12 @@ fn watch(out: &Path, date: &str, until: &std::sync::atomic::AtomicBool) -> usize
                         }
                         checks += 1;
                     }
-                    // Gone: only allowed once the manifest moved on.
+                    // Gone: only allowed once the manifest lists another file for the table (a
+                    // rerun, or an evaluation's new metrics file).
                     None => assert_ne!(
-                        manifest_tables(out, date).map(|(r, _)| r),
-                        Some(run.clone()),
+                        manifest_tables(out, date)
+                            .and_then(|(_, now)| now.get(table).map(|l| l.path.clone())),
+                        Some(listed.path.clone()),
                         "the current manifest lists {}, which is gone",
                         listed.path.display()
                     ),

@@ -333,10 +333,30 @@ async fn runs_and_backfills_on_s3_and_survives_an_outage() {
         ),
         "nothing published by the failed run"
     );
-    let o = server.recjob(
+    let mut o = server.recjob(
         tmp.path(),
         &["run", "--config", cold, "--date", "2011-12-01"],
     );
+    // `weed mini` sometimes loses the data of objects written just before it was stopped (the
+    // listing still shows them, a GET answers 500). The failed run's lease can be one: the
+    // rerun then refuses the date, naming the lease, and the operator deletes it.
+    if code(&o) == 2 && stderr(&o).contains("reading the lease s3://recjob/cold/_leases/") {
+        eprintln!("SeaweedFS lost the failed run's lease object; deleting it as an operator would");
+        let leases = ObjectPath::from("cold/_leases/dt=2011-12-01");
+        for meta in server
+            .store()
+            .list_with_delimiter(Some(&leases))
+            .await
+            .unwrap()
+            .objects
+        {
+            server.store().delete(&meta.location).await.unwrap();
+        }
+        o = server.recjob(
+            tmp.path(),
+            &["run", "--config", cold, "--date", "2011-12-01"],
+        );
+    }
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert!(server.store().head(&manifest).await.is_ok());
 }
