@@ -4,7 +4,7 @@ CARGO ?= cargo
 BIN := target/debug/recjob
 PY := .venv/bin/python
 
-.PHONY: help demo test setup model model-multilingual pyenv build release lint fixtures bench-topk bench-embed bench-cluster bench-als bench-quality bench-spark clean-out
+.PHONY: help demo test setup model model-multilingual pyenv build release lint fixtures bench-topk bench-embed bench-cluster bench-als bench-quality bench-spark bench-scale clean-out
 
 help:
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -60,6 +60,11 @@ SPARK_USERS ?= 20000
 SPARK_ITEMS ?= 20000
 bench-spark: model build ## Spark MLlib implicit ALS vs recjob on the same synthetic window, interleaved (see BENCHMARKS.md)
 	./scripts/bench-spark.sh --users $(SPARK_USERS) --items $(SPARK_ITEMS) --recjob $(BIN) --config jobs/synthetic.toml --repeats 3
+
+SCALE_USERS ?= 100000 1000000
+SCALE_ITEMS ?= 100000
+bench-scale: model build ## The whole nightly at 100k and 1M users x 100k items, cold and warm: wall, per-stage seconds, peak RSS (see BENCHMARKS.md)
+	./scripts/bench-scale.sh --users $(SCALE_USERS) --items $(SCALE_ITEMS) --recjob $(BIN) --config jobs/synthetic.toml
 
 clean-out: ## Remove the demo's outputs
 	rm -rf out

@@ -20,6 +20,7 @@ pub mod engine;
 pub mod error;
 pub mod io;
 pub mod kernels;
+pub mod memory;
 pub mod pipeline;
 pub mod progress;
 pub mod publish;

@@ -1,19 +1,18 @@
 -- Coverage of a run's own lists, for each cut-off K.
 --   catalog_coverage@K = distinct items in any user's first K / candidate items of the snapshot
 --   user_coverage@K    = users with at least K recommendations / active users of the window
--- Inputs:  recs (user_id, rank, item_id), ks (k)
+-- Inputs:  exposure (item_id, rank, n_users): lists with item_id at rank, ranks up to max(K)
+--          list_lengths (n, n_users): lists with n entries
+--          ks (k)
 -- Params:  $n_candidates, $n_active
 -- Output:  k, catalog_coverage, user_coverage, n_items, n_full_users
 WITH items_at AS (
-    SELECT ks.k, count(DISTINCT r.item_id) AS n_items
-    FROM ks JOIN recs r ON r.rank <= ks.k
+    SELECT ks.k, count(DISTINCT e.item_id) AS n_items
+    FROM ks JOIN exposure e ON e.rank <= ks.k
     GROUP BY ks.k
 ),
-list_lengths AS (
-    SELECT user_id, count(*) AS n FROM recs GROUP BY user_id
-),
 users_at AS (
-    SELECT ks.k, count(*) AS n_full_users
+    SELECT ks.k, sum(l.n_users) AS n_full_users
     FROM ks JOIN list_lengths l ON l.n >= ks.k
     GROUP BY ks.k
 )

@@ -10,8 +10,9 @@
 --                 divided by min(|G(u)|, K) (Spark's meanAveragePrecisionAt)
 --   n_listed    = users with a list, evaluated or not (Spark's conventions average over them,
 --                 an empty G(u) counting 0)
--- Inputs:  recs (user_id, rank, item_id), truth (user_id, item_id) distinct, ks (k),
---          positions (p): 1 .. max(k)
+-- Inputs:  recs (user_id, rank, item_id): the lists (those of users without truth may be left
+--          out), truth (user_id, item_id) distinct, ks (k), positions (p): 1 .. max(k)
+-- Params:  $n_listed  users with a list
 -- Output:  k, n_users, recall, precision, ndcg, mrr, hit_rate, map, n_listed
 WITH evaluated AS (
     SELECT t.user_id, count(*) AS n_truth
@@ -50,7 +51,7 @@ SELECT u.k,
        avg(CASE WHEN u.first_hit IS NULL THEN 0.0 ELSE 1.0 / u.first_hit END) AS mrr,
        avg(CASE WHEN u.n_hits > 0 THEN 1.0 ELSE 0.0 END) AS hit_rate,
        avg(u.precision_sum / least(u.n_truth, u.k)) AS map,
-       (SELECT count(DISTINCT user_id) FROM recs) AS n_listed
+       $n_listed AS n_listed
 FROM per_user u
 JOIN ideal i ON i.n = least(u.n_truth, u.k)
 GROUP BY u.k

@@ -4,6 +4,7 @@
 
 mod catalog;
 mod dates;
+mod lists;
 mod records;
 mod template;
 mod vectors;
@@ -11,7 +12,8 @@ mod window;
 
 pub use catalog::{Catalog, InputFile, Inputs};
 pub use dates::{Window, dt, parse_date};
-pub use records::{Interaction, MetricRow, RankedList, Recommendation, SimilarItem, Source};
+pub use lists::{ListRef, Lists, PreviousLists};
+pub use records::{Interaction, MetricRow, RankedList, SimilarItem, Source};
 pub use template::Template;
 pub use vectors::{UserVectors, Vectors, dot, normalize_rows};
 pub use window::{InvalidRows, WindowData};

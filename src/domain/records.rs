@@ -1,5 +1,5 @@
 //! Rows that stages hand to each other and to the writers: a user's weight on an item, ranked
-//! lists, the rows of `recommendations`, `similar_items` and `metrics`.
+//! lists of item ids, the rows of `similar_items` and `metrics`.
 
 /// One user's weight on one item in a window (`sql/prepare/interactions.sql`).
 #[derive(Debug, Clone, PartialEq)]
@@ -40,25 +40,6 @@ impl Source {
             Source::Popular => "popular",
         }
     }
-}
-
-/// One row of `recommendations`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Recommendation {
-    /// The user.
-    pub user_id: String,
-    /// 1..K.
-    pub rank: i32,
-    /// The recommended item.
-    pub item_id: String,
-    /// dot(user vector, item vector) + `repeat_score` for personal rows; the popularity score
-    /// for popular ones.
-    pub score: f32,
-    /// Personal or popular.
-    pub source: Source,
-    /// The repeat term inside `score` (0 for items the user has no positive weight on in the
-    /// window, and for popular rows).
-    pub repeat_score: f32,
 }
 
 /// One row of `similar_items`.

@@ -106,9 +106,34 @@ impl Engine {
         params: &TopkParams,
         adjustments: &Adjustments,
     ) -> Result<Vec<Vec<Hit>>> {
+        let mut out = Vec::new();
+        let mut collect = |_: usize, lists: Vec<Vec<Hit>>| {
+            out.extend(lists);
+            Ok(())
+        };
+        self.top_k_each(users, items, dim, params, adjustments, &mut collect)
+            .await?;
+        Ok(out)
+    }
+
+    /// Every user's top-K like [`Engine::top_k`], handed to `sink(first_user, lists)` in
+    /// consecutive chunks of users as they are ready (in this process one chunk of blocks at a
+    /// time, so the caller need never hold every list twice).
+    pub async fn top_k_each(
+        &self,
+        users: &[f32],
+        items: &[f32],
+        dim: usize,
+        params: &TopkParams,
+        adjustments: &Adjustments,
+        sink: &mut (dyn FnMut(usize, Vec<Vec<Hit>>) -> Result<()> + Send),
+    ) -> Result<()> {
         match self {
-            Engine::Local => Ok(kernels::top_k_all(users, items, dim, params, adjustments)),
-            Engine::Sql(engine) => engine.top_k(users, items, dim, params, adjustments).await,
+            Engine::Local => kernels::top_k(users, items, dim, params, adjustments, sink),
+            Engine::Sql(engine) => {
+                let lists = engine.top_k(users, items, dim, params, adjustments).await?;
+                sink(0, lists)
+            }
         }
     }
 }

@@ -13,5 +13,5 @@ pub use blas::backend as blas_backend;
 pub use encoder::{
     EmbedStats, Encoder, Pooling, SentenceEncoder, embed_texts, encode_batches, plan, select_device,
 };
-pub use popularity::{popular_list, popular_lists, popularity_score};
+pub use popularity::{popular_list, popularity_score};
 pub use topk::{Adjustments, Hit, TopkParams, top_k, top_k_all};

@@ -2,8 +2,6 @@
 //! the user's exclusions, first K. The fallback for users without a usable history
 //! (`source = 'popular'`) and the baseline every metric is compared with.
 
-use crate::domain::{RankedList, WindowData};
-
 /// One user's popularity list: `(item_id, n_events)` in rank order.
 pub fn popular_list<'a>(
     popularity: &'a [(String, i64)],
@@ -14,25 +12,6 @@ pub fn popular_list<'a>(
         .iter()
         .filter(|(item, _)| excluded.binary_search(item).is_err())
         .take(k)
-        .collect()
-}
-
-/// Popularity lists of `users` (the baseline of a window's own lists).
-pub fn popular_lists(data: &WindowData, users: &[String], k: usize) -> Vec<RankedList> {
-    let empty = Vec::new();
-    users
-        .iter()
-        .map(|u| RankedList {
-            user_id: u.clone(),
-            items: popular_list(
-                &data.popularity,
-                data.exclusions.get(u).unwrap_or(&empty),
-                k,
-            )
-            .into_iter()
-            .map(|(i, _)| i.clone())
-            .collect(),
-        })
         .collect()
 }
 

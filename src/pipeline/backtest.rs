@@ -11,8 +11,9 @@ use arrow::array::{ArrayRef, Float64Array, Int32Array, Int64Array, RecordBatch, 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use chrono::{NaiveDate, TimeDelta, Utc};
 
+use super::run::Previous;
 use super::runner::Runner;
-use crate::domain::{RankedList, dt};
+use crate::domain::{Lists, dt};
 use crate::error::{Context, Result};
 use crate::io::{Location, write_parquet};
 use crate::stages::embed::cache;
@@ -66,7 +67,7 @@ pub async fn backtest(runner: &Runner, from: NaiveDate, to: NaiveDate) -> Result
     let encoder = runner.encoder()?;
     // Read the embedding cache, never write it; texts embedded here are kept for later dates.
     let mut cached = cache::load(&root, encoder.model_id(), encoder.dim()).await?;
-    let mut previous: Option<(NaiveDate, Vec<RankedList>)> = None;
+    let mut previous: Option<(NaiveDate, Lists)> = None;
     let mut sums = Sums::new();
     let (mut computed, mut evaluated) = (0, 0);
     let mut date = from - TimeDelta::days(1);
@@ -86,9 +87,9 @@ pub async fn backtest(runner: &Runner, from: NaiveDate, to: NaiveDate) -> Result
             let prior = previous
                 .as_ref()
                 .filter(|(d, _)| *d == date - TimeDelta::days(1))
-                .map(|(_, lists)| lists.as_slice());
+                .map(|(_, lists)| lists);
             evaluated += usize::from(prior.is_some());
-            let rows = c.evaluate(config, date, prior).await?;
+            let rows = c.evaluate(config, date, Previous::Computed(prior)).await?;
             for r in rows {
                 if let Some(v) = r.value {
                     let e = sums.entry((r.metric, r.k, r.segment)).or_default();

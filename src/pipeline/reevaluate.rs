@@ -8,11 +8,11 @@ use crate::domain::MetricRow;
 use crate::domain::{Window, dt};
 use crate::error::{Error, Result};
 use crate::io::Location;
-use crate::kernels::popular_lists;
 use crate::publish::{
-    Lease, Publisher, is_published, metrics, metrics_schema, published_lists, read_manifest,
+    Lease, Publisher, is_published, metrics, metrics_schema, published_previous, read_manifest,
+    visit_published_lists,
 };
-use crate::stages::evaluate::{EvalInput, evaluate};
+use crate::stages::evaluate::{EvalInput, OwnLists, evaluate, truth, truth_users};
 use crate::stages::prepare::{prepare_window, register_window_events};
 use crate::stages::read::{load_catalog, register_inputs};
 
@@ -59,11 +59,7 @@ impl Runner {
         let rows = self.recompute_metrics(root, date).await?;
         let mut publisher = Publisher::new(root.clone(), date, eval_id);
         publisher
-            .stage_partition(
-                "metrics",
-                metrics_schema(),
-                &[metrics(&rows, date, eval_id)?],
-            )
+            .stage_partition("metrics", metrics_schema(), [metrics(&rows, date, eval_id)])
             .await?;
         publisher.verify_staged().await?;
         manifest.tables.retain(|f| f.table != "metrics");
@@ -90,26 +86,25 @@ impl Runner {
         let catalog = load_catalog(&ctx, config, &inputs).await?;
         register_window_events(&ctx, config, previous_window.first, date).await?;
         let data = prepare_window(&ctx, config, window).await?;
-        let own = published_lists(root, date).await?.unwrap_or_default();
-        let previous = published_lists(root, date - TimeDelta::days(1)).await?;
-        let active_users = data.active_users();
-        let baseline = popular_lists(&data, &active_users, config.topk.k);
+        let mut own = OwnLists::new(config, &data);
+        visit_published_lists(root, date, &mut |user, items| {
+            own.add(user, items.iter().map(String::as_str))
+        })
+        .await?;
         let previous_data = prepare_previous_window(&ctx, config, date).await?;
-        evaluate(
-            &ctx,
-            config,
-            EvalInput {
-                date,
-                window: &data,
-                previous_window: &previous_data,
-                own: &own,
-                own_baseline: &baseline,
-                catalog: &catalog,
-                n_active: active_users.len(),
-                previous: previous.as_deref(),
-            },
-        )
-        .await
+        let truth = truth(&ctx, config, date).await?;
+        let keep = truth_users(&truth);
+        let previous = published_previous(root, date - TimeDelta::days(1), &keep).await?;
+        let input = EvalInput {
+            date,
+            window: &data,
+            previous_window: &previous_data,
+            own: &own,
+            catalog: &catalog,
+            truth: &truth,
+            previous: previous.as_ref(),
+        };
+        evaluate(&ctx, config, input).await
     }
 }
 

@@ -11,7 +11,7 @@ use datafusion::prelude::SessionContext;
 use super::runner::{RunOptions, Runner, Timings};
 use crate::config::Config;
 use crate::domain::{
-    Catalog, Inputs, InvalidRows, MetricRow, RankedList, SimilarItem, UserVectors, Vectors, Window,
+    Catalog, Inputs, InvalidRows, Lists, MetricRow, SimilarItem, UserVectors, Vectors, Window,
     WindowData, dt, normalize_rows,
 };
 use crate::error::{Error, Result};
@@ -19,11 +19,11 @@ use crate::io::Location;
 use crate::kernels::{Encoder, blas_backend};
 use crate::publish::{
     EmbeddingInfo, Lease, Manifest, ModelInfo, Publisher, UsersInfo, VectorsInfo, WindowInfo,
-    is_published, manifest_path, published_lists,
+    is_published, manifest_path, published_previous,
 };
 use crate::stages::audit::{AuditInput, AuditReport, audit};
 use crate::stages::embed::{ItemEmbeddings, cache, embed_items};
-use crate::stages::evaluate::{EvalInput, evaluate};
+use crate::stages::evaluate::{EvalInput, OwnLists, evaluate, truth, truth_users};
 use crate::stages::hybrid::hybrid;
 use crate::stages::prepare::{check_invalid_rows, prepare_window, register_window_events};
 use crate::stages::read::{behavior_ready, load_catalog, register_inputs};
@@ -65,31 +65,50 @@ pub(crate) struct Computed {
     pub(crate) t: Timings,
 }
 
+/// Where the lists made for D-1 come from when D is evaluated.
+pub(crate) enum Previous<'a> {
+    /// Published under this output root (a run, which reads only the users it evaluates).
+    Published(&'a Location),
+    /// Computed in this process (a backtest); `None` when D-1 was not computed.
+    Computed(Option<&'a Lists>),
+}
+
+/// Users per batch when a run's per-user tables are written (bounds the memory of a batch).
+const USERS_PER_BATCH: usize = 16_384;
+
 impl Computed {
-    /// The metrics of D from this computed run: `previous` (D-1's lists) against D's behavior,
-    /// D's own lists for coverage.
+    /// The metrics of D from this computed run: D-1's lists against D's behavior, D's own lists
+    /// for coverage.
     pub(crate) async fn evaluate(
         &self,
         config: &Config,
         date: NaiveDate,
-        previous: Option<&[RankedList]>,
+        previous: Previous<'_>,
     ) -> Result<Vec<MetricRow>> {
         let previous_window = prepare_previous_window(&self.ctx, config, date).await?;
-        evaluate(
-            &self.ctx,
-            config,
-            EvalInput {
-                date,
-                window: &self.data,
-                previous_window: &previous_window,
-                own: &self.recs.lists,
-                own_baseline: &self.recs.baseline,
-                catalog: &self.catalog,
-                n_active: self.recs.active_users.len(),
-                previous,
-            },
-        )
-        .await
+        let truth = truth(&self.ctx, config, date).await?;
+        let keep = truth_users(&truth);
+        let previous = match previous {
+            Previous::Published(root) => {
+                published_previous(root, date - TimeDelta::days(1), &keep).await?
+            }
+            Previous::Computed(lists) => lists.map(|l| l.previous(&keep)),
+        };
+        let lists = &self.recs.lists;
+        let mut own = OwnLists::new(config, &self.data);
+        for u in 0..lists.len() {
+            own.add(&lists.users[u], lists.item_ids_of(u));
+        }
+        let input = EvalInput {
+            date,
+            window: &self.data,
+            previous_window: &previous_window,
+            own: &own,
+            catalog: &self.catalog,
+            truth: &truth,
+            previous: previous.as_ref(),
+        };
+        evaluate(&self.ctx, config, input).await
     }
 }
 
@@ -255,7 +274,7 @@ impl Runner {
         let cached = cache::load(root, encoder.model_id(), encoder.dim()).await?;
         let mut c = self.compute(date, root, &cached, true).await?;
 
-        let metric_rows = self.evaluate_run(root, date, &c).await?;
+        let metric_rows = c.evaluate(config, date, Previous::Published(root)).await?;
         c.t.lap("evaluate");
         let report = audit_run(config, &c)?;
         let mut publisher = Publisher::new(root.clone(), date, run_id);
@@ -272,17 +291,6 @@ impl Runner {
         let rows = manifest.row_counts.clone();
         publisher.publish(&manifest, opts.force, lease).await?;
         Ok((root.object_url(&manifest_path(root, date)), rows))
-    }
-
-    /// Evaluate run D: D-1's published lists against D's behavior, D's own lists for coverage.
-    async fn evaluate_run(
-        &self,
-        root: &Location,
-        date: NaiveDate,
-        c: &Computed,
-    ) -> Result<Vec<MetricRow>> {
-        let previous = published_lists(root, date - TimeDelta::days(1)).await?;
-        c.evaluate(&self.config, date, previous.as_deref()).await
     }
 
     /// The manifest of a computed, staged run.
@@ -341,14 +349,25 @@ impl Runner {
                 tokens: stats.tokens,
             },
             users: UsersInfo {
-                active: c.recs.active_users.len(),
+                active: c.recs.lists.len(),
                 personal: c.recs.n_personal,
                 popular: c.recs.n_popular,
                 short: report.short_users,
                 short_reason: report.short_reason.clone(),
             },
             candidates: c.candidates.len(),
-            timings_s: c.t.0.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            timings_s: c
+                .t
+                .stages
+                .iter()
+                .map(|(k, s, _)| (k.to_string(), *s))
+                .collect(),
+            peak_rss_mb: c
+                .t
+                .stages
+                .iter()
+                .filter_map(|(k, _, m)| Some((k.to_string(), ((*m)? as f64 / 1e6).round())))
+                .collect(),
             config: serde_json::to_value(config).expect("config serialises: this is a bug"),
             metrics_evaluated_at: None,
             metrics_code_version: None,
@@ -361,9 +380,8 @@ impl Runner {
 fn audit_run(config: &Config, c: &Computed) -> Result<AuditReport> {
     let report = audit(&AuditInput {
         k: config.topk.k,
-        recommendations: &c.recs.rows,
-        active_users: &c.recs.active_users,
-        eligible: &c.recs.eligible,
+        lists: &c.recs.lists,
+        active_users: &c.data.user_events,
         exclusions: &c.data.exclusions,
         candidates: &c.candidates,
         users: &c.user_vectors,
@@ -382,6 +400,13 @@ pub(crate) fn new_run_id() -> String {
         Utc::now().format("%Y%m%dT%H%M%SZ"),
         &uuid::Uuid::new_v4().simple().to_string()[..8]
     )
+}
+
+/// `0..n` in ranges of [`USERS_PER_BATCH`].
+fn chunks(n: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
+    (0..n)
+        .step_by(USERS_PER_BATCH)
+        .map(move |s| s..(s + USERS_PER_BATCH).min(n))
 }
 
 /// D-1's training window, prepared: evaluation of D needs its popularity and exclusions for
@@ -407,39 +432,35 @@ async fn stage_outputs(
     use crate::publish as p;
     let date = publisher.date();
     let dim = c.user_vectors.vectors.dim;
+    let lists = &c.recs.lists;
+    let batches = chunks(lists.len()).map(|users| p::recommendations(lists, users, run_id));
     publisher
-        .stage_partition(
-            "recommendations",
-            p::recommendations_schema(),
-            &[p::recommendations(&c.recs.rows, run_id)?],
-        )
+        .stage_partition("recommendations", p::recommendations_schema(), batches)
         .await?;
+    let users = &c.user_vectors;
+    let batches = chunks(users.vectors.len()).map(|rows| p::user_embeddings(users, rows, run_id));
     publisher
-        .stage_partition(
-            "user_embeddings",
-            p::user_embeddings_schema(dim),
-            &[p::user_embeddings(&c.user_vectors, run_id)?],
-        )
+        .stage_partition("user_embeddings", p::user_embeddings_schema(dim), batches)
         .await?;
     publisher
         .stage_partition(
             "item_vectors",
             p::item_vectors_schema(c.candidates.dim),
-            &[p::item_vectors(&c.candidates, run_id)?],
+            [p::item_vectors(&c.candidates, run_id)],
         )
         .await?;
     publisher
         .stage_partition(
             "similar_items",
             p::similar_items_schema(),
-            &[p::similar_items(&c.similar, run_id)?],
+            [p::similar_items(&c.similar, run_id)],
         )
         .await?;
     publisher
         .stage_partition(
             "metrics",
             p::metrics_schema(),
-            &[p::metrics(metric_rows, date, run_id)?],
+            [p::metrics(metric_rows, date, run_id)],
         )
         .await?;
     let items = &c.items;
@@ -457,7 +478,7 @@ async fn stage_outputs(
                 p::ITEM_EMBEDDINGS,
                 &format!("part-{run_id}.parquet"),
                 p::item_embeddings_schema(new.dim),
-                &[batch],
+                [Ok(batch)],
             )
             .await?;
     }

@@ -27,19 +27,29 @@ pub struct Runner {
     engine: tokio::sync::OnceCell<Engine>,
 }
 
-/// Seconds per stage, in the order the stages ran.
-pub(crate) struct Timings(pub(crate) Vec<(&'static str, f64)>, Instant);
+/// Seconds per stage and the process's peak resident memory at its end, in the order the
+/// stages ran.
+pub(crate) struct Timings {
+    /// (stage, seconds, peak resident bytes of the process up to the stage's end).
+    pub(crate) stages: Vec<(&'static str, f64, Option<u64>)>,
+    since: Instant,
+}
 
 impl Timings {
     pub(crate) fn start() -> Timings {
-        Timings(Vec::new(), Instant::now())
+        Timings {
+            stages: Vec::new(),
+            since: Instant::now(),
+        }
     }
 
     /// The stage that just ended.
     pub(crate) fn lap(&mut self, stage: &'static str) {
         let now = Instant::now();
-        self.0.push((stage, (now - self.1).as_secs_f64()));
-        self.1 = now;
+        let seconds = (now - self.since).as_secs_f64();
+        self.stages
+            .push((stage, seconds, crate::memory::peak_rss()));
+        self.since = now;
     }
 }
 

@@ -36,7 +36,7 @@ use super::lease::Lease;
 use super::manifest::{MANIFESTS, Manifest, PublishedFile, manifest_path, read_manifest};
 use crate::domain::dt;
 use crate::error::{Context, Error, Result};
-use crate::io::{Location, is_data_file, parquet_rows, write_parquet};
+use crate::io::{Location, ParquetStreamWriter, is_data_file, parquet_rows};
 
 /// Where runs write before they publish.
 pub const STAGING: &str = "_staging";
@@ -73,12 +73,13 @@ impl Publisher {
         }
     }
 
-    /// Stage a date-partitioned table (`<table>/dt=D/part-<run_id>.parquet`).
+    /// Stage a date-partitioned table (`<table>/dt=D/part-<run_id>.parquet`). `batches` are
+    /// made and written one at a time, so a table larger than memory streams through.
     pub async fn stage_partition(
         &mut self,
         table: &str,
         schema: SchemaRef,
-        batches: &[RecordBatch],
+        batches: impl IntoIterator<Item = Result<RecordBatch>>,
     ) -> Result<()> {
         let relative = format!("{table}/dt={}/part-{}.parquet", dt(self.date), self.run_id);
         self.stage(table, &relative, true, schema, batches).await
@@ -90,7 +91,7 @@ impl Publisher {
         table: &str,
         name: &str,
         schema: SchemaRef,
-        batches: &[RecordBatch],
+        batches: impl IntoIterator<Item = Result<RecordBatch>>,
     ) -> Result<()> {
         self.stage(table, &format!("{table}/{name}"), false, schema, batches)
             .await
@@ -107,10 +108,19 @@ impl Publisher {
         relative: &str,
         partitioned: bool,
         schema: SchemaRef,
-        batches: &[RecordBatch],
+        batches: impl IntoIterator<Item = Result<RecordBatch>>,
     ) -> Result<()> {
         let staged = self.staging().path(relative);
-        let rows = write_parquet(&self.root.store, &staged, schema, batches).await?;
+        let mut writer = ParquetStreamWriter::try_new(&self.root.store, &staged, schema)?;
+        let mut rows = 0u64;
+        for batch in batches {
+            let batch = batch?;
+            rows += batch.num_rows() as u64;
+            writer.write(&batch).await?;
+            // One row group per batch: the writer never buffers more than one batch.
+            writer.flush().await?;
+        }
+        writer.close().await?;
         let target = self.root.path(relative);
         self.staged.push(StagedFile {
             table: table.to_string(),

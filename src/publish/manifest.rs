@@ -55,6 +55,11 @@ pub struct Manifest {
     pub candidates: usize,
     /// Seconds per stage.
     pub timings_s: BTreeMap<String, f64>,
+    /// Peak resident memory of the process up to the end of each stage, MB: the stage where it
+    /// rises set the peak (absent where the platform does not report it, and in manifests
+    /// written before it was recorded).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub peak_rss_mb: BTreeMap<String, f64>,
     /// The effective configuration.
     pub config: serde_json::Value,
     /// When `recjob evaluate` last republished the metrics.

@@ -1,16 +1,17 @@
 //! Reading what was published, through the manifests: which dates are published and by which
-//! run, and a date's recommendation lists (exactly the files its manifest lists, whatever else
+//! run, and a date's recommendation lists, streamed one user at a time (exactly the files its manifest lists, whatever else
 //! a partition directory holds at the moment).
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 
-use arrow::array::RecordBatch;
 use chrono::NaiveDate;
+use futures::StreamExt;
+use object_store::path::Path;
 
 use super::manifest::{MANIFESTS, Manifest, read_manifest};
-use crate::domain::{RankedList, dt, parse_date};
+use crate::domain::{PreviousLists, RankedList, dt, parse_date};
 use crate::error::{Error, Result};
-use crate::io::{Location, id_strings, int_values, read_parquet};
+use crate::io::{Location, id_strings, int_values, parquet_stream};
 
 /// Published dates and their manifests, by date. Folders of `_manifests/` whose names are not
 /// `dt=YYYY-MM-DD` are skipped and counted in a warning.
@@ -38,12 +39,8 @@ pub async fn published_dates(root: &Location) -> Result<Vec<NaiveDate>> {
     Ok(published(root).await?.into_iter().map(|(d, _)| d).collect())
 }
 
-/// Every batch of the file `table` of a published manifest.
-pub async fn published_batches(
-    root: &Location,
-    manifest: &Manifest,
-    table: &str,
-) -> Result<Vec<RecordBatch>> {
+/// The object path of the file `table` of a published manifest, and its URL.
+fn published_file(root: &Location, manifest: &Manifest, table: &str) -> Result<(Path, String)> {
     let Some(file) = manifest.file(table) else {
         return Err(Error::Input(format!(
             "the manifest of dt={} lists no {table} file",
@@ -58,57 +55,92 @@ pub async fn published_batches(
             root.url()
         )));
     };
-    read_parquet(&root.store, &path)
-        .await
-        .map_err(|e| Error::infra(format!("reading {}", file.url), e))
+    Ok((path, file.url.clone()))
 }
 
-/// The lists published for `date`, if it is published.
-pub async fn published_lists(root: &Location, date: NaiveDate) -> Result<Option<Vec<RankedList>>> {
+/// Visit the lists published for `date` one user at a time, in file order (items in rank
+/// order), reading the file batch by batch; `false` when the date is not published. A user's
+/// rows are contiguous and in rank order in every file a run writes; a file where they are not
+/// is bad input.
+pub async fn visit_published_lists(
+    root: &Location,
+    date: NaiveDate,
+    visit: &mut dyn FnMut(&str, &[String]),
+) -> Result<bool> {
     let Some(manifest) = read_manifest(root, date).await? else {
-        return Ok(None);
+        return Ok(false);
     };
-    let batches = published_batches(root, &manifest, "recommendations").await?;
-    let url = manifest
-        .file("recommendations")
-        .map_or("", |f| f.url.as_str());
+    let (path, url) = published_file(root, &manifest, "recommendations")?;
     let what = |c: &str| {
         format!(
             "table recommendations, partition dt={}, file {url}, column {c}",
             dt(date)
         )
     };
-    Ok(Some(lists_from_batches(&batches, &what)?))
-}
-
-/// Ranked lists from `recommendations` batches (`user_id, rank, item_id`).
-fn lists_from_batches(
-    batches: &[RecordBatch],
-    what: &dyn Fn(&str) -> String,
-) -> Result<Vec<RankedList>> {
-    let mut by_user: HashMap<String, Vec<(i64, String)>> = HashMap::new();
-    for b in batches {
+    let mut stream = parquet_stream(&root.store, &path)
+        .await
+        .map_err(|e| Error::infra(format!("reading {url}"), e))?;
+    let mut seen: HashSet<String> = HashSet::new();
+    let (mut user, mut items, mut last_rank) = (String::new(), Vec::new(), 0);
+    while let Some(b) = stream.next().await {
+        let b = b.map_err(|e| Error::infra(format!("reading {url}"), e))?;
         let column = |c: &str| {
             b.column_by_name(c)
                 .ok_or_else(|| Error::Input(format!("{}: required column is missing", what(c))))
         };
         let users = id_strings(column("user_id")?.as_ref(), &what("user_id"))?;
-        let items = id_strings(column("item_id")?.as_ref(), &what("item_id"))?;
+        let ids = id_strings(column("item_id")?.as_ref(), &what("item_id"))?;
         let ranks = int_values(column("rank")?.as_ref(), &what("rank"))?;
-        for ((u, i), r) in users.into_iter().zip(items).zip(ranks) {
-            by_user.entry(u).or_default().push((r, i));
+        for ((u, i), r) in users.into_iter().zip(ids).zip(ranks) {
+            if u != user {
+                if !items.is_empty() {
+                    visit(&user, &items);
+                }
+                if !seen.insert(u.clone()) {
+                    return Err(Error::Input(format!(
+                        "{}: the rows of user {u} are not contiguous",
+                        what("user_id")
+                    )));
+                }
+                (user, last_rank) = (u, 0);
+                items.clear();
+            }
+            if r <= last_rank {
+                return Err(Error::Input(format!(
+                    "{}: user {user}'s ranks are not increasing ({r} after {last_rank})",
+                    what("rank")
+                )));
+            }
+            last_rank = r;
+            items.push(i);
         }
     }
-    let mut lists: Vec<RankedList> = by_user
-        .into_iter()
-        .map(|(user_id, mut items)| {
-            items.sort();
-            RankedList {
-                user_id,
-                items: items.into_iter().map(|(_, i)| i).collect(),
-            }
-        })
-        .collect();
-    lists.sort_by(|a, b| a.user_id.cmp(&b.user_id));
-    Ok(lists)
+    if !items.is_empty() {
+        visit(&user, &items);
+    }
+    Ok(true)
+}
+
+/// The lists published for `date` that the evaluation of the next day reads: those of the users
+/// in `keep`, and how many users had a list; `None` when `date` is not published.
+pub async fn published_previous(
+    root: &Location,
+    date: NaiveDate,
+    keep: &HashSet<&str>,
+) -> Result<Option<PreviousLists>> {
+    let mut previous = PreviousLists::default();
+    let mut visit = |user: &str, items: &[String]| {
+        previous.n_listed += 1;
+        if keep.contains(user) {
+            previous.lists.push(RankedList {
+                user_id: user.to_string(),
+                items: items.to_vec(),
+            });
+        }
+    };
+    if !visit_published_lists(root, date, &mut visit).await? {
+        return Ok(None);
+    }
+    previous.lists.sort_by(|a, b| a.user_id.cmp(&b.user_id));
+    Ok(Some(previous))
 }

@@ -2,16 +2,17 @@
 //! stages. Every row carries the `run_id` of the run that produced it; `dt` is the Hive
 //! partition.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use arrow::array::{
     ArrayRef, Date32Array, Float32Array, Float64Array, Int32Array, Int64Array, RecordBatch,
-    StringArray,
+    StringArray, StringBuilder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use chrono::NaiveDate;
 
-use crate::domain::{MetricRow, Recommendation, SimilarItem, UserVectors, Vectors};
+use crate::domain::{Lists, MetricRow, SimilarItem, UserVectors, Vectors};
 use crate::error::{Context, Result};
 use crate::io::{embedding_type, to_arrow};
 
@@ -31,24 +32,38 @@ pub fn recommendations_schema() -> SchemaRef {
     ]))
 }
 
-/// `recommendations` rows as a batch.
-pub fn recommendations(rows: &[Recommendation], run_id: &str) -> Result<RecordBatch> {
+/// The `recommendations` rows of the users `users` (positions in `lists`) as a batch.
+pub fn recommendations(lists: &Lists, users: Range<usize>, run_id: &str) -> Result<RecordBatch> {
+    let n = lists.entry_range(users.clone()).len();
+    let (mut user_ids, mut ranks, mut items) = (
+        StringBuilder::with_capacity(n, n * 8),
+        Vec::with_capacity(n),
+        StringBuilder::with_capacity(n, n * 8),
+    );
+    let (mut scores, mut sources, mut repeat) = (
+        Vec::with_capacity(n),
+        StringBuilder::with_capacity(n, n * 8),
+        Vec::with_capacity(n),
+    );
+    for u in users {
+        let list = lists.get(u);
+        for (r, &item) in list.items.iter().enumerate() {
+            user_ids.append_value(list.user);
+            ranks.push(r as i32 + 1);
+            items.append_value(&lists.item_ids[item as usize]);
+            sources.append_value(list.source.as_str());
+        }
+        scores.extend_from_slice(list.scores);
+        repeat.extend_from_slice(list.repeat);
+    }
     let columns: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from_iter_values(
-            rows.iter().map(|r| r.user_id.as_str()),
-        )),
-        Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.rank))),
-        Arc::new(StringArray::from_iter_values(
-            rows.iter().map(|r| r.item_id.as_str()),
-        )),
-        Arc::new(Float32Array::from_iter_values(rows.iter().map(|r| r.score))),
-        Arc::new(StringArray::from_iter_values(
-            rows.iter().map(|r| r.source.as_str()),
-        )),
-        Arc::new(Float32Array::from_iter_values(
-            rows.iter().map(|r| r.repeat_score),
-        )),
-        Arc::new(StringArray::from(vec![run_id; rows.len()])),
+        Arc::new(user_ids.finish()),
+        Arc::new(Int32Array::from(ranks)),
+        Arc::new(items.finish()),
+        Arc::new(Float32Array::from(scores)),
+        Arc::new(sources.finish()),
+        Arc::new(Float32Array::from(repeat)),
+        Arc::new(StringArray::from(vec![run_id; n])),
     ];
     RecordBatch::try_new(recommendations_schema(), columns).context("building recommendations")
 }
@@ -90,14 +105,18 @@ pub fn user_embeddings_schema(dim: usize) -> SchemaRef {
     ]))
 }
 
-/// `user_embeddings` rows as a batch.
-pub fn user_embeddings(users: &UserVectors, run_id: &str) -> Result<RecordBatch> {
+/// The `user_embeddings` rows of users `rows` (positions in `users`) as a batch.
+pub fn user_embeddings(
+    users: &UserVectors,
+    rows: Range<usize>,
+    run_id: &str,
+) -> Result<RecordBatch> {
     let v = &users.vectors;
     let columns: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from_iter_values(v.ids.iter())),
-        to_arrow(&v.flat, v.dim),
-        Arc::new(Int64Array::from(users.n_events.clone())),
-        Arc::new(StringArray::from(vec![run_id; v.len()])),
+        Arc::new(StringArray::from_iter_values(v.ids[rows.clone()].iter())),
+        to_arrow(&v.flat[rows.start * v.dim..rows.end * v.dim], v.dim),
+        Arc::new(Int64Array::from(users.n_events[rows.clone()].to_vec())),
+        Arc::new(StringArray::from(vec![run_id; rows.len()])),
     ];
     RecordBatch::try_new(user_embeddings_schema(v.dim), columns).context("building user_embeddings")
 }
@@ -184,4 +203,43 @@ pub fn item_embeddings(
         Arc::new(StringArray::from(vec![run_id; n])),
     ];
     RecordBatch::try_new(item_embeddings_schema(dim), columns).context("building item_embeddings")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Source;
+
+    /// Batches of any users ranges hold the rows of those users, ranks 1..n, in list order.
+    #[test]
+    fn recommendations_batches_cover_their_users_rows() {
+        let mut lists = Lists::new(vec!["a".into(), "b".into()]);
+        lists.push(
+            "u1".into(),
+            Source::Personal,
+            [(1, 0.9, 0.2), (0, 0.5, 0.0)],
+        );
+        lists.push("u2".into(), Source::Popular, [(0, 1.0, 0.0)]);
+        lists.push("u3".into(), Source::Popular, []);
+        let whole = recommendations(&lists, 0..3, "r").unwrap();
+        assert_eq!(whole.num_rows(), 3);
+        let parts: Vec<RecordBatch> = [0..1, 1..3]
+            .into_iter()
+            .map(|r| recommendations(&lists, r, "r").unwrap())
+            .collect();
+        let joined = arrow::compute::concat_batches(&whole.schema(), &parts).unwrap();
+        assert_eq!(joined, whole);
+        let column = |c: &str| {
+            let a = whole.column_by_name(c).unwrap();
+            (0..a.len())
+                .map(|i| arrow::util::display::array_value_to_string(a, i).unwrap())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        assert_eq!(column("user_id"), "u1,u1,u2");
+        assert_eq!(column("rank"), "1,2,1");
+        assert_eq!(column("item_id"), "b,a,a");
+        assert_eq!(column("source"), "personal,personal,popular");
+        assert_eq!(column("repeat_score"), "0.2,0.0,0.0");
+    }
 }

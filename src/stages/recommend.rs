@@ -8,12 +8,10 @@
 use std::collections::HashMap;
 
 use crate::config::Config;
-use crate::domain::{
-    Catalog, RankedList, Recommendation, SimilarItem, Source, UserVectors, Vectors, WindowData,
-};
+use crate::domain::{Catalog, Lists, SimilarItem, Source, UserVectors, Vectors, WindowData};
 use crate::engine::Engine;
-use crate::error::Result;
-use crate::kernels::{Adjustments, Hit, TopkParams, popular_lists, popularity_score};
+use crate::error::{Error, Result};
+use crate::kernels::{Adjustments, Hit, TopkParams, popular_list, popularity_score};
 
 /// The items top-K scores against: the catalog's available items in id order (so ties break by
 /// item_id), with their rows of `items` (vectors of every catalog item, in catalog order).
@@ -27,16 +25,9 @@ pub fn candidates(catalog: &Catalog, items: &Vectors) -> Vectors {
 
 /// The lists of one run.
 pub struct Recommendations {
-    /// Rows of the `recommendations` table, user by user, rank order.
-    pub rows: Vec<Recommendation>,
-    /// Active users (any valid event in the window), sorted.
-    pub active_users: Vec<String>,
-    /// Each active user's list, and the baseline's (popularity) list, in `active_users` order.
-    pub lists: Vec<RankedList>,
-    /// The popularity baseline's list of each active user.
-    pub baseline: Vec<RankedList>,
-    /// Candidates minus the user's exclusions, per active user.
-    pub eligible: HashMap<String, usize>,
+    /// Each active user's list (personal or popular), users sorted: the `recommendations`
+    /// table. Items are positions in the candidates.
+    pub lists: Lists,
     /// Users with a personal list.
     pub n_personal: usize,
     /// Users with the popularity list.
@@ -52,7 +43,7 @@ fn params(config: &Config, k: usize) -> TopkParams {
 }
 
 /// Every active user's list: personal top-K for users with a vector, the popularity list for
-/// the others.
+/// the others. Lists are built as the kernel hands over each chunk of users.
 pub async fn recommend(
     engine: &Engine,
     config: &Config,
@@ -60,29 +51,28 @@ pub async fn recommend(
     users: &UserVectors,
     data: &WindowData,
 ) -> Result<Recommendations> {
-    let k = config.topk.k;
     let users = &users.vectors;
     let item_pos = candidates.index();
     let adjustments = adjustments(config.hybrid.repeat_weight, users, &item_pos, data);
-    let lists = engine
-        .top_k(
+    let mut out = Assembly::new(config.topk.k, candidates, &item_pos, data);
+    let mut sink = |first: usize, lists: Vec<Vec<Hit>>| {
+        for (offset, hits) in lists.into_iter().enumerate() {
+            out.personal(&users.ids[first + offset], hits)?;
+        }
+        Ok(())
+    };
+    let params = params(config, config.topk.k);
+    engine
+        .top_k_each(
             &users.flat,
             &candidates.flat,
             candidates.dim,
-            &params(config, k),
+            &params,
             &adjustments,
+            &mut sink,
         )
         .await?;
-    let personal: HashMap<&str, Vec<Hit>> =
-        users.ids.iter().map(String::as_str).zip(lists).collect();
-
-    Ok(assemble(
-        config.topk.k,
-        candidates,
-        &item_pos,
-        personal,
-        data,
-    ))
+    Ok(out.finish())
 }
 
 /// The sparse terms of each user's scores (README "The model"): `-inf` for the user's excluded
@@ -124,95 +114,91 @@ fn adjustments(
     Adjustments::from_entries(users.len(), entries)
 }
 
-/// Each active user's rows: the personal hits where the user has them, else the popularity
-/// list (also the baseline's list).
-fn assemble(
+/// The lists of one run in the making: active users in id order, each with the personal hits
+/// handed over for it or, for a user the kernel skips (no vector), the popularity list minus
+/// the user's exclusions (also the baseline's list).
+struct Assembly<'a> {
     k: usize,
-    candidates: &Vectors,
-    item_pos: &HashMap<&str, u32>,
-    personal: HashMap<&str, Vec<Hit>>,
-    data: &WindowData,
-) -> Recommendations {
-    let active_users = data.active_users();
-    // The baseline's lists are also the fallback of users without a usable history.
-    let baseline = popular_lists(data, &active_users, k);
-    let events_of: HashMap<&str, i64> = data
-        .popularity
-        .iter()
-        .map(|(i, n)| (i.as_str(), *n))
-        .collect();
-    let max_events = data.popularity.first().map_or(0, |p| p.1);
-    let empty = Vec::new();
-    let mut out = Recommendations {
-        rows: Vec::new(),
-        lists: Vec::with_capacity(active_users.len()),
-        baseline: Vec::new(),
-        eligible: HashMap::new(),
-        n_personal: 0,
-        n_popular: 0,
-        active_users: Vec::new(),
-    };
-    for (user, popular) in active_users.iter().zip(&baseline) {
-        let excluded = data.exclusions.get(user).unwrap_or(&empty);
-        let n_excluded = excluded
-            .iter()
-            .filter(|i| item_pos.contains_key(i.as_str()))
-            .count();
-        out.eligible
-            .insert(user.clone(), candidates.len() - n_excluded);
-        let row = |r: usize, item: String, score: f32, source: Source, repeat_score: f32| {
-            Recommendation {
-                user_id: user.clone(),
-                rank: r as i32 + 1,
-                item_id: item,
-                score,
-                source,
-                repeat_score,
-            }
-        };
-        let rows: Vec<Recommendation> = match personal.get(user.as_str()) {
-            Some(hits) => {
-                out.n_personal += 1;
-                hits.iter()
-                    .enumerate()
-                    .map(|(r, h)| {
-                        row(
-                            r,
-                            candidates.ids[h.item as usize].clone(),
-                            h.score,
-                            Source::Personal,
-                            h.adjustment,
-                        )
-                    })
-                    .collect()
-            }
-            None => {
-                out.n_popular += 1;
-                popular
-                    .items
-                    .iter()
-                    .enumerate()
-                    .map(|(r, item)| {
-                        row(
-                            r,
-                            item.clone(),
-                            popularity_score(events_of[item.as_str()], max_events),
-                            Source::Popular,
-                            0.0,
-                        )
-                    })
-                    .collect()
-            }
-        };
-        out.lists.push(RankedList {
-            user_id: user.clone(),
-            items: rows.iter().map(|r| r.item_id.clone()).collect(),
-        });
-        out.rows.extend(rows);
+    item_pos: &'a HashMap<&'a str, u32>,
+    data: &'a WindowData,
+    active: Vec<String>,
+    next: usize,
+    out: Recommendations,
+}
+
+impl<'a> Assembly<'a> {
+    fn new(
+        k: usize,
+        candidates: &Vectors,
+        item_pos: &'a HashMap<&'a str, u32>,
+        data: &'a WindowData,
+    ) -> Assembly<'a> {
+        Assembly {
+            k,
+            item_pos,
+            data,
+            active: data.active_users(),
+            next: 0,
+            out: Recommendations {
+                lists: Lists::new(candidates.ids.clone()),
+                n_personal: 0,
+                n_popular: 0,
+            },
+        }
     }
-    out.baseline = baseline;
-    out.active_users = active_users;
-    out
+
+    /// `user`'s personal list; active users before it get the popularity list. Users come in
+    /// id order, each once, and are active.
+    fn personal(&mut self, user: &str, hits: Vec<Hit>) -> Result<()> {
+        while self
+            .active
+            .get(self.next)
+            .is_some_and(|a| a.as_str() < user)
+        {
+            self.popular();
+        }
+        if self.active.get(self.next).map(String::as_str) != Some(user) {
+            return Err(Error::Audit(format!(
+                "user {user} has a vector but is not the next active user: this is a bug"
+            )));
+        }
+        let user = std::mem::take(&mut self.active[self.next]);
+        self.next += 1;
+        self.out.n_personal += 1;
+        let entries = hits.iter().map(|h| (h.item, h.score, h.adjustment));
+        self.out.lists.push(user, Source::Personal, entries);
+        Ok(())
+    }
+
+    /// The next active user's popularity list.
+    fn popular(&mut self) {
+        let user = std::mem::take(&mut self.active[self.next]);
+        self.next += 1;
+        self.out.n_popular += 1;
+        let popularity = &self.data.popularity;
+        let max_events = popularity.first().map_or(0, |p| p.1);
+        let excluded = self
+            .data
+            .exclusions
+            .get(&user)
+            .map_or(&[][..], Vec::as_slice);
+        let entries: Vec<(u32, f32, f32)> = popular_list(popularity, excluded, self.k)
+            .into_iter()
+            .map(|(item, n)| {
+                let score = popularity_score(*n, max_events);
+                (self.item_pos[item.as_str()], score, 0.0)
+            })
+            .collect();
+        self.out.lists.push(user, Source::Popular, entries);
+    }
+
+    /// Every remaining active user gets the popularity list.
+    fn finish(mut self) -> Recommendations {
+        while self.next < self.active.len() {
+            self.popular();
+        }
+        self.out
+    }
 }
 
 /// `similar_items`: each catalog item (`items`, its text vectors) against the candidates,

@@ -23,6 +23,7 @@ use crate::common::repo;
 const LAYERS: &[(&str, u8)] = &[
     ("error", 0),
     ("progress", 0),
+    ("memory", 0),
     ("domain", 1),
     ("config", 2),
     ("io", 3),

@@ -18,11 +18,11 @@ use datafusion::scalar::ScalarValue;
 
 pub use definitions::{SEGMENT_ALL, SEGMENT_BASELINE};
 use definitions::{SEGMENT_CATEGORY, SEGMENT_LIFT, SEGMENT_NEW_USERS, SEGMENT_RETURNING_USERS};
-use distribution::distribution;
-use ranking::{RANKING_METRICS, lists_table, ranking_rows};
+use distribution::ListSummary;
+use ranking::{RANKING_METRICS, ranking_rows};
 
 use crate::config::Config;
-use crate::domain::{Catalog, MetricRow, RankedList, Window, WindowData, dt};
+use crate::domain::{Catalog, MetricRow, PreviousLists, RankedList, Window, WindowData, dt};
 use crate::error::Result;
 use crate::io::{int_table, query, register, string_table, strings, utf8};
 use crate::kernels::popular_list;
@@ -44,24 +44,59 @@ const NEW_ITEMS_SQL: &str = include_str!(concat!(
     "/sql/evaluate/new_items.sql"
 ));
 
+/// D's own lists and the popularity baseline's lists for the same users, summarised one user
+/// at a time (coverage and distribution metrics; no list is kept).
+pub struct OwnLists<'a> {
+    window: &'a WindowData,
+    k: usize,
+    model: ListSummary<'a>,
+    baseline: ListSummary<'a>,
+}
+
+impl<'a> OwnLists<'a> {
+    /// Nothing added yet; `window` is D's training window (popularity, exclusions).
+    pub fn new(config: &Config, window: &'a WindowData) -> OwnLists<'a> {
+        let ks = config.metric_ks();
+        OwnLists {
+            window,
+            k: config.topk.k,
+            model: ListSummary::new(&window.popularity, &ks),
+            baseline: ListSummary::new(&window.popularity, &ks),
+        }
+    }
+
+    /// Add `user`'s list (item ids, rank order), and the baseline's list for the user: D's
+    /// popularity minus the user's exclusions, first K.
+    pub fn add<'s>(&mut self, user: &str, items: impl IntoIterator<Item = &'s str>) {
+        self.model.add(items);
+        let excluded = self
+            .window
+            .exclusions
+            .get(user)
+            .map_or(&[][..], |e| e.as_slice());
+        let popular = popular_list(&self.window.popularity, excluded, self.k);
+        self.baseline
+            .add(popular.into_iter().map(|(i, _)| i.as_str()));
+    }
+}
+
 /// Everything evaluation needs besides the registered `window_events`.
 pub struct EvalInput<'a> {
     /// The evaluated date D.
     pub date: NaiveDate,
-    /// D's training window (popularity of the distribution metrics).
+    /// D's training window (active users, popularity of the distribution metrics).
     pub window: &'a WindowData,
     /// D-1's training window (popularity and exclusions of the baseline evaluated on D).
     pub previous_window: &'a WindowData,
-    /// D's own lists.
-    pub own: &'a [RankedList],
-    /// The baseline's lists for D's active users.
-    pub own_baseline: &'a [RankedList],
+    /// D's own lists and the baseline's, summarised.
+    pub own: &'a OwnLists<'a>,
     /// The catalog snapshot of D (available items, categories).
     pub catalog: &'a Catalog,
-    /// Active users of D's window.
-    pub n_active: usize,
-    /// The lists made for D-1 (published, or in memory in a backtest); `None` when there are none.
-    pub previous: Option<&'a [RankedList]>,
+    /// Ground truth of D ([`truth`]).
+    pub truth: &'a [(String, String)],
+    /// The lists made for D-1 (published, or in memory in a backtest) of the users in the
+    /// ground truth; `None` when there are none.
+    pub previous: Option<&'a PreviousLists>,
 }
 
 /// Evaluate run D. Needs `window_events` registered over D-1's and D's windows.
@@ -77,8 +112,8 @@ pub async fn evaluate(
         int_table("k", ks.iter().map(|k| *k as i32).collect())?,
     )?;
     let mut rows = own_list_rows(ctx, config, &input).await?;
-    let truth = truth(ctx, config, input.date).await?;
-    let truth_users: HashSet<&str> = truth.iter().map(|(u, _)| u.as_str()).collect();
+    let truth = input.truth;
+    let truth_users = truth_users(truth);
     let previous_date = input.date.pred_opt().expect("date in range");
     let previous = match (input.previous, truth_users.is_empty()) {
         (None, _) => {
@@ -99,17 +134,14 @@ pub async fn evaluate(
 
     // The model, and the baseline for the same evaluated users with D-1's popularity and
     // exclusions.
-    let evaluated: Vec<&RankedList> = previous
-        .iter()
-        .filter(|l| truth_users.contains(l.user_id.as_str()))
-        .collect();
+    let evaluated = &previous.lists;
     let max_k = ks.iter().copied().max().unwrap_or(1);
-    let baseline = baseline_lists(&evaluated, input.previous_window, max_k);
-    for (segment, lists) in [
-        (SEGMENT_ALL, previous),
-        (SEGMENT_BASELINE, baseline.as_slice()),
+    let baseline = baseline_lists(evaluated, input.previous_window, max_k);
+    for (segment, lists, n_listed) in [
+        (SEGMENT_ALL, evaluated, previous.n_listed),
+        (SEGMENT_BASELINE, &baseline, baseline.len()),
     ] {
-        rows.extend(ranking_rows(config, lists, &truth, segment).await?);
+        rows.extend(ranking_rows(config, lists, truth, segment, n_listed).await?);
         rows.push(ranking::row(
             config,
             "eval_user_coverage",
@@ -120,13 +152,16 @@ pub async fn evaluate(
         ));
     }
     let previous_window = Window::ending(previous_date, config.window.lookback_days);
-    rows.extend(
-        user_segment_rows(ctx, config, previous_window, previous, &truth, &truth_users).await?,
-    );
-    rows.extend(category_rows(config, input.catalog, previous, &truth).await?);
+    rows.extend(user_segment_rows(ctx, config, previous_window, evaluated, truth).await?);
+    rows.extend(category_rows(config, input.catalog, evaluated, truth).await?);
     let lifts = lift_rows(&rows, &ks);
     rows.extend(lifts);
     Ok(rows)
+}
+
+/// The users of a ground truth.
+pub fn truth_users(truth: &[(String, String)]) -> HashSet<&str> {
+    truth.iter().map(|(u, _)| u.as_str()).collect()
 }
 
 /// Parameters of the SQL over a window: its days and the first day of its "new" tail.
@@ -155,12 +190,14 @@ async fn own_list_rows(
     };
     let mut rows = Vec::new();
     let n_candidates = input.catalog.available.iter().filter(|a| **a).count();
+    let n_active = input.window.user_events.len();
     let window = Window::ending(input.date, config.window.lookback_days);
-    for (segment, lists) in [
-        (SEGMENT_ALL, input.own),
-        (SEGMENT_BASELINE, input.own_baseline),
+    for (segment, summary) in [
+        (SEGMENT_ALL, &input.own.model),
+        (SEGMENT_BASELINE, &input.own.baseline),
     ] {
-        register(ctx, "recs", lists_table(lists)?)?;
+        summary.register(ctx, &input.window.popularity)?;
+        let n = summary.lists() as i64;
         let params = vec![
             (
                 "n_candidates",
@@ -168,7 +205,7 @@ async fn own_list_rows(
             ),
             (
                 "n_active",
-                ScalarValue::Float64(Some(input.n_active.max(1) as f64)),
+                ScalarValue::Float64(Some(n_active.max(1) as f64)),
             ),
         ];
         for b in query(ctx, "coverage", COVERAGE_SQL, params).await? {
@@ -177,24 +214,18 @@ async fn own_list_rows(
             let usr = b.column(2).as_primitive::<Float64Type>();
             for i in 0..b.num_rows() {
                 let k = k.value(i);
-                let (gini, novelty) = distribution(lists, &input.window.popularity, k as usize);
-                let n = lists.len() as i64;
+                let (gini, novelty) = summary.distribution(k as usize);
                 rows.push(row("gini", Some(k), gini, segment, n));
                 rows.push(row("novelty", Some(k), novelty, segment, n));
-                rows.push(row(
-                    "catalog_coverage",
-                    Some(k),
-                    Some(cat.value(i)),
-                    segment,
-                    n,
-                ));
-                let n_active = input.n_active as i64;
+                let coverage = Some(cat.value(i));
+                rows.push(row("catalog_coverage", Some(k), coverage, segment, n));
+                let users = Some(usr.value(i));
                 rows.push(row(
                     "user_coverage",
                     Some(k),
-                    Some(usr.value(i)),
+                    users,
                     segment,
-                    n_active,
+                    n_active as i64,
                 ));
             }
         }
@@ -203,22 +234,17 @@ async fn own_list_rows(
             let k = b.column(0).as_primitive::<Int32Type>();
             let share = b.column(1).as_primitive::<Float64Type>();
             for i in 0..b.num_rows() {
-                let n = lists.len() as i64;
-                rows.push(row(
-                    "new_item_share",
-                    Some(k.value(i)),
-                    Some(share.value(i)),
-                    segment,
-                    n,
-                ));
+                let share = Some(share.value(i));
+                rows.push(row("new_item_share", Some(k.value(i)), share, segment, n));
             }
         }
     }
     Ok(rows)
 }
 
-/// Ground truth of D, `(user_id, item_id)` sorted.
-async fn truth(
+/// Ground truth of D, `(user_id, item_id)` sorted: D's events of the ground-truth types.
+/// Needs `window_events` registered over D.
+pub async fn truth(
     ctx: &SessionContext,
     config: &Config,
     date: NaiveDate,
@@ -265,7 +291,7 @@ fn not_evaluated(ks: &[usize], why: &str) -> Vec<MetricRow> {
 
 /// The popularity baseline's lists for the evaluated users: D-1's popularity minus each user's
 /// D-1 exclusions, first `k`.
-fn baseline_lists(evaluated: &[&RankedList], previous: &WindowData, k: usize) -> Vec<RankedList> {
+fn baseline_lists(evaluated: &[RankedList], previous: &WindowData, k: usize) -> Vec<RankedList> {
     let empty = Vec::new();
     evaluated
         .iter()
@@ -282,14 +308,14 @@ fn baseline_lists(evaluated: &[&RankedList], previous: &WindowData, k: usize) ->
         .collect()
 }
 
-/// The model's ranking metrics for new and returning users of D-1's window.
+/// The model's ranking metrics for new and returning users of D-1's window (`previous`: the
+/// lists of users with ground truth).
 async fn user_segment_rows(
     ctx: &SessionContext,
     config: &Config,
     previous_window: Window,
     previous: &[RankedList],
     truth: &[(String, String)],
-    truth_users: &HashSet<&str>,
 ) -> Result<Vec<MetricRow>> {
     let params = window_params(config, previous_window);
     let user_segment: HashMap<String, String> =
@@ -305,11 +331,9 @@ async fn user_segment_rows(
             .filter(|l| user_segment.get(&l.user_id).map(String::as_str) == Some(segment))
             .cloned()
             .collect();
-        if lists
-            .iter()
-            .any(|l| truth_users.contains(l.user_id.as_str()))
-        {
-            rows.extend(ranking_rows(config, &lists, truth, segment).await?);
+        if !lists.is_empty() {
+            let n = lists.len();
+            rows.extend(ranking_rows(config, &lists, truth, segment, n).await?);
         }
     }
     Ok(rows)
@@ -348,7 +372,8 @@ async fn category_rows(
             continue;
         }
         let segment = format!("{SEGMENT_CATEGORY}{category}");
-        rows.extend(ranking_rows(config, previous, &in_category, &segment).await?);
+        let n = previous.len();
+        rows.extend(ranking_rows(config, previous, &in_category, &segment, n).await?);
     }
     Ok(rows)
 }

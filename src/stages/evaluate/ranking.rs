@@ -7,6 +7,7 @@ use arrow::array::{AsArray, Int32Array, StringArray};
 use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema};
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
+use datafusion::scalar::ScalarValue;
 
 use super::definitions::{SEGMENT_ALL, definition};
 use crate::config::Config;
@@ -48,7 +49,8 @@ fn register_truth(ctx: &SessionContext, pairs: &[(String, String)]) -> Result<()
 }
 
 /// Ranking metrics (`sql/evaluate/ranking.sql`) of `lists` against `truth` (sorted), as rows of
-/// `segment`; segment `all` also gets the Spark-convention rows. Runs in its own single-partition
+/// `segment`; segment `all` also gets the Spark-convention rows, averaged over the `n_listed`
+/// users who had a list (`lists` needs only those with ground truth). Runs in its own single-partition
 /// context: means of fractions depend on the order they are summed in, and one partition fixes
 /// it, so a rerun publishes the same bits.
 pub async fn ranking_rows(
@@ -56,6 +58,7 @@ pub async fn ranking_rows(
     lists: &[RankedList],
     truth: &[(String, String)],
     segment: &str,
+    n_listed: usize,
 ) -> Result<Vec<MetricRow>> {
     let ctx = &SessionContext::new_with_config(
         datafusion::prelude::SessionConfig::new().with_target_partitions(1),
@@ -77,7 +80,8 @@ pub async fn ranking_rows(
     register_truth(ctx, truth)?;
     register(ctx, "recs", lists_table(lists)?)?;
     let mut rows = Vec::new();
-    for b in query(ctx, "ranking", RANKING_SQL, vec![]).await? {
+    let params = vec![("n_listed", ScalarValue::Int64(Some(n_listed as i64)))];
+    for b in query(ctx, "ranking", RANKING_SQL, params).await? {
         let k = b.column(0).as_primitive::<arrow::datatypes::Int32Type>();
         let n = b.column(1).as_primitive::<Int64Type>();
         let listed = b
@@ -135,7 +139,7 @@ pub fn row(
 }
 
 /// `recs (user_id, rank, item_id)` from ranked lists.
-pub fn lists_table(lists: &[RankedList]) -> Result<MemTable> {
+fn lists_table(lists: &[RankedList]) -> Result<MemTable> {
     let (mut users, mut ranks, mut items) = (Vec::new(), Vec::new(), Vec::new());
     for l in lists {
         for (r, item) in l.items.iter().enumerate() {
@@ -216,7 +220,8 @@ mod tests {
             .unwrap(),
         )
         .unwrap();
-        let batches = query(&ctx, "ranking", RANKING_SQL, vec![]).await.unwrap();
+        let params = vec![("n_listed", ScalarValue::Int64(Some(2)))];
+        let batches = query(&ctx, "ranking", RANKING_SQL, params).await.unwrap();
         let b = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
         let want = [
             (2, [1.0 / 6.0, 0.25, 0.1934264, 0.25, 0.5, 0.125]),
@@ -281,7 +286,8 @@ mod spark_tests {
             .into_iter()
             .flat_map(|(u, items)| items.map(move |i| (u.to_string(), i.to_string())))
             .collect();
-        let rows = ranking_rows(&config, &lists, &truth, SEGMENT_ALL)
+        // Only the lists of users with ground truth are read; the third user counts as listed.
+        let rows = ranking_rows(&config, &lists[..2], &truth, SEGMENT_ALL, lists.len())
             .await
             .unwrap();
         let get = |metric: &str, k: i32| {
