@@ -76,8 +76,11 @@ pub async fn evaluate(
         "ks",
         int_table("k", ks.iter().map(|k| *k as i32).collect())?,
     )?;
+    let progress = crate::progress::Progress::new("evaluate", "steps", 5);
     let mut rows = own_list_rows(ctx, config, &input).await?;
+    progress.inc(1);
     let truth = truth(ctx, config, input.date).await?;
+    progress.inc(1);
     let truth_users: HashSet<&str> = truth.iter().map(|(u, _)| u.as_str()).collect();
     let previous_date = input.date.pred_opt().expect("date in range");
     let previous = match (input.previous, truth_users.is_empty()) {
@@ -119,10 +122,12 @@ pub async fn evaluate(
             evaluated.len() as i64,
         ));
     }
+    progress.inc(1);
     let previous_window = Window::ending(previous_date, config.window.lookback_days);
     rows.extend(
         user_segment_rows(ctx, config, previous_window, previous, &truth, &truth_users).await?,
     );
+    progress.inc(1);
     rows.extend(category_rows(config, input.catalog, previous, &truth).await?);
     let lifts = lift_rows(&rows, &ks);
     rows.extend(lifts);
