@@ -43,6 +43,21 @@ impl Timings {
     }
 }
 
+/// The peak resident memory of this process so far (`VmHWM`), in bytes; `None` where the
+/// kernel does not say (not Linux).
+pub(crate) fn peak_memory_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line
+        .trim_start_matches("VmHWM:")
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
 impl Runner {
     /// A runner of `config`.
     pub fn new(config: Config) -> Runner {
