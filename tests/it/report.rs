@@ -23,11 +23,13 @@ const SECTIONS: [&str; 7] = [
 
 /// The Chromium binary; fails (never skips) when there is none.
 fn chromium() -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
     for name in ["chromium", "chromium-browser", "google-chrome"] {
-        if let Ok(o) = Command::new("which").arg(name).output()
-            && o.status.success()
+        if let Some(found) = std::env::split_paths(&path)
+            .map(|dir| dir.join(name))
+            .find(|p| p.is_file())
         {
-            return PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
+            return found;
         }
     }
     panic!(

@@ -22,6 +22,9 @@ enum Tolerance {
     Relative(f64),
     /// |today - typical| above this.
     Absolute(f64),
+    /// Both: relative change above the first and absolute change above the second (run time
+    /// and memory, whose small values vary a lot in relative terms).
+    Both(f64, f64),
 }
 
 /// One line of the verdict.
@@ -58,7 +61,7 @@ type Value = fn(&History, &str, &Manifest, i32) -> Option<f64>;
 
 /// The indicators: name, value, tolerance, unit of display.
 fn indicators() -> [(&'static str, Value, Tolerance, &'static str); 12] {
-    use Tolerance::{Absolute, Relative};
+    use Tolerance::{Absolute, Both, Relative};
     [
         (
             "recall@K",
@@ -123,13 +126,13 @@ fn indicators() -> [(&'static str, Value, Tolerance, &'static str); 12] {
         (
             "run time (s)",
             |_, _, m, _| Some(m.timings_s.values().sum()),
-            Relative(0.5),
+            Both(0.5, 60.0),
             "seconds",
         ),
         (
             "peak memory",
             |_, _, m, _| m.peak_memory_bytes.map(|b| b as f64),
-            Relative(0.3),
+            Both(0.3, 512.0 * 1024.0 * 1024.0),
             "bytes",
         ),
     ]
@@ -219,6 +222,7 @@ fn describe(t: Tolerance) -> String {
     match t {
         Tolerance::Relative(r) => format!("±{:.0}% of typical", 100.0 * r),
         Tolerance::Absolute(a) => format!("±{a} of typical"),
+        Tolerance::Both(r, a) => format!("±{:.0}% and ±{a} of typical", 100.0 * r),
     }
 }
 
@@ -238,6 +242,11 @@ fn judge(today: f64, typical: f64, tolerance: Tolerance) -> (&'static str, Strin
             let change = today - typical;
             let status = if change.abs() > a { "unusual" } else { "ok" };
             (status, format!("{change:+.4}"))
+        }
+        Tolerance::Both(r, a) => {
+            let (status, change) = judge(today, typical, Tolerance::Relative(r));
+            let small = (today - typical).abs() <= a;
+            (if small { "ok" } else { status }, change)
         }
     }
 }
@@ -452,5 +461,8 @@ pub(super) mod tests {
         assert_eq!(judge(1.2, 1.0, Tolerance::Relative(0.25)).0, "ok");
         assert_eq!(judge(1.3, 1.0, Tolerance::Relative(0.25)).0, "unusual");
         assert_eq!(judge(0.02, 0.0, Tolerance::Absolute(0.01)).0, "unusual");
+        // Run time: half as long is unusual only beyond a minute.
+        assert_eq!(judge(0.1, 0.2, Tolerance::Both(0.5, 60.0)).0, "ok");
+        assert_eq!(judge(400.0, 200.0, Tolerance::Both(0.5, 60.0)).0, "unusual");
     }
 }
