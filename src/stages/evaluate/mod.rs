@@ -129,6 +129,7 @@ pub async fn evaluate(
     );
     progress.inc(1);
     rows.extend(category_rows(config, input.catalog, previous, &truth).await?);
+    progress.inc(1);
     let lifts = lift_rows(&rows, &ks);
     rows.extend(lifts);
     Ok(rows)
