@@ -65,7 +65,7 @@ def main() -> None:
     rows = []
     for n in args.users:
         data = synth(sys.executable, n, args.items, args.events_per_user)
-        meta = json.loads((data / "_synth.json").read_text())
+        meta = json.loads((data / "_synth.json").read_text())["summary"]
         date = meta["last_window_day"]
         out = ROOT / "out" / f"scale-{n}-{args.items}"
         if "cold" in args.passes:

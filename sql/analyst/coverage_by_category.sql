@@ -1,24 +1,20 @@
 -- Catalog coverage by category: per published date, the share of each category's available
 -- items that appear in at least one user's list ('(none)' for items without a category).
--- Tables: recommendations, catalog (the newest snapshot)
+-- Items are those of the catalog snapshot each date's run used (run_catalog), not the newest.
+-- Tables: recommendations, run_catalog
 -- Output: dt, category, n_items, n_recommended, coverage
 WITH items AS (
-    SELECT item_id, coalesce(category, '(none)') AS category
-    FROM catalog
-    WHERE dt = (SELECT max(dt) FROM catalog)
+    SELECT dt, item_id, coalesce(category, '(none)') AS category
+    FROM run_catalog
 ),
 recommended AS (
     SELECT DISTINCT dt, item_id FROM recommendations
 ),
-dates AS (
-    SELECT DISTINCT dt FROM recommendations
-),
 per_category AS (
-    SELECT d.dt, i.category, count(*) AS n_items, count(r.item_id) AS n_recommended
-    FROM dates d
-    CROSS JOIN items i
-    LEFT JOIN recommended r ON r.dt = d.dt AND r.item_id = i.item_id
-    GROUP BY d.dt, i.category
+    SELECT i.dt, i.category, count(*) AS n_items, count(r.item_id) AS n_recommended
+    FROM items i
+    LEFT JOIN recommended r ON r.dt = i.dt AND r.item_id = i.item_id
+    GROUP BY i.dt, i.category
 )
 SELECT dt, category, n_items, n_recommended, coverage
 FROM (

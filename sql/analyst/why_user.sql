@@ -4,7 +4,7 @@
 -- user's own decayed history with the item), and the history item whose vector is most similar
 -- to it (dot product of the published vectors), with how often the user interacted with it.
 -- Params: $user_id, $dt ('YYYY-MM-DD')
--- Tables: recommendations, item_vectors, behavior, catalog
+-- Tables: recommendations, item_vectors, behavior, run_catalog (titles from the snapshot $dt used)
 -- Output: rank, item_id, title, score, model_score, repeat_score, source, because_item_id,
 --         because_title, similarity, because_events
 WITH recs AS (
@@ -35,7 +35,7 @@ best AS (
     FROM pairs
 ),
 titles AS (
-    SELECT item_id, title FROM catalog WHERE dt = (SELECT max(dt) FROM catalog)
+    SELECT item_id, title FROM run_catalog WHERE dt = CAST($dt AS DATE)
 )
 SELECT r.rank, r.item_id, t.title, round(r.score, 6) AS score,
        round(r.score - r.repeat_score, 6) AS model_score, round(r.repeat_score, 6) AS repeat_score, r.source,

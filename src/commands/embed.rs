@@ -15,7 +15,7 @@ use crate::error::{Context, Error, ExitCode, Result};
 use crate::io::{
     Location, ParquetStreamWriter, embedding_type, read_input_file, strings, to_arrow,
 };
-use crate::kernels::{Encoder, SentenceEncoder, blas_backend, embed_texts};
+use crate::kernels::{Encoder, SentenceEncoder, blas_backend, embed_texts, warn_if_slow_blas};
 
 #[derive(Debug, clap::Args)]
 pub(super) struct Args {
@@ -101,6 +101,7 @@ async fn embed_file(
         blas = blas_backend(),
         "loaded encoder"
     );
+    warn_if_slow_blas();
     let dim = encoder.dim();
     let keep: Vec<usize> = (0..batch.num_columns())
         .filter(|&c| batch.schema().field(c).name() != "embedding")

@@ -7,6 +7,7 @@ mod backtest;
 mod cluster;
 mod embed;
 mod evaluate;
+mod report;
 mod run;
 mod sql;
 mod topk;
@@ -61,6 +62,9 @@ enum Command {
     /// Recompute and republish the metrics of a published date (after a definition changed).
     #[command(after_help = EXIT_CODES)]
     Evaluate(evaluate::Args),
+    /// Rebuild the HTML reports (reports/dt=D/report.html, reports/index.html) of published
+    /// dates from what was published; prints their URLs.
+    Report(report::Args),
     /// Embed a text column of a Parquet file: every input column plus `embedding`.
     Embed(embed::Args),
     /// Query the published tables with SQL (read-only). Without -c or -f: an interactive prompt.
@@ -83,6 +87,7 @@ impl Cli {
             Command::Backfill(a) => backfill::execute(a).await,
             Command::Backtest(a) => backtest::execute(a).await,
             Command::Evaluate(a) => evaluate::execute(a).await,
+            Command::Report(a) => report::execute(a).await,
             Command::Embed(a) => embed::execute(a).await,
             Command::Sql(a) => sql::execute(a).await,
             Command::Topk(a) => topk::execute(a).await,

@@ -160,10 +160,18 @@ async fn interactive(ctx: &SessionContext, format: Format) -> Result<()> {
         let _ = editor.load_history(h);
     }
     println!(
-        "recjob sql: read-only. Tables: {}. End statements with ';', \\q quits.",
+        "recjob sql: read-only. Tables: {}. Join titles through run_catalog \
+         (ON c.dt = r.dt AND c.item_id = r.item_id): catalog holds every snapshot. \
+         End statements with ';', \\q quits.",
         {
             let mut names = PUBLISHED_TABLES.to_vec();
-            names.extend(["item_embeddings", "behavior", "catalog"]);
+            names.extend([
+                "item_embeddings",
+                "behavior",
+                "catalog",
+                "runs",
+                "run_catalog",
+            ]);
             names.join(", ")
         }
     );

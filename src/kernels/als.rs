@@ -77,9 +77,11 @@ pub fn als(
     let by_user = Rows::new(n_users, observations, |o| (o.user, o.item));
     let by_item = Rows::new(n_items, observations, |o| (o.item, o.user));
     let mut white = Vec::new();
+    let progress = crate::progress::Progress::new("behavior (ALS)", "sweeps", params.iterations);
     for _ in 0..params.iterations {
         solve_rows(&mut users, &by_user, &items, &mut white, f, params);
         solve_rows(&mut items, &by_item, &users, &mut white, f, params);
+        progress.inc(1);
     }
     Factors { f, users, items }
 }

@@ -10,6 +10,7 @@ mod topk;
 
 pub use als::{Factors, Observation, als};
 pub use blas::backend as blas_backend;
+pub use blas::warn_if_fallback as warn_if_slow_blas;
 pub use encoder::{
     EmbedStats, Encoder, Pooling, SentenceEncoder, embed_texts, encode_batches, plan, select_device,
 };

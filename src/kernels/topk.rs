@@ -152,6 +152,7 @@ pub fn top_k<E>(
     let block_users = params.block_users.min(n_users.div_ceil(threads)).max(1);
     let blocks: Vec<usize> = (0..n_users).step_by(block_users).collect();
     let chunk = threads * 4;
+    let progress = crate::progress::Progress::new("top-K", "user blocks", blocks.len());
     for starts in blocks.chunks(chunk) {
         let lists: Vec<Vec<Vec<Hit>>> = starts
             .par_iter()
@@ -168,6 +169,7 @@ pub fn top_k<E>(
             })
             .collect();
         sink(starts[0], lists.into_iter().flatten().collect())?;
+        progress.inc(starts.len());
     }
     Ok(())
 }

@@ -66,6 +66,7 @@ impl Runner {
         manifest.tables.extend(publisher.staged());
         manifest.metrics_evaluated_at = Some(Utc::now().to_rfc3339());
         manifest.metrics_code_version = Some(crate::VERSION.to_string());
+        manifest.report = Some(super::report::report_url(root, date));
         manifest
             .row_counts
             .insert("metrics".into(), rows.len() as u64);

@@ -371,6 +371,11 @@ impl Runner {
             config: serde_json::to_value(config).expect("config serialises: this is a bug"),
             metrics_evaluated_at: None,
             metrics_code_version: None,
+            peak_memory_bytes: crate::memory::peak_rss(),
+            report: Some(super::report::report_url(
+                &Location::parse(&config.output.root)?,
+                date,
+            )),
             extra: Default::default(),
         })
     }

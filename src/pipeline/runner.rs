@@ -8,7 +8,7 @@ use std::time::Instant;
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::error::Result;
-use crate::kernels::{Encoder, SentenceEncoder, blas_backend};
+use crate::kernels::{Encoder, SentenceEncoder, blas_backend, warn_if_slow_blas};
 
 /// How `run` treats a date.
 #[derive(Debug, Clone, Copy, Default)]
@@ -88,6 +88,7 @@ impl Runner {
             max_seq_length = e.max_seq_length(),
             "loaded encoder"
         );
+        warn_if_slow_blas();
         Ok(self.encoder.get_or_init(|| e).clone())
     }
 }

@@ -68,6 +68,15 @@ pub struct Manifest {
     /// The code version that republished them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_code_version: Option<String>,
+    /// Peak resident memory of the process that ran it, in bytes (Linux; absent in manifests of
+    /// earlier versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_memory_bytes: Option<u64>,
+    /// The date's HTML report, `reports/dt=D/report.html` under the output root: written right
+    /// after the commit and rebuilt by `recjob evaluate` and `recjob report` (absent in manifests
+    /// of earlier versions, whose report is at the same place).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<String>,
     /// Fields of other versions, kept as they are.
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,

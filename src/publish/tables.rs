@@ -3,7 +3,9 @@
 //! Registers `recommendations`, `user_embeddings`, `item_vectors`, `similar_items`, `metrics`
 //! (published partitions only: a `dt` is visible exactly when its manifest exists, so a run in
 //! progress or a crashed one is never seen), `item_embeddings`, and the inputs `behavior` and
-//! `catalog`, each with `dt` as a DATE column. DDL, DML, `COPY ... TO` and other statements are
+//! `catalog`, each with `dt` as a DATE column; `runs` (one row per published date, from its
+//! manifest) and the `run_catalog` view (each published date's catalog snapshot:
+//! `publish/runs.rs`). DDL, DML, `COPY ... TO` and other statements are
 //! refused (exit 1): analysts cannot damage the outputs.
 
 use std::sync::Arc;
@@ -61,6 +63,7 @@ pub async fn session(config: &Config) -> Result<SessionContext> {
         loc.register(&ctx);
         register_listing(&ctx, name, &loc, true).await?;
     }
+    super::runs::register_runs(&ctx, &runs).await?;
     Ok(ctx)
 }
 

@@ -349,3 +349,115 @@ fn without_a_statement_recjob_sql_reads_statements_from_a_prompt() {
     let history = std::fs::read_to_string(tmp.path().join(".recjob_sql_history")).unwrap();
     assert!(history.contains("SELECT 7 AS seven;"), "{history}");
 }
+
+/// The tiny catalog's batch with " (renamed)"-style `suffix` appended to every title.
+fn retitled(batch: &RecordBatch, suffix: &str) -> RecordBatch {
+    use arrow::array::{ArrayRef, StringArray};
+    use arrow::datatypes::{Field, Schema};
+    let titles: Vec<String> = col_strings(batch, "title")
+        .into_iter()
+        .map(|t| format!("{t}{suffix}"))
+        .collect();
+    let at = batch.schema().index_of("title").unwrap();
+    let mut fields: Vec<Field> = batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields[at] = Field::new("title", DataType::Utf8, true);
+    let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+    columns[at] = std::sync::Arc::new(StringArray::from(titles));
+    RecordBatch::try_new(std::sync::Arc::new(Schema::new(fields)), columns).unwrap()
+}
+
+async fn count(ctx: &SessionContext, sql: &str) -> i64 {
+    let batches = recjob::publish::query(ctx, sql, &[]).await.unwrap();
+    let values = col_strings(&batches[0], "n");
+    values[0].parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_catalog_joins_each_date_to_the_snapshot_its_run_used() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fixtures = repo().join("fixtures/tiny");
+    let source = read_file(&fixtures.join("catalog/dt=2024-01-01/part-0.parquet"));
+    let source = arrow::compute::concat_batches(&source[0].schema(), &source).unwrap();
+    // Three snapshots: the runs of 2024-01-04 and 2024-01-05 use 2024-01-03 (the newest on or
+    // before their date); 2024-01-06 is newer than both, with other titles.
+    let catalog = tmp.path().join("catalog");
+    for (dt, suffix) in [
+        ("2024-01-01", " (old)"),
+        ("2024-01-03", ""),
+        ("2024-01-06", " (renamed)"),
+    ] {
+        write_file(
+            &catalog.join(format!("dt={dt}/part-0.parquet")),
+            &retitled(&source, suffix),
+        );
+    }
+    let config = write_config(
+        tmp.path(),
+        &fixtures.join("behavior"),
+        &catalog,
+        &tmp.path().join("out"),
+        "[events.weights]\nview = 0.25\npurchase = 1.0\nreturn = 0.0\n[topk]\nk = 5\n[window]\nlookback_days = 7\n[evaluate]\nks = [5]\n",
+    );
+    for date in ["2024-01-04", "2024-01-05"] {
+        let o = recjob(
+            tmp.path(),
+            &["run", "--config", config.to_str().unwrap(), "--date", date],
+        );
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+    }
+    let config = recjob::config::Config::load(&config, &[]).unwrap();
+    let ctx = recjob::publish::session(&config).await.unwrap();
+
+    let recs = count(&ctx, "SELECT count(*) AS n FROM recommendations").await;
+    assert!(recs > 0);
+    let raw = "SELECT count(*) AS n FROM recommendations r JOIN catalog c ON r.item_id = c.item_id";
+    assert_eq!(
+        count(&ctx, raw).await,
+        3 * recs,
+        "the raw catalog repeats rows per snapshot"
+    );
+    let view = "SELECT count(*) AS n FROM recommendations r \
+                JOIN run_catalog c ON c.dt = r.dt AND c.item_id = r.item_id";
+    assert_eq!(count(&ctx, view).await, recs, "run_catalog does not");
+
+    let used = recjob::publish::query(
+        &ctx,
+        "SELECT DISTINCT CAST(dt AS VARCHAR) AS dt, CAST(catalog_dt AS VARCHAR) AS c FROM run_catalog ORDER BY dt",
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(col_strings(&used[0], "dt"), ["2024-01-04", "2024-01-05"]);
+    assert_eq!(col_strings(&used[0], "c"), ["2024-01-03", "2024-01-03"]);
+    let runs = recjob::publish::query(
+        &ctx,
+        "SELECT CAST(catalog_dt AS VARCHAR) AS c FROM runs",
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(col_strings(&runs[0], "c"), ["2024-01-03", "2024-01-03"]);
+    let renamed = "SELECT count(*) AS n FROM recommendations r \
+                   JOIN run_catalog c ON c.dt = r.dt AND c.item_id = r.item_id \
+                   WHERE c.title LIKE '%(renamed)' OR c.title LIKE '%(old)'";
+    assert_eq!(
+        count(&ctx, renamed).await,
+        0,
+        "titles of the snapshot the run used"
+    );
+
+    // The saved queries read titles through the view: the snapshot the run used.
+    let top = std::fs::read_to_string(repo().join("sql/analyst/top_items_per_day.sql")).unwrap();
+    let rows = recjob::publish::query(&ctx, &top, &[]).await.unwrap();
+    let titles: Vec<String> = rows.iter().flat_map(|b| col_strings(b, "title")).collect();
+    let other = |t: &String| t.ends_with("(renamed)") || t.ends_with("(old)");
+    assert!(
+        !titles.is_empty() && !titles.iter().any(other),
+        "{titles:?}"
+    );
+}

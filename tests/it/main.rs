@@ -16,5 +16,6 @@ mod nightly;
 mod operations;
 mod quality;
 mod repeat;
+mod report;
 mod s3;
 mod topk_cli;

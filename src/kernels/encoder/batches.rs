@@ -50,7 +50,7 @@ pub fn encode_batches(
     batches: &[Vec<usize>],
 ) -> Result<Vec<f32>> {
     let dim = encoder.dim();
-    let progress = crate::progress::bar("embedding", "texts", tokens.len(), 1000);
+    let progress = crate::progress::Progress::new("embedding", "texts", tokens.len());
     let workers = encoder.workers().clamp(1, batches.len().max(1));
     let next = std::sync::atomic::AtomicUsize::new(0);
     let results: std::sync::Mutex<Vec<(Vec<usize>, Vec<f32>)>> = std::sync::Mutex::new(Vec::new());
@@ -76,9 +76,7 @@ pub fn encode_batches(
                     };
                     match out {
                         Ok(done) => {
-                            if let Some(p) = &progress {
-                                p.inc(batches[b].len() as u64);
-                            }
+                            progress.inc(batches[b].len());
                             results.lock().expect("lock").extend(done);
                         }
                         Err(e) => {
@@ -99,9 +97,7 @@ pub fn encode_batches(
             out[row * dim..(row + 1) * dim].copy_from_slice(&vectors[j * dim..(j + 1) * dim]);
         }
     }
-    if let Some(p) = progress {
-        p.finish_and_clear();
-    }
+    drop(progress);
     Ok(out)
 }
 

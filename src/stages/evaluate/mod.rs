@@ -111,7 +111,9 @@ pub async fn evaluate(
         "ks",
         int_table("k", ks.iter().map(|k| *k as i32).collect())?,
     )?;
+    let progress = crate::progress::Progress::new("evaluate", "steps", 4);
     let mut rows = own_list_rows(ctx, config, &input).await?;
+    progress.inc(1);
     let truth = input.truth;
     let truth_users = truth_users(truth);
     let previous_date = input.date.pred_opt().expect("date in range");
@@ -151,9 +153,12 @@ pub async fn evaluate(
             evaluated.len() as i64,
         ));
     }
+    progress.inc(1);
     let previous_window = Window::ending(previous_date, config.window.lookback_days);
     rows.extend(user_segment_rows(ctx, config, previous_window, evaluated, truth).await?);
+    progress.inc(1);
     rows.extend(category_rows(config, input.catalog, evaluated, truth).await?);
+    progress.inc(1);
     let lifts = lift_rows(&rows, &ks);
     rows.extend(lifts);
     Ok(rows)
