@@ -73,8 +73,11 @@ pub(crate) enum Previous<'a> {
     Computed(Option<&'a Lists>),
 }
 
-/// Users per batch when a run's per-user tables are written (bounds the memory of a batch).
+/// Users (or items) per batch when a run's per-user and per-item tables are written: bounds
+/// the memory of a batch and of the writer's row group.
 const USERS_PER_BATCH: usize = 16_384;
+/// Rows per batch of `similar_items` (items x K rows).
+const ROWS_PER_BATCH: usize = 1 << 20;
 
 impl Computed {
     /// The metrics of D from this computed run: D-1's lists against D's behavior, D's own lists
@@ -407,7 +410,7 @@ pub(crate) fn new_run_id() -> String {
     )
 }
 
-/// `0..n` in ranges of [`USERS_PER_BATCH`].
+/// `0..n` in ranges of [`USERS_PER_BATCH`] (users or items).
 fn chunks(n: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
     (0..n)
         .step_by(USERS_PER_BATCH)
@@ -447,19 +450,17 @@ async fn stage_outputs(
     publisher
         .stage_partition("user_embeddings", p::user_embeddings_schema(dim), batches)
         .await?;
+    let items = &c.candidates;
+    let batches = chunks(items.len()).map(|rows| p::item_vectors(items, rows, run_id));
     publisher
-        .stage_partition(
-            "item_vectors",
-            p::item_vectors_schema(c.candidates.dim),
-            [p::item_vectors(&c.candidates, run_id)],
-        )
+        .stage_partition("item_vectors", p::item_vectors_schema(items.dim), batches)
         .await?;
+    let batches = c
+        .similar
+        .chunks(ROWS_PER_BATCH)
+        .map(|rows| p::similar_items(rows, run_id));
     publisher
-        .stage_partition(
-            "similar_items",
-            p::similar_items_schema(),
-            [p::similar_items(&c.similar, run_id)],
-        )
+        .stage_partition("similar_items", p::similar_items_schema(), batches)
         .await?;
     publisher
         .stage_partition(

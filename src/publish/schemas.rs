@@ -130,12 +130,17 @@ pub fn item_vectors_schema(dim: usize) -> SchemaRef {
     ]))
 }
 
-/// `item_vectors` rows as a batch.
-pub fn item_vectors(items: &Vectors, run_id: &str) -> Result<RecordBatch> {
+/// The `item_vectors` rows of items `rows` (positions in `items`) as a batch.
+pub fn item_vectors(items: &Vectors, rows: Range<usize>, run_id: &str) -> Result<RecordBatch> {
     let columns: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from_iter_values(items.ids.iter())),
-        to_arrow(&items.flat, items.dim),
-        Arc::new(StringArray::from(vec![run_id; items.len()])),
+        Arc::new(StringArray::from_iter_values(
+            items.ids[rows.clone()].iter(),
+        )),
+        to_arrow(
+            &items.flat[rows.start * items.dim..rows.end * items.dim],
+            items.dim,
+        ),
+        Arc::new(StringArray::from(vec![run_id; rows.len()])),
     ];
     RecordBatch::try_new(item_vectors_schema(items.dim), columns).context("building item_vectors")
 }
