@@ -13,7 +13,7 @@ use crate::publish::{
     visit_published_lists,
 };
 use crate::stages::evaluate::{EvalInput, OwnLists, evaluate, truth, truth_users};
-use crate::stages::prepare::{prepare_window, register_window_events};
+use crate::stages::prepare::{WindowPart, prepare_window, register_window_events};
 use crate::stages::read::{load_catalog, register_inputs};
 
 impl Runner {
@@ -86,7 +86,7 @@ impl Runner {
         let inputs = register_inputs(&ctx, config, previous_window.first, date).await?;
         let catalog = load_catalog(&ctx, config, &inputs).await?;
         register_window_events(&ctx, config, previous_window.first, date).await?;
-        let data = prepare_window(&ctx, config, window).await?;
+        let data = prepare_window(&ctx, config, window, WindowPart::All).await?;
         let mut own = OwnLists::new(config, &data);
         visit_published_lists(root, date, &mut |user, items| {
             own.add(user, items.iter().map(String::as_str))

@@ -25,7 +25,9 @@ use crate::stages::audit::{AuditInput, AuditReport, audit};
 use crate::stages::embed::{ItemEmbeddings, cache, embed_items};
 use crate::stages::evaluate::{EvalInput, OwnLists, evaluate, truth, truth_users};
 use crate::stages::hybrid::hybrid;
-use crate::stages::prepare::{check_invalid_rows, prepare_window, register_window_events};
+use crate::stages::prepare::{
+    WindowPart, check_invalid_rows, prepare_window, register_window_events,
+};
 use crate::stages::read::{behavior_ready, load_catalog, register_inputs};
 use crate::stages::recommend::{Recommendations, candidates, recommend, similar_items};
 use crate::stages::users;
@@ -53,6 +55,7 @@ pub(crate) struct Computed {
     pub(crate) inputs: Inputs,
     pub(crate) invalid: InvalidRows,
     pub(crate) catalog: Catalog,
+    /// The window (its `interactions` already released: nothing after top-K reads them).
     pub(crate) data: WindowData,
     /// Text embeddings of every catalog item (catalog order, unit length).
     pub(crate) items: ItemEmbeddings,
@@ -145,7 +148,7 @@ impl Runner {
         // prepare
         register_window_events(&ctx, config, previous_window.first, date).await?;
         let invalid = check_invalid_rows(&ctx, config, window).await?;
-        let data = prepare_window(&ctx, config, window).await?;
+        let mut data = prepare_window(&ctx, config, window, WindowPart::All).await?;
         t.lap("prepare");
 
         // embed
@@ -187,6 +190,9 @@ impl Runner {
 
         // top-K
         let recs = recommend(engine, config, &candidates, &user_vectors, &data).await?;
+        // Nothing after top-K reads the (user, item) weights: give their memory back for the
+        // evaluation.
+        data.interactions = Vec::new();
         t.lap("topk");
         Ok(Computed {
             ctx,
@@ -417,15 +423,16 @@ fn chunks(n: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
         .map(move |s| s..(s + USERS_PER_BATCH).min(n))
 }
 
-/// D-1's training window, prepared: evaluation of D needs its popularity and exclusions for
-/// the baseline. (Re-materialises `events` in `ctx`: call it after D's own stages.)
+/// D-1's training window, prepared as far as evaluation of D needs it: its popularity and
+/// exclusions for the baseline. (Re-materialises `events` in `ctx`: call it after D's own
+/// stages.)
 pub(crate) async fn prepare_previous_window(
     ctx: &SessionContext,
     config: &Config,
     date: NaiveDate,
 ) -> Result<WindowData> {
     let window = Window::ending(date - TimeDelta::days(1), config.window.lookback_days);
-    prepare_window(ctx, config, window).await
+    prepare_window(ctx, config, window, WindowPart::Baseline).await
 }
 
 /// Stage every table of a computed run, and the new embedding cache entries, then check they

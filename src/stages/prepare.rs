@@ -118,11 +118,22 @@ pub async fn check_invalid_rows(
     Ok(out)
 }
 
-/// Interactions, exclusions and popularity of one window (needs `window_events`).
+/// What of a window [`prepare_window`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowPart {
+    /// Everything: interactions, active users, exclusions, popularity.
+    All,
+    /// What the popularity baseline needs: exclusions and popularity only.
+    Baseline,
+}
+
+/// Interactions, exclusions and popularity of one window (needs `window_events`); with
+/// [`WindowPart::Baseline`] only exclusions and popularity.
 pub async fn prepare_window(
     ctx: &SessionContext,
     config: &Config,
     window: Window,
+    part: WindowPart,
 ) -> Result<WindowData> {
     let mut params = window_params(window);
     params.push(("end_epoch", ScalarValue::Float64(Some(window.end_epoch()))));
@@ -133,6 +144,10 @@ pub async fn prepare_window(
     materialise(ctx, "events", EVENTS_SQL, params).await?;
 
     let mut data = WindowData::default();
+    if part == WindowPart::Baseline {
+        exclusions_and_popularity(ctx, config, window, &mut data).await?;
+        return Ok(data);
+    }
     for b in query(ctx, "interactions", INTERACTIONS_SQL, vec![]).await? {
         let (users, items) = (strings(&b, 0), strings(&b, 1));
         let n = b.column(2).as_primitive::<Int64Type>();
@@ -150,7 +165,17 @@ pub async fn prepare_window(
     // Engine output order depends on partitioning: sort for determinism.
     data.interactions
         .sort_by(|a, b| (&a.user_id, &a.item_id).cmp(&(&b.user_id, &b.item_id)));
+    exclusions_and_popularity(ctx, config, window, &mut data).await?;
+    Ok(data)
+}
 
+/// The window's exclusions and popularity into `data` (needs `events`).
+async fn exclusions_and_popularity(
+    ctx: &SessionContext,
+    config: &Config,
+    window: Window,
+    data: &mut WindowData,
+) -> Result<()> {
     let policy = match config.exclusions.policy {
         ExclusionPolicy::SeenInWindow => "seen_in_window",
         ExclusionPolicy::AllowRepeats => "allow_repeats",
@@ -176,7 +201,7 @@ pub async fn prepare_window(
     }
     data.popularity
         .sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    Ok(data)
+    Ok(())
 }
 
 fn window_params(window: Window) -> Vec<(&'static str, ScalarValue)> {
