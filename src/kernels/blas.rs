@@ -13,41 +13,40 @@
 use std::ffi::{c_float, c_int};
 use std::sync::OnceLock;
 
-/// `cblas_sgemm`'s signature (32-bit integers, as in Debian's `libopenblas0`).
-type CblasSgemm = unsafe extern "C" fn(
+/// `cblas_sgemm`'s (`T = f32`) and `cblas_dgemm`'s (`T = f64`) signature (32-bit integers, as in
+/// Debian's `libopenblas0`).
+type CblasGemm<T> = unsafe extern "C" fn(
     order: c_int,
     trans_a: c_int,
     trans_b: c_int,
     m: c_int,
     n: c_int,
     k: c_int,
-    alpha: c_float,
-    a: *const c_float,
+    alpha: T,
+    a: *const T,
     lda: c_int,
-    b: *const c_float,
+    b: *const T,
     ldb: c_int,
-    beta: c_float,
-    c: *mut c_float,
+    beta: T,
+    c: *mut T,
     ldc: c_int,
 );
+type CblasSgemm = CblasGemm<c_float>;
+type CblasDgemm = CblasGemm<f64>;
 
-/// `cblas_dgemm`'s signature.
-type CblasDgemm = unsafe extern "C" fn(
-    order: c_int,
-    trans_a: c_int,
-    trans_b: c_int,
-    m: c_int,
-    n: c_int,
-    k: c_int,
-    alpha: f64,
-    a: *const f64,
-    lda: c_int,
-    b: *const f64,
-    ldb: c_int,
-    beta: f64,
-    c: *mut f64,
-    ldc: c_int,
-);
+/// The element types GEMM runs on.
+trait Element: Copy + PartialEq + 'static {
+    const ZERO: Self;
+    const ONE: Self;
+}
+impl Element for f32 {
+    const ZERO: f32 = 0.0;
+    const ONE: f32 = 1.0;
+}
+impl Element for f64 {
+    const ZERO: f64 = 0.0;
+    const ONE: f64 = 1.0;
+}
 
 /// `cblas_dsyrk`'s signature.
 type CblasDsyrk = unsafe extern "C" fn(
@@ -204,16 +203,11 @@ pub fn sgemm(
     check_operand("a", a.len(), lda, (m, k));
     check_operand("b", b.len(), ldb, stored(k, n, b_transposed));
     check_operand("c", c.len(), ldc, (m, n));
-    sgemm_on(
+    gemm_on(
         blas().sgemm,
-        m,
-        n,
-        k,
-        a,
-        lda,
-        b,
-        ldb,
-        b_transposed,
+        (m, n, k),
+        (a, lda, false),
+        (b, ldb, b_transposed),
         c,
         ldc,
         beta,
@@ -240,7 +234,7 @@ pub fn dgemm(
     check_operand("a", a.len(), lda, stored(m, k, a_transposed));
     check_operand("b", b.len(), ldb, stored(k, n, b_transposed));
     check_operand("c", c.len(), ldc, (m, n));
-    dgemm_on(
+    gemm_on(
         blas().dgemm,
         (m, n, k),
         (a, lda, a_transposed),
@@ -282,7 +276,7 @@ fn dsyrk_on(
 ) {
     let Some(f) = blas.dsyrk else {
         let (ops_a, ops_b) = ((a, lda, a_transposed), (a, lda, !a_transposed));
-        return dgemm_on(blas.dgemm, (n, n, k), ops_a, ops_b, c, ldc, beta);
+        return gemm_on(blas.dgemm, (n, n, k), ops_a, ops_b, c, ldc, beta);
     };
     let int = |v: usize| c_int::try_from(v).expect("matrix dimension within i32");
     // SAFETY: `check_operand` keeps every access within the slices.
@@ -348,15 +342,16 @@ fn stored(rows: usize, cols: usize, transposed: bool) -> (usize, usize) {
     }
 }
 
-/// [`dgemm`] on a given CBLAS (`None`: the `gemm` crate); the caller has checked the shapes.
-fn dgemm_on(
-    cblas: Option<CblasDgemm>,
+/// [`sgemm`] or [`dgemm`] on a given CBLAS (`None`: the `gemm` crate); the caller has checked
+/// the shapes.
+fn gemm_on<T: Element>(
+    cblas: Option<CblasGemm<T>>,
     (m, n, k): (usize, usize, usize),
-    (a, lda, a_transposed): (&[f64], usize, bool),
-    (b, ldb, b_transposed): (&[f64], usize, bool),
-    c: &mut [f64],
+    (a, lda, a_transposed): (&[T], usize, bool),
+    (b, ldb, b_transposed): (&[T], usize, bool),
+    c: &mut [T],
     ldc: usize,
-    beta: f64,
+    beta: T,
 ) {
     let trans = |t: bool| if t { TRANS } else { NO_TRANS };
     if let Some(f) = cblas {
@@ -370,7 +365,7 @@ fn dgemm_on(
                 int(m),
                 int(n),
                 int(k),
-                1.0,
+                T::ONE,
                 a.as_ptr(),
                 int(lda),
                 b.as_ptr(),
@@ -400,7 +395,7 @@ fn dgemm_on(
             c.as_mut_ptr(),
             1,
             ldc as isize,
-            beta != 0.0,
+            beta != T::ZERO,
             a.as_ptr(),
             a_cs,
             a_rs,
@@ -408,77 +403,7 @@ fn dgemm_on(
             b_cs,
             b_rs,
             beta,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
-    }
-}
-
-/// [`sgemm`] on a given CBLAS (`None`: the `gemm` crate); the caller has checked the shapes.
-#[allow(clippy::too_many_arguments)]
-fn sgemm_on(
-    cblas: Option<CblasSgemm>,
-    m: usize,
-    n: usize,
-    k: usize,
-    a: &[f32],
-    lda: usize,
-    b: &[f32],
-    ldb: usize,
-    b_transposed: bool,
-    c: &mut [f32],
-    ldc: usize,
-    beta: f32,
-) {
-    if let Some(f) = cblas {
-        let int = |v: usize| c_int::try_from(v).expect("matrix dimension within i32");
-        // SAFETY: `check_operand` keeps every access within the slices.
-        unsafe {
-            f(
-                ROW_MAJOR,
-                NO_TRANS,
-                if b_transposed { TRANS } else { NO_TRANS },
-                int(m),
-                int(n),
-                int(k),
-                1.0,
-                a.as_ptr(),
-                int(lda),
-                b.as_ptr(),
-                int(ldb),
-                beta,
-                c.as_mut_ptr(),
-                int(ldc),
-            );
-        }
-        return;
-    }
-    let (b_rs, b_cs) = if b_transposed {
-        (1, ldb as isize)
-    } else {
-        (ldb as isize, 1)
-    };
-    // SAFETY: as above; the gemm crate takes (column stride, row stride) pairs.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            c.as_mut_ptr(),
-            1,
-            ldc as isize,
-            beta != 0.0,
-            a.as_ptr(),
-            1,
-            lda as isize,
-            b.as_ptr(),
-            b_cs,
-            b_rs,
-            beta,
-            1.0,
+            T::ONE,
             false,
             false,
             false,
@@ -608,7 +533,7 @@ mod tests {
                     let mut c: Vec<f64> = (0..m * n).map(|i| i as f64 / 10.0).collect();
                     let before = c.clone();
                     let (ops_a, ops_b) = ((am.as_slice(), lda, ta), (bm.as_slice(), ldb, tb));
-                    dgemm_on(cblas, (m, n, k), ops_a, ops_b, &mut c, n, beta);
+                    gemm_on(cblas, (m, n, k), ops_a, ops_b, &mut c, n, beta);
                     for i in 0..m {
                         for j in 0..n {
                             let want: f64 =
@@ -637,7 +562,15 @@ mod tests {
             for beta in [0.0f32, 1.0] {
                 let mut c: Vec<f32> = (0..m * n).map(|i| i as f32).collect();
                 let before = c.clone();
-                sgemm_on(cblas, m, n, k, &a, k, bm, ldb, transposed, &mut c, n, beta);
+                gemm_on(
+                    cblas,
+                    (m, n, k),
+                    (&a, k, false),
+                    (bm, ldb, transposed),
+                    &mut c,
+                    n,
+                    beta,
+                );
                 for i in 0..m {
                     for j in 0..n {
                         let want: f64 = (0..k)
