@@ -697,39 +697,115 @@ def run_dataset(name, args, log):
 
 
 # --------------------------------------------------------------------------------------------
-# recjob backtest beside the peers (optional)
+# recjob beside the peers (optional), tuned the same way
 # --------------------------------------------------------------------------------------------
 
-def recjob_backtest(args, name, truth_types):
+def recjob_stages(policy, quick=False):
+    """recjob's `hybrid.*` settings, searched like the peers' (coordinate stages on the validation
+    dates) from the shipped config (`{}`: ALS, alpha 10, lambda 1): the behavior model with its
+    alpha or lambda, then lambda around the best, the text and popularity weights, and where
+    repeats are allowed the repeat weight."""
+    if quick:
+        return [[{}]]
+    st = [
+        [{}] + [dict(alpha=a) for a in (1.0, 40.0)]
+        + [dict(model="ease", regularization=lam) for lam in (50.0, 200.0, 1000.0)],
+        lambda b: [dict(b, regularization=b.get("regularization", 1.0) * m) for m in (0.1, 10.0)],
+        lambda b: [dict(b, text_weight=t) for t in (0.0, 0.03, 0.1, 1.0)],
+        lambda b: [dict(b, popularity_weight=p) for p in (0.0, 0.03, 1.0)],
+    ]
+    if policy == "allow_repeats":
+        st.append(lambda b: [dict(b, repeat_weight=r) for r in (0.0, 0.2)])
+    return st
+
+
+def recjob_sets(args, name, truth_types, root):
+    """The --set lines of every recjob command on a dataset: its inputs, event weights, exclusion
+    policy and truth types, and an output root whose embedding cache the backtests share."""
     ds = DATASETS[name]
-    root = os.path.abspath(os.path.join(args.data_dir, name, "parquet"))
-    sets = [f"input.behavior={root}/behavior", f"input.catalog={root}/catalog"] + ds["recjob_set"]
+    data = os.path.abspath(os.path.join(args.data_dir, name, "parquet"))
+    sets = [f"input.behavior={data}/behavior", f"input.catalog={data}/catalog",
+            f"output.root={root}"] + ds["recjob_set"]
     if name in args.lookback:
         sets = [s for s in sets if not s.startswith("window.lookback_days=")]
         sets.append(f"window.lookback_days={args.lookback[name]}")
     sets.append("events.truth_types=[" + ",".join(json.dumps(t) for t in truth_types) + "]")
-    out = tempfile.mkdtemp(prefix="bench-quality-recjob-")
-    cmd = [args.recjob, "backtest", "--config", args.config, "--from", ds["test"][0], "--to",
-           ds["test"][1], "--output", os.path.join(out, "backtest.parquet")]
+    return sets
+
+
+def run_recjob(args, sub, sets, log):
+    cmd = [args.recjob] + sub + ["--config", args.config]
     for s in sets:
         cmd += ["--set", s]
-    print("$ " + " ".join(cmd), flush=True)
-    t0 = time.time()
+    log("$ " + " ".join(cmd))
     p = subprocess.run(cmd, capture_output=True, text=True)
-    shutil.rmtree(out, ignore_errors=True)
     if p.returncode != 0:
-        print(f"recjob backtest failed (exit {p.returncode}):\n{p.stderr[-2000:]}", flush=True)
-        return []
-    table = parse_backtest_table(p.stdout)
-    rows = []
-    for label, col in (("recjob", "model"), ("recjob popularity baseline", "baseline")):
-        get = lambda m: table.get((m, str(args.k)), {}).get(col)  # noqa: E731
-        rows.append(dict(dataset=name, kind="recjob", method=label, params={"set": sets},
-                         test_recall=get("recall"), test_ndcg=get("ndcg"),
-                         test_coverage=get("catalog_coverage"),
-                         test_days=table.get(("recall", str(args.k)), {}).get("days"),
-                         seconds=round(time.time() - t0, 1)))
-    return rows
+        raise RuntimeError(f"recjob {sub[0]} failed (exit {p.returncode}):\n{p.stderr[-2000:]}")
+    return p.stdout
+
+
+def recjob_rows(args, name, truth_types, log):
+    """recjob tuned like a peer: `recjob run` of the last test date fills an embedding cache (the
+    way a nightly output root has one), `recjob backtest` of the validation dates per candidate
+    setting, then `recjob backtest` of the test dates with the chosen one."""
+    ds = DATASETS[name]
+    tmp = tempfile.mkdtemp(prefix="bench-quality-recjob-")
+    k = str(args.k)
+    try:
+        base = recjob_sets(args, name, truth_types, os.path.join(tmp, "out"))
+        # The first validation dates of a small shop can have a few invalid rows in a tiny window.
+        base.append("input.max_invalid_fraction=0.5")
+        run_recjob(args, ["run", "--date", ds["test"][1]], base, log)
+
+        def backtest(first, last, params):
+            sets = base + [f"hybrid.{a}={b}" for a, b in params.items()]
+            out = run_recjob(args, ["backtest", "--from", first, "--to", last, "--output",
+                                    os.path.join(tmp, "backtest.parquet")], sets, log)
+            t = parse_backtest_table(out)
+            get = lambda m, col="model": t.get((m, k), {}).get(col)  # noqa: E731
+            return dict(recall=get("recall"), ndcg=get("ndcg"),
+                        coverage=get("catalog_coverage"), days=t.get(("recall", k), {}).get("days"),
+                        baseline_recall=get("recall", "baseline"),
+                        baseline_ndcg=get("ndcg", "baseline"),
+                        baseline_coverage=get("catalog_coverage", "baseline"))
+
+        t0 = time.time()
+        other = "ndcg" if args.select == "recall" else "recall"
+        grid, seen = [], set()
+        for n, stage in enumerate(recjob_stages(ds["policy"], args.quick)):
+            best = max(grid, key=lambda r: (r[args.select], r[other]))["params"] if grid else {}
+            for params in (stage if n == 0 else stage(best)):
+                key = json.dumps(params, sort_keys=True)
+                if key in seen:
+                    continue
+                seen.add(key)
+                v = backtest(*ds["validation"], params)
+                grid.append(dict(v, params=params))
+                log(f"  val recjob {fmt_params(params):50s} recall@{k} {fmt(v['recall'])} "
+                    f"ndcg@{k} {fmt(v['ndcg'])} ({v['days']} days)")
+        chosen = max(grid, key=lambda r: (r[args.select], r[other]))  # first wins a full tie
+        t_val = time.time() - t0
+        test = backtest(*ds["test"], chosen["params"])
+        log(f"{name}: recjob validation {t_val:.0f} s, test {time.time() - t0 - t_val:.0f} s")
+    except RuntimeError as e:
+        print(str(e), flush=True)
+        return [], []
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    sets = [f"hybrid.{a}={b}" for a, b in chosen["params"].items()]
+    common = dict(dataset=name, kind="recjob", validation=None, val_days=chosen["days"],
+                  test_days=test["days"])
+    rows = [
+        dict(common, method="recjob", params={"set": sets},
+             val_recall=chosen["recall"], val_ndcg=chosen["ndcg"], test_recall=test["recall"],
+             test_ndcg=test["ndcg"], test_coverage=test["coverage"]),
+        dict(common, method="recjob popularity baseline", params={},
+             test_recall=test["baseline_recall"], test_ndcg=test["baseline_ndcg"],
+             test_coverage=test["baseline_coverage"]),
+    ]
+    grid_rows = [dict(dataset=name, kind="validation_grid", method="recjob", params=g["params"],
+                      recall=g["recall"], ndcg=g["ndcg"], days=g["days"]) for g in grid]
+    return rows, grid_rows
 
 
 def parse_backtest_table(text):
@@ -765,7 +841,7 @@ def fmt_params(p):
     if not p:
         return "-"
     if "set" in p:
-        return "see command"
+        return ", ".join(p["set"]) or "shipped"
     return ", ".join(f"{a}={'all' if b is None else b}" for a, b in p.items())
 
 
@@ -934,14 +1010,16 @@ def self_test(args):
     assert fuse_rrf([1, 2, 3], [3, 4, 5], 3) == [3, 1, 2]
     # `recjob backtest`'s table (src/pipeline/backtest.rs `table()`), formatted as it prints it.
     head = "backtest 2011-09-01..2011-10-31: 61 dates with behavior, 43 evaluated (lists of D-1 against D)\n"
-    head += f"{'metric':<20} {'k':>4} {'model':>9} {'baseline':>9} {'lift':>7} {'days':>5}\n"
-    body = "".join(f"{m:<20} {k:>4} {v:>9.4f} {b:>9.4f} {v / b:>6.2f}x {n:>5}\n"
+    head += f"{'metric':<32} {'k':>4} {'model':>9} {'baseline':>9} {'lift':>7} {'days':>5}\n"
+    body = "".join(f"{m:<32} {k:>4} {v:>9.4f} {b:>9.4f} {v / b:>6.2f}x {n:>5}\n"
                    for m, k, v, b, n in (("recall", 20, 0.2817, 0.0681, 43), ("ndcg", 20, 0.2512, 0.0817, 43)))
-    body += f"{'catalog_coverage':<20} {20:>4} {0.3531:>9.4f} {0.0051:>9.4f} {0.3531 / 0.0051:>6.2f}x {61:>5}\n"
-    body += f"{'eval_user_coverage':<20} {'-':>4} {'-':>9} {0.5:>9.4f} {'-':>7} {0:>5}\n"
+    body += f"{'catalog_coverage':<32} {20:>4} {0.3531:>9.4f} {0.0051:>9.4f} {0.3531 / 0.0051:>6.2f}x {61:>5}\n"
+    body += f"{'eval_user_coverage':<32} {'-':>4} {'-':>9} {0.5:>9.4f} {'-':>7} {0:>5}\n"
+    body += f"{'recall/new_users':<32} {20:>4} {0.1:>9.4f} {'-':>9} {'-':>7} {40:>5}\n"
     t = parse_backtest_table("INFO something\n" + head + body + "wrote out/backtests/x.parquet\n")
     assert t[("recall", "20")] == dict(model=0.2817, baseline=0.0681, lift=round(0.2817 / 0.0681, 2), days=43), t
     assert t[("catalog_coverage", "20")]["days"] == 61 and t[("eval_user_coverage", "-")]["model"] is None
+    assert t[("recall/new_users", "20")] == dict(model=0.1, baseline=None, lift=None, days=40), t
     print("self-test: hand-made example, metrics, exclusions, fallback, EASE primal = dual, "
           "backtest table parser: ok")
 
@@ -1002,7 +1080,8 @@ def main():
                          "buy-again list by reciprocal rank fusion; auto: where repeats are allowed")
     ap.add_argument("--quick", action="store_true", help="one configuration per method (smoke run)")
     ap.add_argument("--output", default="bench-quality.json", help=".json, else CSV")
-    ap.add_argument("--recjob", help="recjob binary: also run `recjob backtest` on each test range")
+    ap.add_argument("--recjob", help="recjob binary: also tune recjob on the validation dates "
+                    "(`recjob backtest` per setting) and report the chosen one on the test dates")
     ap.add_argument("--config", default="jobs/nightly.toml")
     ap.add_argument("--self-test", action="store_true")
     ap.add_argument("--verbose", action="store_true")
@@ -1027,15 +1106,15 @@ def main():
     for name in [n for n in args.datasets.split(",") if n]:
         t0 = time.time()
         rows, grid_rows = run_dataset(name, args, log)
-        recjob_rows = []
+        recjob, recjob_grid = [], []
         if args.recjob:
             if os.path.isfile(args.recjob) and os.access(args.recjob, os.X_OK):
-                recjob_rows = recjob_backtest(args, name, rows[0]["truth_types"])
+                recjob, recjob_grid = recjob_rows(args, name, rows[0]["truth_types"], log)
             else:
                 print(f"--recjob {args.recjob}: no such executable; recjob rows skipped", flush=True)
-        print_table(name, rows + [dict(r, validation=None) for r in recjob_rows], args.k)
+        print_table(name, rows + recjob, args.k)
         print(f"({name}: {time.time() - t0:.0f} s)", flush=True)
-        all_rows += rows + recjob_rows + grid_rows
+        all_rows += rows + recjob + grid_rows + recjob_grid
         write_output(args.output, all_rows)
     print(f"\nwrote {args.output} ({len(all_rows)} rows) in {time.time() - t_all:.0f} s", flush=True)
 

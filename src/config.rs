@@ -396,18 +396,32 @@ impl Default for ExclusionsConfig {
     }
 }
 
+/// How the behavior factors are learned from the window (`hybrid.model`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BehaviorModel {
+    /// Implicit-feedback ALS (`kernels::als`).
+    Als,
+    /// Low-rank EASE (`kernels::ease`).
+    Ease,
+}
+
 /// The hybrid model (README "The model"; `stages::hybrid`): behavior factors learned from the
-/// window by implicit ALS, blended with the text embeddings in the vectors top-K scores.
+/// window (implicit ALS or low-rank EASE), blended with the text embeddings in the vectors top-K
+/// scores.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HybridConfig {
+    /// How the behavior factors are learned: `als` or `ease`.
+    pub model: BehaviorModel,
     /// Dimensions f of the behavior factors; 0 = text embeddings only.
     pub factors: usize,
-    /// Confidence per unit of decayed event weight: c = 1 + alpha * w.
+    /// ALS: confidence per unit of decayed event weight, c = 1 + alpha * w (EASE: unused).
     pub alpha: f64,
-    /// L2 regularisation (lambda) of the user and item factors.
+    /// L2 regularisation lambda: of the user and item factors (ALS), of the item-item matrix
+    /// (EASE).
     pub regularization: f64,
-    /// ALS sweeps; each solves every user, then every item.
+    /// ALS sweeps (each solves every user, then every item); EASE subspace iterations.
     pub iterations: usize,
     /// Weight tau of the text cosine in the score tau * cos(text) + x_u . y_i + beta * pi_i.
     pub text_weight: f64,
@@ -422,6 +436,7 @@ pub struct HybridConfig {
 impl Default for HybridConfig {
     fn default() -> Self {
         Self {
+            model: BehaviorModel::Als,
             factors: 128,
             alpha: 10.0,
             regularization: 1.0,
@@ -769,6 +784,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.hybrid.factors, 0);
+        assert_eq!(c.hybrid.model, BehaviorModel::Als);
+        let c = Config::from_parts(MINIMAL, "t", &[], &["hybrid.model=ease".into()]).unwrap();
+        assert_eq!(c.hybrid.model, BehaviorModel::Ease);
+        let e = Config::from_parts(MINIMAL, "t", &[], &["hybrid.model=svd".into()]).unwrap_err();
+        assert!(
+            e.to_string().contains("hybrid.model") || e.to_string().contains("svd"),
+            "{e}"
+        );
         for (set, name) in [
             ("hybrid.text_weight=-1", "hybrid.text_weight"),
             ("hybrid.regularization=0", "hybrid.regularization"),

@@ -87,7 +87,7 @@ pub fn als(
 }
 
 /// Observations grouped by row (compressed sparse rows), each row's in input order.
-struct Rows {
+pub(super) struct Rows {
     /// Row r's entries are `start[r]..start[r + 1]`.
     start: Vec<usize>,
     /// The other side's row of each entry.
@@ -97,7 +97,11 @@ struct Rows {
 }
 
 impl Rows {
-    fn new(n: usize, observations: &[Observation], key: fn(&Observation) -> (u32, u32)) -> Rows {
+    pub(super) fn new(
+        n: usize,
+        observations: &[Observation],
+        key: fn(&Observation) -> (u32, u32),
+    ) -> Rows {
         let mut start = vec![0usize; n + 1];
         for o in observations {
             start[key(o).0 as usize + 1] += 1;
@@ -124,7 +128,12 @@ impl Rows {
         }
     }
 
-    fn row(&self, r: usize) -> (&[u32], &[f32]) {
+    /// Rows.
+    pub(super) fn len(&self) -> usize {
+        self.start.len() - 1
+    }
+
+    pub(super) fn row(&self, r: usize) -> (&[u32], &[f32]) {
         let range = self.start[r]..self.start[r + 1];
         (&self.other[range.clone()], &self.weight[range])
     }
@@ -323,22 +332,25 @@ fn solve_direct(fixed: &Fixed, idx: &[u32], w: &[f32], s: &mut Scratch) {
 /// the blocks summed in order, so the result does not depend on the thread count. Zero rows
 /// (items or users nobody observed, after their first solve) add nothing and are skipped: most
 /// of a large catalog in a short window.
-fn gram(y: &[f32], f: usize) -> Vec<f64> {
+pub(super) fn gram<T: Copy + Into<f64> + PartialEq + Default + Sync>(
+    y: &[T],
+    f: usize,
+) -> Vec<f64> {
     const ROWS: usize = 4096;
     let partials: Vec<Vec<f64>> = y
         .par_chunks(ROWS * f)
         .map(|chunk| {
             let mut g = vec![0f64; f * f];
             let mut t = vec![0f64; f * BLOCK];
-            let nonzero: Vec<&[f32]> = chunk
+            let nonzero: Vec<&[T]> = chunk
                 .chunks_exact(f)
-                .filter(|row| row.iter().any(|v| *v != 0.0))
+                .filter(|row| row.iter().any(|v| *v != T::default()))
                 .collect();
             for block in nonzero.chunks(BLOCK) {
                 let nb = block.len();
                 for (row, out) in block.iter().zip(t.chunks_exact_mut(f)) {
                     for (o, v) in out.iter_mut().zip(row.iter()) {
-                        *o = f64::from(*v);
+                        *o = (*v).into();
                     }
                 }
                 let t = &t[..nb * f];
@@ -489,14 +501,14 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
 
 /// y += a x.
 #[inline(always)]
-fn axpy(a: f64, x: &[f64], y: &mut [f64]) {
+pub(super) fn axpy(a: f64, x: &[f64], y: &mut [f64]) {
     for (o, v) in y.iter_mut().zip(x) {
         *o += a * v;
     }
 }
 
 /// A deterministic pseudo-random value in [-1, 1) for position `n` (splitmix64).
-fn initial(n: u64) -> f32 {
+pub(super) fn initial(n: u64) -> f32 {
     let mut z = n.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);

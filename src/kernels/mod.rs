@@ -1,9 +1,10 @@
 //! The kernels: the numeric work of a run, on plain slices and ids, with no storage, engine or
-//! stage in sight. The sentence encoder, exact blockwise top-K, implicit ALS, popularity lists
+//! stage in sight. The sentence encoder, exact blockwise top-K, implicit ALS, low-rank EASE, popularity lists
 //! and the SGEMM they share. Each is deterministic and tested against a naive reference.
 
 mod als;
 pub(crate) mod blas;
+mod ease;
 mod encoder;
 mod popularity;
 mod topk;
@@ -11,6 +12,7 @@ mod topk;
 pub use als::{Factors, Observation, als};
 pub use blas::backend as blas_backend;
 pub use blas::warn_if_fallback as warn_if_slow_blas;
+pub use ease::ease;
 pub use encoder::{
     EmbedStats, Encoder, Pooling, SentenceEncoder, embed_texts, encode_batches, plan, select_device,
 };

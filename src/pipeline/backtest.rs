@@ -17,7 +17,9 @@ use crate::domain::{Lists, dt};
 use crate::error::{Context, Result};
 use crate::io::{Location, write_parquet};
 use crate::stages::embed::cache;
-use crate::stages::evaluate::{SEGMENT_ALL, SEGMENT_BASELINE};
+use crate::stages::evaluate::{
+    SEGMENT_ALL, SEGMENT_BASELINE, SEGMENT_NEW_USERS, SEGMENT_RETURNING_USERS,
+};
 use crate::stages::read::behavior_ready;
 
 /// The mean of one metric over the replayed dates, for the model and the baseline.
@@ -25,6 +27,8 @@ use crate::stages::read::behavior_ready;
 pub struct BacktestRow {
     /// The metric.
     pub metric: &'static str,
+    /// `all`, or the cold-start segments `new_users` and `returning_users` (model only).
+    pub segment: &'static str,
     /// Its cut-off.
     pub k: Option<i32>,
     /// The model's mean.
@@ -115,24 +119,31 @@ pub async fn backtest(runner: &Runner, from: NaiveDate, to: NaiveDate) -> Result
 /// Sums and counts of each metric's values by (metric, k, segment).
 type Sums = BTreeMap<(&'static str, Option<i32>, String), (f64, i64)>;
 
-/// The mean of each metric of the model, beside the baseline's, in reading order.
+/// The mean of each metric of the model, beside the baseline's, in reading order; then the
+/// model's means on the cold-start segments (the evaluation has no baseline for them).
 fn summarise(sums: &Sums) -> Vec<BacktestRow> {
     let mean = |metric, k, segment: &str| {
         sums.get(&(metric, k, segment.to_string()))
             .map(|(s, n)| (*s / *n as f64, *n))
     };
-    let mut rows: Vec<BacktestRow> = sums
-        .keys()
-        .filter(|(_, _, segment)| segment == SEGMENT_ALL)
-        .map(|&(metric, k, _)| {
-            let model = mean(metric, k, SEGMENT_ALL);
-            BacktestRow {
-                metric,
-                k,
-                model: model.map(|m| m.0),
-                baseline: mean(metric, k, SEGMENT_BASELINE).map(|m| m.0),
-                days: model.map_or(0, |m| m.1),
-            }
+    let mut rows: Vec<BacktestRow> = [SEGMENT_ALL, SEGMENT_NEW_USERS, SEGMENT_RETURNING_USERS]
+        .into_iter()
+        .flat_map(|segment| {
+            sums.keys()
+                .filter(move |(_, _, s)| s == segment)
+                .map(move |&(metric, k, _)| {
+                    let model = mean(metric, k, segment);
+                    BacktestRow {
+                        metric,
+                        segment,
+                        k,
+                        model: model.map(|m| m.0),
+                        baseline: (segment == SEGMENT_ALL)
+                            .then(|| mean(metric, k, SEGMENT_BASELINE).map(|m| m.0))
+                            .flatten(),
+                        days: model.map_or(0, |m| m.1),
+                    }
+                })
         })
         .collect();
     let order = |m: &str| {
@@ -158,7 +169,9 @@ fn summarise(sums: &Sums) -> Vec<BacktestRow> {
         .position(|x| *x == m)
         .unwrap_or(usize::MAX)
     };
-    rows.sort_by_key(|r| (order(r.metric), r.k));
+    let segment_order =
+        |s: &str| usize::from(s != SEGMENT_ALL) + usize::from(s == SEGMENT_RETURNING_USERS);
+    rows.sort_by_key(|r| (segment_order(r.segment), order(r.metric), r.k));
     rows
 }
 
@@ -166,7 +179,7 @@ impl Backtest {
     /// The table `recjob backtest` prints.
     pub fn table(&self) -> String {
         let mut out = format!(
-            "backtest {}..{}: {} dates with behavior, {} evaluated (lists of D-1 against D)\n{:<20} {:>4} {:>9} {:>9} {:>7} {:>5}\n",
+            "backtest {}..{}: {} dates with behavior, {} evaluated (lists of D-1 against D)\n{:<32} {:>4} {:>9} {:>9} {:>7} {:>5}\n",
             dt(self.from),
             dt(self.to),
             self.computed,
@@ -184,9 +197,14 @@ impl Backtest {
             })
         };
         for r in &self.rows {
+            let metric = if r.segment == SEGMENT_ALL {
+                r.metric.to_string()
+            } else {
+                format!("{}/{}", r.metric, r.segment)
+            };
             out.push_str(&format!(
-                "{:<20} {:>4} {} {} {} {:>5}\n",
-                r.metric,
+                "{:<32} {:>4} {} {} {} {:>5}\n",
+                metric,
                 r.k.map_or("-".to_string(), |k| k.to_string()),
                 num(r.model, 9, 4),
                 num(r.baseline, 9, 4),
@@ -202,6 +220,7 @@ impl Backtest {
     pub fn schema() -> SchemaRef {
         Arc::new(Schema::new(vec![
             Field::new("metric", DataType::Utf8, false),
+            Field::new("segment", DataType::Utf8, false),
             Field::new("k", DataType::Int32, true),
             Field::new("model", DataType::Float64, true),
             Field::new("baseline", DataType::Float64, true),
@@ -219,6 +238,9 @@ impl Backtest {
         let columns: Vec<ArrayRef> = vec![
             Arc::new(StringArray::from_iter_values(
                 self.rows.iter().map(|r| r.metric),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                self.rows.iter().map(|r| r.segment),
             )),
             Arc::new(Int32Array::from_iter(self.rows.iter().map(|r| r.k))),
             Arc::new(Float64Array::from_iter(self.rows.iter().map(|r| r.model))),

@@ -1,5 +1,5 @@
-//! The hybrid vectors: text embeddings blended with behavior factors (implicit ALS over the
-//! window, [`crate::kernels::als`]) and a popularity prior, so that one cosine top-K ranks by all
+//! The hybrid vectors: text embeddings blended with behavior factors (implicit ALS or low-rank
+//! EASE over the window, [`crate::kernels::als`], [`crate::kernels::ease`]) and a popularity prior, so that one cosine top-K ranks by all
 //! three.
 //!
 //! The hybrid score is s(u, i) = tau cos(t_u, t_i) + x_u.y_i + beta pi_i (t: text vectors, tau:
@@ -10,9 +10,9 @@
 //! r_i = sqrt(M^2 - tau - |y_i|^2) and M^2 = tau + max_i |y_i|^2, so every |v_i| = 1 and
 //! q_u.v_i = s(u, i) / (M |q_u|): a per-user positive scale, which ranks exactly like s.
 
-use crate::config::HybridConfig;
+use crate::config::{BehaviorModel, HybridConfig};
 use crate::domain::{Interaction, UserVectors, Vectors};
-use crate::kernels::{Factors, Observation, als};
+use crate::kernels::{Factors, Observation, als, ease};
 
 /// Learn the factors of the window (users with a text vector x candidate items) and return the
 /// hybrid candidates and user vectors. The popularity prior rides along as one more factor:
@@ -45,7 +45,10 @@ pub fn hybrid(
         .collect();
     let (n_users, n_items) = (text_users.vectors.len(), text_items.len());
     let mut factors = if params.factors > 0 {
-        als(n_users, n_items, &observations, params)
+        match params.model {
+            BehaviorModel::Als => als(n_users, n_items, &observations, params),
+            BehaviorModel::Ease => ease(n_users, n_items, &observations, params),
+        }
     } else {
         Factors {
             f: 0,
@@ -159,6 +162,59 @@ mod tests {
         let want = (1.0 + 0.5 * 3f64.ln() / 10f64.ln()) / 1.5;
         assert!((f64::from(ratio) - want).abs() < 1e-5, "{ratio} vs {want}");
         assert!(score(2).abs() < 1e-6);
+    }
+
+    /// With `hybrid.model = "ease"` the behavior part follows co-occurrence: items a and b are
+    /// bought together by three users, c and d by three others; a user with only a gets b first
+    /// (not d, which is as popular), and every vector is unit length.
+    #[test]
+    fn ease_factors_rank_the_co_bought_item_first() {
+        let ids: Vec<String> = ["a", "b", "c", "d"].iter().map(|s| s.to_string()).collect();
+        let items = Vectors::new(ids, vec![1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0], 2);
+        let users: Vec<String> = (0..7).map(|u| format!("u{u}")).collect();
+        let mut interactions = Vec::new();
+        for (u, bought) in [
+            (0, "ab"),
+            (1, "ab"),
+            (2, "ab"),
+            (3, "cd"),
+            (4, "cd"),
+            (5, "cd"),
+            (6, "a"),
+        ] {
+            for i in bought.chars() {
+                interactions.push(Interaction {
+                    user_id: users[u].clone(),
+                    item_id: i.to_string(),
+                    n_events: 1,
+                    weight: 1.0,
+                });
+            }
+        }
+        let text_users = UserVectors {
+            vectors: Vectors::new(users.clone(), [1.0, 0.0].repeat(7), 2),
+            n_events: vec![2, 2, 2, 2, 2, 2, 1],
+        };
+        let params = HybridConfig {
+            model: BehaviorModel::Ease,
+            factors: 4,
+            regularization: 1.0,
+            text_weight: 0.1,
+            popularity_weight: 0.0,
+            ..HybridConfig::default()
+        };
+        let (items, users) = hybrid(&params, &interactions, &[], items, text_users);
+        for r in 0..4 {
+            let norm: f32 = items.row(r).iter().map(|x| x * x).sum();
+            assert!((norm - 1.0).abs() < 1e-5, "item {r}: {norm}");
+        }
+        let score = |j: usize| crate::domain::dot(users.vectors.row(6), items.row(j));
+        assert!(
+            score(1) > score(3) + 0.1,
+            "b {} vs d {}",
+            score(1),
+            score(3)
+        );
     }
 
     #[test]

@@ -289,11 +289,12 @@ async fn two_nights_on_online_retail_publish_exact_complete_lists() {
         "{stdout}"
     );
     let bt = read_file(&table);
-    let mut compared = 0;
+    let (mut compared, mut cold_start) = (0, 0);
     for b in &bt {
         use arrow::array::{Array, AsArray};
         use arrow::datatypes::{Float64Type, Int32Type};
         let metric = col_strings(b, "metric");
+        let segments = col_strings(b, "segment");
         let (k, model, base) = (
             b.column_by_name("k").unwrap().as_primitive::<Int32Type>(),
             b.column_by_name("model")
@@ -305,7 +306,9 @@ async fn two_nights_on_online_retail_publish_exact_complete_lists() {
         );
         for j in 0..b.num_rows() {
             let kk = (!k.is_null(j)).then(|| k.value(j));
-            for (segment, col) in [("all", model), ("baseline_popular", base)] {
+            // Model rows of every segment (all, new_users, returning_users); the baseline's.
+            cold_start += usize::from(segments[j] != "all" && !model.is_null(j));
+            for (segment, col) in [(segments[j].as_str(), model), ("baseline_popular", base)] {
                 if col.is_null(j) {
                     continue;
                 }
@@ -321,6 +324,7 @@ async fn two_nights_on_online_retail_publish_exact_complete_lists() {
         }
     }
     assert!(compared >= 30, "compared {compared} metric values");
+    assert!(cold_start >= 6, "{cold_start} cold-start segment rows");
     let manifests: Vec<_> = std::fs::read_dir(out.join("_manifests"))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())

@@ -16,8 +16,8 @@ use chrono::{NaiveDate, TimeDelta};
 use datafusion::prelude::SessionContext;
 use datafusion::scalar::ScalarValue;
 
-pub use definitions::{SEGMENT_ALL, SEGMENT_BASELINE};
-use definitions::{SEGMENT_CATEGORY, SEGMENT_LIFT, SEGMENT_NEW_USERS, SEGMENT_RETURNING_USERS};
+pub use definitions::{SEGMENT_ALL, SEGMENT_BASELINE, SEGMENT_NEW_USERS, SEGMENT_RETURNING_USERS};
+use definitions::{SEGMENT_CATEGORY, SEGMENT_LIFT};
 use distribution::ListSummary;
 use ranking::{RANKING_METRICS, ranking_rows};
 
