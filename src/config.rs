@@ -438,8 +438,8 @@ impl Default for HybridConfig {
         Self {
             model: BehaviorModel::Als,
             factors: 128,
-            alpha: 10.0,
-            regularization: 1.0,
+            alpha: 1.0,
+            regularization: 0.1,
             iterations: 10,
             text_weight: 0.3,
             popularity_weight: 0.3,
