@@ -128,7 +128,7 @@ impl Rows {
         }
     }
 
-    /// Rows.
+    /// The number of rows.
     pub(super) fn len(&self) -> usize {
         self.start.len() - 1
     }

@@ -402,6 +402,30 @@ mod tests {
         assert!(worst < 1e-4, "largest relative difference {worst}");
     }
 
+    /// Enough users and items for many blocks of rows per product: the same bits on 1 and 4
+    /// threads.
+    #[test]
+    fn results_are_bit_identical_on_any_thread_count() {
+        let (users, items) = (3_000, 700);
+        let obs = observations(users, items, 9);
+        let params = HybridConfig {
+            factors: 24,
+            regularization: 50.0,
+            iterations: 3,
+            ..HybridConfig::default()
+        };
+        let on = |threads: usize| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+                .install(|| ease(users, items, &obs, &params))
+        };
+        let one = on(1);
+        assert!(one.users.iter().any(|v| *v != 0.0));
+        assert_eq!(one, on(4));
+    }
+
     #[test]
     fn jacobi_decomposes_a_symmetric_matrix() {
         let n = 9;
