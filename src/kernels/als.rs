@@ -780,13 +780,7 @@ mod tests {
             }
         }
         let p = params(24, 3);
-        let on = |threads: usize| {
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap()
-                .install(|| als(n_users, n_items, &obs, &p))
-        };
+        let on = |threads| crate::kernels::on_threads(threads, || als(n_users, n_items, &obs, &p));
         let one = on(1);
         assert!(one.users.iter().any(|v| *v != 0.0));
         assert_eq!(one, on(2));

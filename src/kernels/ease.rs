@@ -414,13 +414,8 @@ mod tests {
             iterations: 3,
             ..HybridConfig::default()
         };
-        let on = |threads: usize| {
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap()
-                .install(|| ease(users, items, &obs, &params))
-        };
+        let on =
+            |threads| crate::kernels::on_threads(threads, || ease(users, items, &obs, &params));
         let one = on(1);
         assert!(one.users.iter().any(|v| *v != 0.0));
         assert_eq!(one, on(4));

@@ -18,3 +18,13 @@ pub use encoder::{
 };
 pub use popularity::{popular_list, popularity_score};
 pub use topk::{Adjustments, Hit, TopkParams, top_k, top_k_all};
+
+/// `work` run on a rayon pool of `threads` threads (the kernels' thread-count tests).
+#[cfg(test)]
+fn on_threads<T: Send>(threads: usize, work: impl FnOnce() -> T + Send) -> T {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap()
+        .install(work)
+}
