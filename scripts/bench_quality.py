@@ -609,6 +609,14 @@ def pname(method, params):
     return method + ("" if not params else "[" + ",".join(f"{a}={b}" for a, b in params.items()) + "]")
 
 
+def best(rows, select):
+    """The row with the best validation `select` metric (the other breaks ties; the first wins a
+    full tie), among rows that have one."""
+    other = "ndcg" if select == "recall" else "recall"
+    return max((r for r in rows if r["recall"] is not None),
+               key=lambda r: (r[select], r[other]))
+
+
 def run_dataset(name, args, log):
     ds = DATASETS[name]
     lookback = args.lookback.get(name, ds["lookback"])
@@ -642,9 +650,7 @@ def run_dataset(name, args, log):
         log(f"  ({len(cands)} configurations, {time.time() - t1:.0f} s)")
 
     def best_of(method):
-        rows = [r for r in grid_rows if r["method"] == method and r["recall"] is not None]
-        other = "ndcg" if args.select == "recall" else "recall"
-        return max(rows, key=lambda r: (r[args.select], r[other]))  # first wins a full tie
+        return best([r for r in grid_rows if r["method"] == method], args.select)
 
     learned = [m for m in ("als", "ease", "rp3beta", "itemknn") if m in args.methods]
     # +buy_again variants where repeats are allowed (with seen_in_window, buy-again = popularity).
@@ -772,11 +778,9 @@ def recjob_rows(args, name, truth_types, log):
                         baseline_coverage=get("catalog_coverage", "baseline"))
 
         t0 = time.time()
-        other = "ndcg" if args.select == "recall" else "recall"
         grid, seen = [], set()
         for n, stage in enumerate(recjob_stages(ds["policy"], args.quick)):
-            best = max(grid, key=lambda r: (r[args.select], r[other]))["params"] if grid else {}
-            for params in (stage if n == 0 else stage(best)):
+            for params in (stage if n == 0 else stage(best(grid, args.select)["params"])):
                 key = json.dumps(params, sort_keys=True)
                 if key in seen:
                     continue
@@ -785,7 +789,7 @@ def recjob_rows(args, name, truth_types, log):
                 grid.append(dict(v, params=params))
                 log(f"  val recjob {fmt_params(params):50s} recall@{k} {fmt(v['recall'])} "
                     f"ndcg@{k} {fmt(v['ndcg'])} ({v['days']} days)")
-        chosen = max(grid, key=lambda r: (r[args.select], r[other]))  # first wins a full tie
+        chosen = best(grid, args.select)
         t_val = time.time() - t0
         test = backtest(*ds["test"], chosen["params"])
         log(f"{name}: recjob validation {t_val:.0f} s, test {time.time() - t0 - t_val:.0f} s")
