@@ -1,18 +1,5 @@
-//! Rows that stages hand to each other and to the writers: a user's weight on an item, ranked
-//! lists of item ids, the rows of `similar_items` and `metrics`.
-
-/// One user's weight on one item in a window (`sql/prepare/interactions.sql`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Interaction {
-    /// The user.
-    pub user_id: String,
-    /// The item.
-    pub item_id: String,
-    /// Valid, deduplicated events of the user on the item in the window.
-    pub n_events: i64,
-    /// Sum of the events' decayed weights.
-    pub weight: f64,
-}
+//! Rows that stages hand to each other and to the writers: ranked lists of item ids, the rows
+//! of `similar_items` and `metrics`.
 
 /// A user's ranked items (rank = position + 1).
 #[derive(Debug, Clone, PartialEq)]

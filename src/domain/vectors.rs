@@ -3,6 +3,7 @@
 //! product with a fixed summation order.
 
 use std::collections::HashMap;
+use std::ops::Range;
 
 /// `ids.len()` vectors of dimension `dim`, row-major in `flat`; row `r` belongs to `ids[r]`.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -50,6 +51,15 @@ impl Vectors {
             .collect()
     }
 
+    /// The row of each of `ids` here, if it has one (a window's users or catalog items to the
+    /// rows of vectors that hold some of them).
+    pub fn rows_of(&self, ids: &[String]) -> Vec<Option<u32>> {
+        let index = self.index();
+        ids.iter()
+            .map(|id| index.get(id.as_str()).copied())
+            .collect()
+    }
+
     /// The given rows, in that order.
     pub fn select(&self, rows: &[usize]) -> Vectors {
         let mut flat = Vec::with_capacity(rows.len() * self.dim);
@@ -76,6 +86,46 @@ pub struct UserVectors {
     pub vectors: Vectors,
     /// Valid events of each user in the window.
     pub n_events: Vec<i64>,
+}
+
+/// Users' vectors as the stages after the hybrid stage read them: a range of users at a time,
+/// so a night never needs every user's vector at once (a million users' would be 2 GB).
+pub trait UserRows: Sync {
+    /// The users, sorted by id.
+    fn ids(&self) -> &[String];
+    /// The vectors' dimension.
+    fn dim(&self) -> usize;
+    /// Users `range` (positions in [`UserRows::ids`]) with their vectors and events.
+    fn chunk(&self, range: Range<usize>) -> UserVectors;
+}
+
+impl UserRows for UserVectors {
+    fn ids(&self) -> &[String] {
+        &self.vectors.ids
+    }
+
+    fn dim(&self) -> usize {
+        self.vectors.dim
+    }
+
+    fn chunk(&self, range: Range<usize>) -> UserVectors {
+        let dim = self.vectors.dim;
+        UserVectors {
+            vectors: Vectors::new(
+                self.vectors.ids[range.clone()].to_vec(),
+                self.vectors.flat[range.start * dim..range.end * dim].to_vec(),
+                dim,
+            ),
+            n_events: self.n_events[range].to_vec(),
+        }
+    }
+}
+
+/// `0..n` in consecutive ranges of `size` (the last one shorter).
+pub fn ranges(n: usize, size: usize) -> impl Iterator<Item = Range<usize>> {
+    (0..n)
+        .step_by(size.max(1))
+        .map(move |s| s..(s + size).min(n))
 }
 
 /// L2-normalise each row in place; returns the index of the first zero or non-finite row.

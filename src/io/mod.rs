@@ -20,7 +20,7 @@ pub use files::{
 pub use functions::Dot;
 pub use partitions::{is_data_file, partition_files, partitions};
 pub use sql::{
-    from_datafusion, int_table, listing_table, materialise, mem_table, query, register,
+    from_datafusion, int_table, listing_table, mem_table, query, register, register_view,
     string_table, utf8,
 };
 pub use storage::Location;

@@ -22,40 +22,43 @@ pub async fn query(
     sql: &str,
     params: Vec<(&str, ScalarValue)>,
 ) -> Result<Vec<RecordBatch>> {
+    let df = bound(ctx, name, sql, params).await?;
+    df.collect().await.map_err(|e| from_datafusion(name, e))
+}
+
+/// Register a SQL file, its parameters bound, as the view `name` (replacing a table of that
+/// name): every query of the view re-reads its inputs, so nothing is held in memory.
+pub async fn register_view(
+    ctx: &SessionContext,
+    name: &str,
+    sql: &str,
+    params: Vec<(&str, ScalarValue)>,
+) -> Result<()> {
+    let df = bound(ctx, name, sql, params).await?;
+    ctx.deregister_table(name)
+        .context(format!("replacing {name}"))?;
+    ctx.register_table(name, df.into_view())
+        .context(format!("registering {name}"))?;
+    Ok(())
+}
+
+/// The plan of a SQL file with the parameters it mentions bound.
+async fn bound(
+    ctx: &SessionContext,
+    name: &str,
+    sql: &str,
+    params: Vec<(&str, ScalarValue)>,
+) -> Result<datafusion::dataframe::DataFrame> {
     let used: Vec<(&str, ScalarValue)> = params
         .into_iter()
         .filter(|(k, _)| sql.contains(&format!("${k}")))
         .collect();
     let df = ctx.sql(sql).await.context(format!("planning {name}"))?;
-    let df = if used.is_empty() {
-        df
-    } else {
-        df.with_param_values(used)
-            .context(format!("binding {name}"))?
-    };
-    df.collect().await.map_err(|e| from_datafusion(name, e))
-}
-
-/// Run a SQL file and register its (materialised) result as table `table`.
-pub async fn materialise(
-    ctx: &SessionContext,
-    table: &str,
-    sql: &str,
-    params: Vec<(&str, ScalarValue)>,
-) -> Result<()> {
-    let batches = query(ctx, table, sql, params).await?;
-    let schema = match batches.first() {
-        Some(b) => b.schema(),
-        None => ctx
-            .sql(sql)
-            .await
-            .context(format!("planning {table}"))?
-            .schema()
-            .inner()
-            .clone(),
-    };
-    let mem = MemTable::try_new(schema, vec![batches]).context(format!("materialising {table}"))?;
-    register(ctx, table, mem)
+    if used.is_empty() {
+        return Ok(df);
+    }
+    df.with_param_values(used)
+        .context(format!("binding {name}"))
 }
 
 /// Register `table` under `name`, replacing a table of that name.

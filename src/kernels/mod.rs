@@ -16,7 +16,7 @@ pub use ease::ease;
 pub use encoder::{
     EmbedStats, Encoder, Pooling, SentenceEncoder, embed_texts, encode_batches, plan, select_device,
 };
-pub use popularity::{popular_list, popularity_score};
+pub use popularity::popularity_score;
 pub use topk::{Adjustments, Hit, TopkParams, top_k, top_k_all};
 
 /// `work` run on a rayon pool of `threads` threads (the kernels' thread-count tests).

@@ -65,6 +65,30 @@ impl Adjustments {
         Adjustments::from_entries(n_users, entries)
     }
 
+    /// No user yet: fill one user at a time with [`Adjustments::push_user`].
+    pub fn new() -> Adjustments {
+        Adjustments {
+            offsets: vec![0],
+            ..Default::default()
+        }
+    }
+
+    /// The next user's `(item, value)` entries, in any order; the values of a repeated item add
+    /// up (so an exclusion stays one).
+    pub fn push_user(&mut self, entries: &mut [(u32, f32)]) {
+        entries.sort_unstable_by_key(|&(i, _)| i);
+        let start = *self.offsets.last().expect("started with Adjustments::new");
+        for &(i, v) in entries.iter() {
+            if self.items.len() > start && self.items.last() == Some(&i) {
+                *self.values.last_mut().expect("a previous entry") += v;
+            } else {
+                self.items.push(i);
+                self.values.push(v);
+            }
+        }
+        self.offsets.push(self.items.len());
+    }
+
     /// From `(user, item, value)` entries in any order; the values of repeated pairs add up
     /// (so an exclusion stays one).
     pub fn from_entries(n_users: usize, mut entries: Vec<(u32, u32, f32)>) -> Adjustments {
@@ -362,6 +386,33 @@ mod tests {
             prop_assert!(got[0].is_empty());
             same(&got, &want);
         }
+    }
+
+    #[test]
+    fn adjustments_pushed_per_user_equal_those_from_entries() {
+        let entries = vec![
+            (0, 5, 0.5),
+            (2, 1, f32::NEG_INFINITY),
+            (0, 2, 0.25),
+            (2, 1, 0.75),
+            (0, 5, 0.125),
+        ];
+        let all = Adjustments::from_entries(3, entries.clone());
+        let mut pushed = Adjustments::new();
+        for u in 0..3 {
+            let mut mine: Vec<(u32, f32)> = entries
+                .iter()
+                .filter(|e| e.0 == u)
+                .map(|e| (e.1, e.2))
+                .collect();
+            pushed.push_user(&mut mine);
+        }
+        for u in 0..3 {
+            assert_eq!(all.of(u), pushed.of(u));
+        }
+        assert_eq!(pushed.of(0), (&[2, 5][..], &[0.25, 0.625][..]));
+        assert_eq!(pushed.of(1), (&[][..], &[][..]));
+        assert_eq!(pushed.of(2), (&[1][..], &[f32::NEG_INFINITY][..]));
     }
 
     #[test]

@@ -11,8 +11,8 @@ use datafusion::prelude::SessionContext;
 use super::runner::{RunOptions, Runner, Timings};
 use crate::config::Config;
 use crate::domain::{
-    Catalog, Inputs, InvalidRows, Lists, MetricRow, SimilarItem, UserVectors, Vectors, Window,
-    WindowData, dt, normalize_rows,
+    Catalog, Inputs, InvalidRows, Lists, MetricRow, SimilarItem, UserRows, Vectors, Window,
+    WindowData, dt, normalize_rows, ranges,
 };
 use crate::error::{Error, Result};
 use crate::io::Location;
@@ -24,13 +24,10 @@ use crate::publish::{
 use crate::stages::audit::{AuditInput, AuditReport, audit};
 use crate::stages::embed::{ItemEmbeddings, cache, embed_items};
 use crate::stages::evaluate::{EvalInput, OwnLists, evaluate, truth, truth_users};
-use crate::stages::hybrid::hybrid;
-use crate::stages::prepare::{
-    WindowPart, check_invalid_rows, prepare_window, register_window_events,
-};
+use crate::stages::hybrid::{HybridUsers, UserFactors, hybrid};
+use crate::stages::prepare::{check_invalid_rows, prepare_window, register_window_events};
 use crate::stages::read::{behavior_ready, load_catalog, register_inputs};
 use crate::stages::recommend::{Recommendations, candidates, recommend, similar_items};
-use crate::stages::users;
 
 /// What a run did (or, with `--dry-run`, would do).
 #[derive(Debug, Clone, serde::Serialize)]
@@ -55,13 +52,14 @@ pub(crate) struct Computed {
     pub(crate) inputs: Inputs,
     pub(crate) invalid: InvalidRows,
     pub(crate) catalog: Catalog,
-    /// The window (its `interactions` already released: nothing after top-K reads them).
+    /// The window (its interactions are what the user vectors are made from).
     pub(crate) data: WindowData,
     /// Text embeddings of every catalog item (catalog order, unit length).
     pub(crate) items: ItemEmbeddings,
-    /// The vectors top-K scored: candidates (item_vectors) and users (user_embeddings).
+    /// The vectors top-K scored: candidates (item_vectors) and what makes the users'
+    /// (user_embeddings, [`Computed::user_rows`]).
     pub(crate) candidates: Vectors,
-    pub(crate) user_vectors: UserVectors,
+    pub(crate) users: UserFactors,
     pub(crate) recs: Recommendations,
     /// `similar_items`, by text embeddings.
     pub(crate) similar: Vec<SimilarItem>,
@@ -83,6 +81,11 @@ const USERS_PER_BATCH: usize = 16_384;
 const ROWS_PER_BATCH: usize = 1 << 20;
 
 impl Computed {
+    /// The users' vectors (`user_embeddings`), made a chunk at a time.
+    pub(crate) fn user_rows(&self) -> HybridUsers<'_> {
+        self.users.rows(&self.data, &self.items.vectors)
+    }
+
     /// The metrics of D from this computed run: D-1's lists against D's behavior, D's own lists
     /// for coverage.
     pub(crate) async fn evaluate(
@@ -91,7 +94,8 @@ impl Computed {
         date: NaiveDate,
         previous: Previous<'_>,
     ) -> Result<Vec<MetricRow>> {
-        let previous_window = prepare_previous_window(&self.ctx, config, date).await?;
+        let previous_window =
+            prepare_previous_window(&self.ctx, config, &self.catalog, date).await?;
         let truth = truth(&self.ctx, config, date).await?;
         let keep = truth_users(&truth);
         let previous = match previous {
@@ -148,7 +152,7 @@ impl Runner {
         // prepare
         register_window_events(&ctx, config, previous_window.first, date).await?;
         let invalid = check_invalid_rows(&ctx, config, window).await?;
-        let mut data = prepare_window(&ctx, config, window, WindowPart::All).await?;
+        let data = prepare_window(&ctx, config, &catalog, window).await?;
         t.lap("prepare");
 
         // embed
@@ -165,10 +169,7 @@ impl Runner {
         }
         t.lap("embed");
 
-        // users: text vectors
-        let text_users = users::build(&data.interactions, &items.vectors);
         let text_candidates = candidates(&catalog, &items.vectors);
-        t.lap("users");
 
         // similar items: text embeddings only
         let similar = if similar {
@@ -179,20 +180,12 @@ impl Runner {
         t.lap("similar");
 
         // behavior: ALS factors of the window, blended with the text vectors
-        let (candidates, user_vectors) = hybrid(
-            &config.hybrid,
-            &data.interactions,
-            &data.popularity,
-            text_candidates,
-            text_users,
-        );
+        let (candidates, users) = hybrid(&config.hybrid, &data, &items.vectors, text_candidates);
         t.lap("behavior");
 
         // top-K
-        let recs = recommend(engine, config, &candidates, &user_vectors, &data).await?;
-        // Nothing after top-K reads the (user, item) weights: give their memory back for the
-        // evaluation.
-        data.interactions = Vec::new();
+        let user_rows = users.rows(&data, &items.vectors);
+        let recs = recommend(engine, config, &candidates, &user_rows, &data).await?;
         t.lap("topk");
         Ok(Computed {
             ctx,
@@ -202,7 +195,7 @@ impl Runner {
             data,
             items,
             candidates,
-            user_vectors,
+            users,
             recs,
             similar,
             t,
@@ -283,16 +276,25 @@ impl Runner {
         let cached = cache::load(root, encoder.model_id(), encoder.dim()).await?;
         let mut c = self.compute(date, root, &cached, true).await?;
 
-        let metric_rows = c.evaluate(config, date, Previous::Published(root)).await?;
-        c.t.lap("evaluate");
+        // Audit and stage the per-user and per-item tables first, then give their vectors back
+        // before evaluation prepares D-1's window: the peak stays that of one window.
         let report = audit_run(config, &c)?;
         let mut publisher = Publisher::new(root.clone(), date, run_id);
-        let staged = stage_outputs(&mut publisher, &c, &metric_rows, encoder.model_id(), run_id);
+        let staged = async {
+            stage_tables(&mut publisher, &c, encoder.model_id(), run_id).await?;
+            c.t.lap("write");
+            c.data.release_interactions();
+            c.users = UserFactors::default();
+            c.similar = Vec::new();
+            let metric_rows = c.evaluate(config, date, Previous::Published(root)).await?;
+            stage_metrics(&mut publisher, &metric_rows, run_id).await?;
+            c.t.lap("evaluate");
+            publisher.verify_staged().await
+        };
         if let Err(e) = staged.await {
             publisher.discard().await;
             return Err(e);
         }
-        c.t.lap("write");
 
         let manifest = self
             .manifest(date, run_id, &c, &report, encoder.as_ref(), &publisher)
@@ -333,7 +335,7 @@ impl Runner {
             },
             engine: self.engine().await?.name().to_string(),
             vectors: VectorsInfo {
-                dim: c.user_vectors.vectors.dim,
+                dim: c.candidates.dim,
                 behavior_factors: config.hybrid.factors,
                 text_weight: config.hybrid.text_weight,
             },
@@ -395,10 +397,9 @@ fn audit_run(config: &Config, c: &Computed) -> Result<AuditReport> {
     let report = audit(&AuditInput {
         k: config.topk.k,
         lists: &c.recs.lists,
-        active_users: &c.data.user_events,
-        exclusions: &c.data.exclusions,
+        window: &c.data,
         candidates: &c.candidates,
-        users: &c.user_vectors,
+        users: &c.user_rows(),
         similar_items: &c.similar,
     })?;
     if report.short_users > 0 {
@@ -418,42 +419,43 @@ pub(crate) fn new_run_id() -> String {
 
 /// `0..n` in ranges of [`USERS_PER_BATCH`] (users or items).
 fn chunks(n: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
-    (0..n)
-        .step_by(USERS_PER_BATCH)
-        .map(move |s| s..(s + USERS_PER_BATCH).min(n))
+    ranges(n, USERS_PER_BATCH)
 }
 
 /// D-1's training window, prepared as far as evaluation of D needs it: its popularity and
-/// exclusions for the baseline. (Re-materialises `events` in `ctx`: call it after D's own
+/// exclusions for the baseline. (Re-registers `events` in `ctx`: call it after D's own
 /// stages.)
 pub(crate) async fn prepare_previous_window(
     ctx: &SessionContext,
     config: &Config,
+    catalog: &Catalog,
     date: NaiveDate,
 ) -> Result<WindowData> {
     let window = Window::ending(date - TimeDelta::days(1), config.window.lookback_days);
-    prepare_window(ctx, config, window, WindowPart::Baseline).await
+    let mut data = prepare_window(ctx, config, catalog, window).await?;
+    data.release_interactions();
+    Ok(data)
 }
 
-/// Stage every table of a computed run, and the new embedding cache entries, then check they
-/// read back.
-async fn stage_outputs(
+/// Stage the per-user and per-item tables of a computed run and the new embedding cache entries.
+async fn stage_tables(
     publisher: &mut Publisher,
     c: &Computed,
-    metric_rows: &[MetricRow],
     model_id: &str,
     run_id: &str,
 ) -> Result<()> {
     use crate::publish as p;
-    let date = publisher.date();
-    let dim = c.user_vectors.vectors.dim;
     let lists = &c.recs.lists;
     let batches = chunks(lists.len()).map(|users| p::recommendations(lists, users, run_id));
     publisher
         .stage_partition("recommendations", p::recommendations_schema(), batches)
         .await?;
-    let users = &c.user_vectors;
-    let batches = chunks(users.vectors.len()).map(|rows| p::user_embeddings(users, rows, run_id));
+    let users = c.user_rows();
+    let dim = users.dim();
+    let batches = chunks(users.ids().len()).map(|rows| {
+        let chunk = users.chunk(rows);
+        p::user_embeddings(&chunk, 0..chunk.vectors.len(), run_id)
+    });
     publisher
         .stage_partition("user_embeddings", p::user_embeddings_schema(dim), batches)
         .await?;
@@ -468,13 +470,6 @@ async fn stage_outputs(
         .map(|rows| p::similar_items(rows, run_id));
     publisher
         .stage_partition("similar_items", p::similar_items_schema(), batches)
-        .await?;
-    publisher
-        .stage_partition(
-            "metrics",
-            p::metrics_schema(),
-            [p::metrics(metric_rows, date, run_id)],
-        )
         .await?;
     let items = &c.items;
     if !items.new_rows.is_empty() {
@@ -495,5 +490,22 @@ async fn stage_outputs(
             )
             .await?;
     }
-    publisher.verify_staged().await
+    Ok(())
+}
+
+/// Stage the run's `metrics`.
+async fn stage_metrics(
+    publisher: &mut Publisher,
+    metric_rows: &[MetricRow],
+    run_id: &str,
+) -> Result<()> {
+    use crate::publish as p;
+    let date = publisher.date();
+    publisher
+        .stage_partition(
+            "metrics",
+            p::metrics_schema(),
+            [p::metrics(metric_rows, date, run_id)],
+        )
+        .await
 }

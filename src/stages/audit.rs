@@ -9,9 +9,9 @@
 //!   repeat term, and a popular row has none;
 //! - embeddings are unit length; `similar_items` never pairs an item with itself.
 
-use std::collections::HashMap;
-
-use crate::domain::{ListRef, Lists, SimilarItem, Source, UserVectors, Vectors, dot};
+use crate::domain::{
+    ListRef, Lists, SimilarItem, Source, UserRows, UserVectors, Vectors, WindowData, dot, ranges,
+};
 use crate::error::{Error, Result};
 
 const UNIT_TOLERANCE: f64 = 1e-3;
@@ -34,34 +34,24 @@ pub struct AuditInput<'a> {
     pub k: usize,
     /// The `recommendations` rows: every active user's list.
     pub lists: &'a Lists,
-    /// The active users of the window (any valid event), with their events.
-    pub active_users: &'a HashMap<String, i64>,
-    /// Excluded items per user (sorted).
-    pub exclusions: &'a HashMap<String, Vec<String>>,
+    /// The run's window: its active users (any valid event) and their exclusions.
+    pub window: &'a WindowData,
     /// The published `item_vectors`.
     pub candidates: &'a Vectors,
     /// The published `user_embeddings`.
-    pub users: &'a UserVectors,
+    pub users: &'a dyn UserRows,
     /// The `similar_items` rows.
     pub similar_items: &'a [SimilarItem],
 }
 
+/// Users whose vectors are made at a time.
+const USERS_PER_CHUNK: usize = 65_536;
+
 /// Check every invariant (module docs); the first violation is an [`Error::Audit`].
 pub fn audit(input: &AuditInput<'_>) -> Result<AuditReport> {
-    let user_vectors = vectors_by_id(&input.users.vectors);
-    let item_vectors = vectors_by_id(input.candidates);
-    let report = check_lists(input, &user_vectors)?;
-    for (what, set) in [("user", &user_vectors), ("item", &item_vectors)] {
-        for (id, v) in set.iter() {
-            let norm = v
-                .iter()
-                .map(|x| f64::from(*x) * f64::from(*x))
-                .sum::<f64>()
-                .sqrt();
-            if (norm - 1.0).abs() > UNIT_TOLERANCE {
-                return fail(format!("{what} {id}: embedding norm {norm} is not 1"));
-            }
-        }
+    let report = check_lists(input)?;
+    for r in 0..input.candidates.len() {
+        check_unit("item", &input.candidates.ids[r], input.candidates.row(r))?;
     }
     for r in input.similar_items {
         if r.item_id == r.similar_item_id {
@@ -80,40 +70,105 @@ pub fn audit(input: &AuditInput<'_>) -> Result<AuditReport> {
     Ok(report)
 }
 
+fn check_unit(what: &str, id: &str, v: &[f32]) -> Result<()> {
+    let norm = v
+        .iter()
+        .map(|x| f64::from(*x) * f64::from(*x))
+        .sum::<f64>()
+        .sqrt();
+    if (norm - 1.0).abs() > UNIT_TOLERANCE {
+        return fail(format!("{what} {id}: embedding norm {norm} is not 1"));
+    }
+    Ok(())
+}
+
 fn fail<T>(msg: String) -> Result<T> {
     Err(Error::Audit(msg))
 }
 
-type ById<'a> = HashMap<&'a str, &'a [f32]>;
+/// The user vectors, made a chunk at a time in user order as the lists ask for them; every
+/// chunk is made once and its vectors checked for unit length.
+struct UserChunks<'a> {
+    users: &'a dyn UserRows,
+    chunks: Vec<std::ops::Range<usize>>,
+    /// Chunks made so far; the last one is `current`.
+    made: usize,
+    current: UserVectors,
+}
+
+impl<'a> UserChunks<'a> {
+    fn new(users: &'a dyn UserRows) -> UserChunks<'a> {
+        UserChunks {
+            users,
+            chunks: ranges(users.ids().len(), USERS_PER_CHUNK).collect(),
+            made: 0,
+            current: UserVectors::default(),
+        }
+    }
+
+    /// Make (and check) the next chunk; `false` when all are made.
+    fn advance(&mut self) -> Result<bool> {
+        let Some(range) = self.chunks.get(self.made).cloned() else {
+            return Ok(false);
+        };
+        self.made += 1;
+        self.current = self.users.chunk(range);
+        let v = &self.current.vectors;
+        for r in 0..v.len() {
+            check_unit("user", &v.ids[r], v.row(r))?;
+        }
+        Ok(true)
+    }
+
+    /// The vector of `user`, if it has one (users are asked for in id order).
+    fn vector(&mut self, user: &str) -> Result<Option<&[f32]>> {
+        let ids = self.users.ids();
+        let Ok(p) = ids.binary_search_by(|i| i.as_str().cmp(user)) else {
+            return Ok(None);
+        };
+        while self.made <= p / USERS_PER_CHUNK {
+            self.advance()?;
+        }
+        Ok(Some(self.current.vectors.row(p % USERS_PER_CHUNK)))
+    }
+
+    /// Make and check the chunks no list asked for.
+    fn finish(mut self) -> Result<()> {
+        while self.advance()? {}
+        Ok(())
+    }
+}
 
 /// Every active user has exactly their list: K rows or all eligible items.
-fn check_lists(input: &AuditInput<'_>, users: &ById<'_>) -> Result<AuditReport> {
+fn check_lists(input: &AuditInput<'_>) -> Result<AuditReport> {
     let lists = input.lists;
     if lists.item_ids != input.candidates.ids {
         return fail("the lists point into other items than the candidates".into());
     }
     let candidates = input.candidates.index();
+    let window = input.window;
+    let mut users = UserChunks::new(input.users);
     let mut report = AuditReport {
-        users: input.active_users.len(),
+        users: window.len(),
         ..Default::default()
     };
-    if lists.len() != input.active_users.len() {
+    if lists.len() != window.len() {
         return fail(format!(
             "{} users have recommendations, {} are active",
             lists.len(),
-            input.active_users.len()
+            window.len()
         ));
     }
-    let empty = Vec::new();
     for list in lists.iter() {
         let user = list.user;
-        if !input.active_users.contains_key(user) {
+        if window.user(user).is_none() {
             return fail(format!("user {user} has recommendations but is not active"));
         }
-        let excluded = input.exclusions.get(user).unwrap_or(&empty);
+        // Sorted: the window's item rows are in id order.
+        let excluded: Vec<&str> = window.excluded_ids(user).collect();
         let n_excluded = excluded
             .iter()
-            .filter(|i| candidates.contains_key(i.as_str()))
+            .filter(|i| candidates.contains_key(*i))
             .count();
         let expected = input.k.min(candidates.len() - n_excluded);
         if list.items.len() != expected {
@@ -129,10 +184,15 @@ fn check_lists(input: &AuditInput<'_>, users: &ById<'_>) -> Result<AuditReport> 
                 input.k
             ));
         }
+        let vector = match list.source {
+            Source::Personal => users.vector(user)?,
+            Source::Popular => None,
+        };
         for i in 0..list.items.len() {
-            check_entry(input, list, i, excluded, users)?;
+            check_entry(input, list, i, &excluded, vector)?;
         }
     }
+    users.finish()?;
     Ok(report)
 }
 
@@ -141,8 +201,8 @@ fn check_entry(
     input: &AuditInput<'_>,
     list: ListRef<'_>,
     i: usize,
-    excluded: &[String],
-    users: &ById<'_>,
+    excluded: &[&str],
+    vector: Option<&[f32]>,
 ) -> Result<()> {
     let (user, rank) = (list.user, i + 1);
     let (score, repeat) = (list.scores[i], list.repeat[i]);
@@ -158,11 +218,11 @@ fn check_entry(
     if i > 0 && score > list.scores[i - 1] {
         return fail(format!("user {user}: score rises at rank {rank}"));
     }
-    if excluded.binary_search(item).is_ok() {
+    if excluded.binary_search(&item.as_str()).is_ok() {
         return fail(format!("user {user}: excluded item {item} recommended"));
     }
     if list.source == Source::Personal {
-        let Some(u) = users.get(user) else {
+        let Some(u) = vector else {
             return fail(format!(
                 "user {user}: personal recommendation without vectors"
             ));
@@ -186,15 +246,10 @@ fn check_entry(
     Ok(())
 }
 
-fn vectors_by_id(v: &Vectors) -> HashMap<&str, &[f32]> {
-    (0..v.len())
-        .map(|r| (v.ids[r].as_str(), v.row(r)))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::WindowBuilder;
 
     /// Two candidates, one user with a personal list of both: every invariant holds.
     struct Case {
@@ -203,9 +258,9 @@ mod tests {
         source: Source,
         users: UserVectors,
         items: Vectors,
-        exclusions: HashMap<String, Vec<String>>,
+        /// The window's (user, catalog row of a or b, excluded) pairs.
+        events: Vec<(&'static str, u32, bool)>,
         similar: Vec<SimilarItem>,
-        active: HashMap<String, i64>,
     }
 
     fn valid() -> Case {
@@ -219,25 +274,27 @@ mod tests {
                 n_events: vec![2],
             },
             items: Vectors::new(vec!["a".into(), "b".into()], vec![1.0, 0.0, s, s], 2),
-            exclusions: HashMap::new(),
+            events: vec![("u", 0, false), ("u", 1, false)],
             similar: vec![SimilarItem {
                 item_id: "a".into(),
                 rank: 1,
                 similar_item_id: "b".into(),
                 score: s,
             }],
-            active: HashMap::from([("u".to_string(), 2)]),
         }
     }
 
     fn run(c: &Case, k: usize) -> Result<AuditReport> {
         let mut lists = Lists::new(c.items.ids.clone());
         lists.push("u".into(), c.source, c.entries.clone());
+        let mut window = WindowBuilder::new(c.items.ids.clone());
+        for &(user, item, excluded) in &c.events {
+            window.add(user, item, 1, 1.0, excluded);
+        }
         audit(&AuditInput {
             k,
             lists: &lists,
-            active_users: &c.active,
-            exclusions: &c.exclusions,
+            window: &window.finish(&[true, true]),
             candidates: &c.items,
             users: &c.users,
             similar_items: &c.similar,
@@ -263,11 +320,11 @@ mod tests {
     #[test]
     fn every_broken_invariant_fails_the_audit_by_name() {
         let mut c = valid();
-        c.active.insert("v".into(), 1);
+        c.events.push(("v", 0, false));
         fails(&c, 2, "2 are active");
 
         let mut c = valid();
-        c.active = HashMap::from([("v".to_string(), 1)]);
+        c.events = vec![("v", 0, false)];
         fails(&c, 2, "user u has recommendations but is not active");
 
         let mut c = valid();
@@ -291,7 +348,7 @@ mod tests {
         fails(&c, 2, "score rises");
 
         let mut c = valid();
-        c.exclusions.insert("u".into(), vec!["b".into()]);
+        c.events[1].2 = true;
         c.entries.remove(0);
         fails(&c, 1, "excluded item b recommended");
 

@@ -10,40 +10,143 @@
 //! r_i = sqrt(M^2 - tau - |y_i|^2) and M^2 = tau + max_i |y_i|^2, so every |v_i| = 1 and
 //! q_u.v_i = s(u, i) / (M |q_u|): a per-user positive scale, which ranks exactly like s.
 
+use std::ops::Range;
+
 use crate::config::{BehaviorModel, HybridConfig};
-use crate::domain::{Interaction, UserVectors, Vectors};
+use crate::domain::{UserRows, UserVectors, Vectors, WindowData};
 use crate::kernels::{Factors, Observation, als, ease};
 
+/// What the hybrid stage keeps of the users: which of the window's users have a vector (a
+/// usable text history: a positive weight on some item), and the behavior part of each one's
+/// vector. The vectors themselves are made from it a chunk of users at a time
+/// ([`UserFactors::rows`]): a user's text vector is the weighted mean of its items' text
+/// vectors ([`WindowData::text_vector`]), recomputed where it is needed, so a million users'
+/// vectors are never held at once.
+#[derive(Debug, Default)]
+pub struct UserFactors {
+    /// The window's users that have a vector (positions in the window, ascending).
+    rows: Vec<u32>,
+    /// Their ids.
+    ids: Vec<String>,
+    /// Factors per user; 0 with `text_scale` `None`: the vectors are the text vectors.
+    f: usize,
+    /// `rows.len() x f` behavior factors (the popularity prior's column included).
+    x: Vec<f32>,
+    /// sqrt(tau), the text part's scale in the hybrid vectors; `None`: text vectors only.
+    text_scale: Option<f64>,
+}
+
+impl UserFactors {
+    /// The users of `window` with a text vector over the catalog's text vectors `items`.
+    fn new(window: &WindowData, items: &Vectors) -> UserFactors {
+        let (mut acc, mut out) = (vec![0f64; items.dim], vec![0f32; items.dim]);
+        let rows: Vec<u32> = (0..window.len())
+            .filter(|&u| window.text_vector(u, items, &mut acc, &mut out))
+            .map(|u| u as u32)
+            .collect();
+        UserFactors {
+            ids: rows
+                .iter()
+                .map(|&u| window.users[u as usize].clone())
+                .collect(),
+            rows,
+            ..Default::default()
+        }
+    }
+
+    /// The users' vectors, made on demand from `window` (its interactions still held) and the
+    /// catalog's text vectors `items` (catalog order), both those the stage ran on.
+    pub fn rows<'a>(&'a self, window: &'a WindowData, items: &'a Vectors) -> HybridUsers<'a> {
+        HybridUsers {
+            users: self,
+            window,
+            items,
+        }
+    }
+}
+
+/// The users' vectors of [`UserFactors::rows`].
+pub struct HybridUsers<'a> {
+    users: &'a UserFactors,
+    window: &'a WindowData,
+    items: &'a Vectors,
+}
+
+impl UserRows for HybridUsers<'_> {
+    fn ids(&self) -> &[String] {
+        &self.users.ids
+    }
+
+    fn dim(&self) -> usize {
+        match self.users.text_scale {
+            Some(_) => self.items.dim + self.users.f + 1,
+            None => self.items.dim,
+        }
+    }
+
+    /// q_u = [sqrt(tau) t_u, x_u, 0] / |.| (module docs), or t_u for text vectors only.
+    fn chunk(&self, range: Range<usize>) -> UserVectors {
+        let (users, t, dim) = (self.users, self.items.dim, self.dim());
+        let (mut acc, mut text) = (vec![0f64; t], vec![0f32; t]);
+        let mut flat = Vec::with_capacity(range.len() * dim);
+        let mut row = Vec::with_capacity(dim);
+        let mut n_events = Vec::with_capacity(range.len());
+        for p in range.clone() {
+            let u = users.rows[p] as usize;
+            self.window.text_vector(u, self.items, &mut acc, &mut text);
+            n_events.push(self.window.user_events[u]);
+            let Some(st) = users.text_scale else {
+                flat.extend_from_slice(&text);
+                continue;
+            };
+            let x = &users.x[p * users.f..(p + 1) * users.f];
+            row.clear();
+            row.extend(text.iter().map(|v| st * f64::from(*v)));
+            row.extend(x.iter().map(|v| f64::from(*v)));
+            row.push(0.0);
+            let norm = row.iter().map(|v| v * v).sum::<f64>().sqrt();
+            flat.extend(row.iter().map(|v| (v / norm) as f32));
+        }
+        UserVectors {
+            vectors: Vectors::new(users.ids[range].to_vec(), flat, dim),
+            n_events,
+        }
+    }
+}
+
 /// Learn the factors of the window (users with a text vector x candidate items) and return the
-/// hybrid candidates and user vectors. The popularity prior rides along as one more factor:
-/// sqrt(beta) for every user, sqrt(beta) pi_i for item i, pi_i = ln(1 + n_i) / ln(1 + max n)
-/// with n_i the item's events in the window. With `hybrid.factors = 0` and
-/// `hybrid.popularity_weight = 0` the text vectors are returned unchanged.
+/// hybrid candidates and what makes the user vectors. `items`: the catalog's text vectors
+/// (catalog order); `text_items`: the candidates'. The popularity prior rides along as one more
+/// factor: sqrt(beta) for every user, sqrt(beta) pi_i for item i, pi_i = ln(1 + n_i) /
+/// ln(1 + max n) with n_i the item's events in the window. With `hybrid.factors = 0` and
+/// `hybrid.popularity_weight = 0` the text vectors are used unchanged.
 pub fn hybrid(
     params: &HybridConfig,
-    interactions: &[Interaction],
-    popularity: &[(String, i64)],
+    window: &WindowData,
+    items: &Vectors,
     text_items: Vectors,
-    text_users: UserVectors,
-) -> (Vectors, UserVectors) {
+) -> (Vectors, UserFactors) {
+    let mut users = UserFactors::new(window, items);
     let beta = params.popularity_weight;
     if params.factors == 0 && beta == 0.0 {
-        return (text_items, text_users);
+        return (text_items, users);
     }
-    let user_row = text_users.vectors.index();
-    let item_row = text_items.index();
-    let observations: Vec<Observation> = interactions
-        .iter()
-        .filter(|i| i.weight > 0.0)
-        .filter_map(|i| {
-            Some(Observation {
-                user: *user_row.get(i.user_id.as_str())?,
-                item: *item_row.get(i.item_id.as_str())?,
-                weight: i.weight as f32,
-            })
-        })
-        .collect();
-    let (n_users, n_items) = (text_users.vectors.len(), text_items.len());
+    let item_row = text_items.rows_of(&window.item_ids);
+    let mut observations = Vec::new();
+    for (user, &u) in users.rows.iter().enumerate() {
+        let (rows, weights) = window.interactions(u as usize);
+        for (&r, &w) in rows.iter().zip(weights) {
+            if let (Some(item), true) = (item_row[r as usize], w > 0.0) {
+                observations.push(Observation {
+                    user: user as u32,
+                    item,
+                    weight: w as f32,
+                });
+            }
+        }
+    }
+    drop(item_row);
+    let (n_users, n_items) = (users.rows.len(), text_items.len());
     let mut factors = if params.factors > 0 {
         match params.model {
             BehaviorModel::Als => als(n_users, n_items, &observations, params),
@@ -56,11 +159,14 @@ pub fn hybrid(
             items: Vec::new(),
         }
     };
+    drop(observations);
     if beta > 0.0 {
+        let popularity = &window.popularity;
         let max = popularity.iter().map(|(_, n)| *n).max().unwrap_or(0);
         let mut prior = vec![0f32; n_items];
+        let index = text_items.index();
         for (item, n) in popularity {
-            if let (Some(&j), true) = (item_row.get(item.as_str()), max > 0) {
+            if let (Some(&j), true) = (index.get(item.as_str()), max > 0) {
                 prior[j as usize] = ((*n as f64).ln_1p() / (max as f64).ln_1p()) as f32;
             }
         }
@@ -68,16 +174,15 @@ pub fn hybrid(
         let item_column: Vec<f32> = prior.iter().map(|p| sb * p).collect();
         factors = factors.with_column(&vec![sb; n_users], &item_column);
     }
-    blend(params.text_weight, text_items, text_users, &factors)
+    let candidates = blend(params.text_weight, text_items, &factors);
+    users.f = factors.f;
+    users.x = factors.users;
+    users.text_scale = Some(params.text_weight.sqrt());
+    (candidates, users)
 }
 
-/// The unit vectors of the hybrid score (module docs): `[sqrt(tau) t, factors, balance]`.
-pub fn blend(
-    tau: f64,
-    text_items: Vectors,
-    text_users: UserVectors,
-    factors: &Factors,
-) -> (Vectors, UserVectors) {
+/// The unit item vectors of the hybrid score (module docs): `[sqrt(tau) t, factors, balance]`.
+pub fn blend(tau: f64, text_items: Vectors, factors: &Factors) -> Vectors {
     let (t, f) = (text_items.dim, factors.f);
     let dim = t + f + 1;
     let st = tau.sqrt();
@@ -99,34 +204,13 @@ pub fn blend(
                 .map(|x| (x / m) as f32),
         );
     }
-    let mut users = Vec::with_capacity(text_users.vectors.len() * dim);
-    for (tu, x) in text_users
-        .vectors
-        .flat
-        .chunks_exact(t)
-        .zip(factors.users.chunks_exact(f))
-    {
-        let row: Vec<f64> = tu
-            .iter()
-            .map(|v| st * f64::from(*v))
-            .chain(x.iter().map(|v| f64::from(*v)))
-            .chain(std::iter::once(0.0))
-            .collect();
-        let norm = row.iter().map(|v| v * v).sum::<f64>().sqrt();
-        users.extend(row.iter().map(|v| (v / norm) as f32));
-    }
-    (
-        text_items.with_vectors(items, dim),
-        UserVectors {
-            vectors: text_users.vectors.with_vectors(users, dim),
-            n_events: text_users.n_events,
-        },
-    )
+    text_items.with_vectors(items, dim)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::WindowBuilder;
 
     /// Text only plus the prior: with equal text similarity the item with more events in the
     /// window ranks first, and one with none gets no prior at all.
@@ -137,18 +221,22 @@ mod tests {
             vec![1.0, 0.0, 1.0, 0.0, 0.0, 1.0],
             2,
         );
-        let users = UserVectors {
-            vectors: Vectors::new(vec!["u".into()], vec![1.0, 0.0], 2),
-            n_events: vec![1],
-        };
         let params = HybridConfig {
             factors: 0,
             text_weight: 1.0,
             popularity_weight: 0.5,
             ..HybridConfig::default()
         };
-        let popularity = vec![("b".to_string(), 9), ("a".to_string(), 2)];
-        let (items, users) = hybrid(&params, &[], &popularity, items, users);
+        // u's text vector is a's, (1, 0); x has no text vector (zero weights) but events:
+        // popularity b 9, a 2, c none.
+        let mut window = WindowBuilder::new(items.ids.clone());
+        window.add("u", 0, 2, 1.0, false);
+        window.add("x", 1, 9, 0.0, false);
+        let window = window.finish(&[true, true, true]);
+        let (candidates, users) = hybrid(&params, &window, &items, items.clone());
+        let users = users.rows(&window, &items).chunk(0..1);
+        let items = candidates;
+        assert_eq!(users.vectors.ids, vec!["u"]);
         assert_eq!(items.dim, 4, "text 2 + prior 1 + balance 1");
         let score = |j: usize| crate::domain::dot(&users.vectors.flat, items.row(j));
         assert!(
@@ -170,9 +258,9 @@ mod tests {
     #[test]
     fn ease_factors_rank_the_co_bought_item_first() {
         let ids: Vec<String> = ["a", "b", "c", "d"].iter().map(|s| s.to_string()).collect();
-        let items = Vectors::new(ids, vec![1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0], 2);
+        let items = Vectors::new(ids.clone(), vec![1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0], 2);
         let users: Vec<String> = (0..7).map(|u| format!("u{u}")).collect();
-        let mut interactions = Vec::new();
+        let mut window = WindowBuilder::new(ids.clone());
         for (u, bought) in [
             (0, "ab"),
             (1, "ab"),
@@ -182,19 +270,10 @@ mod tests {
             (5, "cd"),
             (6, "a"),
         ] {
-            for i in bought.chars() {
-                interactions.push(Interaction {
-                    user_id: users[u].clone(),
-                    item_id: i.to_string(),
-                    n_events: 1,
-                    weight: 1.0,
-                });
+            for i in bought.bytes() {
+                window.add(&users[u], u32::from(i - b'a'), 1, 1.0, false);
             }
         }
-        let text_users = UserVectors {
-            vectors: Vectors::new(users.clone(), [1.0, 0.0].repeat(7), 2),
-            n_events: vec![2, 2, 2, 2, 2, 2, 1],
-        };
         let params = HybridConfig {
             model: BehaviorModel::Ease,
             factors: 4,
@@ -203,7 +282,11 @@ mod tests {
             popularity_weight: 0.0,
             ..HybridConfig::default()
         };
-        let (items, users) = hybrid(&params, &interactions, &[], items, text_users);
+        let window = window.finish(&[true; 4]);
+        let (candidates, users) = hybrid(&params, &window, &items, items.clone());
+        let users = users.rows(&window, &items).chunk(0..7);
+        let items = candidates;
+        assert_eq!(users.n_events, vec![2, 2, 2, 2, 2, 2, 1]);
         for r in 0..4 {
             let norm: f32 = items.row(r).iter().map(|x| x * x).sum();
             assert!((norm - 1.0).abs() < 1e-5, "item {r}: {norm}");
@@ -224,17 +307,21 @@ mod tests {
             vec![1.0, 0.0, 0.0, 1.0, 0.6, 0.8],
             2,
         );
-        let text_users = UserVectors {
-            vectors: Vectors::new(vec!["u".into()], vec![0.8, 0.6], 2),
-            n_events: vec![3],
-        };
+        // u's text vector: 0.8 a + 0.6 b = (0.8, 0.6).
+        let mut window = WindowBuilder::new(text_items.ids.clone());
+        window.add("u", 0, 1, 0.8, false);
+        window.add("u", 1, 2, 0.6, false);
+        let window = window.finish(&[true; 3]);
         let factors = Factors {
             f: 1,
             users: vec![2.0],
             items: vec![0.5, 0.0, 0.1],
         };
         let tau = 0.3;
-        let (items, users) = blend(tau, text_items, text_users, &factors);
+        let items = blend(tau, text_items.clone(), &factors);
+        let mut users = UserFactors::new(&window, &text_items);
+        (users.f, users.x, users.text_scale) = (1, factors.users.clone(), Some(tau.sqrt()));
+        let users = users.rows(&window, &text_items).chunk(0..1);
         assert_eq!(items.dim, 4);
         let text = [0.8f64, 0.6, 0.96];
         let want: Vec<f64> = (0..3)

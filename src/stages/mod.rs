@@ -1,4 +1,4 @@
-//! The stages of a night, in data-flow order: read, prepare, embed, users, hybrid, recommend,
+//! The stages of a night, in data-flow order: read, prepare, embed, hybrid, recommend,
 //! evaluate, audit. Each takes values ([`crate::domain`]) and returns values; none imports
 //! another, and only [`crate::pipeline`] orders them.
 
@@ -9,4 +9,3 @@ pub mod hybrid;
 pub mod prepare;
 pub mod read;
 pub mod recommend;
-pub mod users;

@@ -3,19 +3,26 @@
 //!
 //! The window of a run of date D is `[D - lookback_days + 1, D]`; evaluation also prepares
 //! D-1's window (`[D - lookback_days, D - 1]`) to rebuild the popularity baseline of D-1.
+//!
+//! Nothing here holds the window's events: `window_events` and `events` are views, and the
+//! window is aggregated one day at a time (`interactions.sql` over that day's `events`), each
+//! day's (user, item) rows interned into a [`WindowBuilder`] as they arrive. Memory is the
+//! interned window (12 bytes per interaction) plus one day's aggregate, whatever the number of
+//! days or events.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{AsArray, Float64Array, StringArray};
 use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema};
-use chrono::NaiveDate;
+use chrono::{NaiveDate, TimeDelta};
 use datafusion::prelude::SessionContext;
 use datafusion::scalar::ScalarValue;
 
 use crate::config::{Config, ExclusionPolicy};
-use crate::domain::{Interaction, InvalidRows, Window, WindowData, dt};
+use crate::domain::{Catalog, InvalidRows, Window, WindowBuilder, WindowData, dt};
 use crate::error::{Error, Result};
-use crate::io::{materialise, mem_table, query, register, strings, utf8};
+use crate::io::{mem_table, query, register, register_view, strings, utf8};
 
 const WINDOW_EVENTS_SQL: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -32,14 +39,6 @@ const EVENTS_SQL: &str = include_str!(concat!(
 const INTERACTIONS_SQL: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/sql/prepare/interactions.sql"
-));
-const EXCLUSIONS_SQL: &str = include_str!(concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/sql/prepare/exclusions.sql"
-));
-const POPULARITY_SQL: &str = include_str!(concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/sql/prepare/popularity.sql"
 ));
 
 /// Register `window_events` over `[first, last]` (all windows of the run read these rows).
@@ -67,7 +66,7 @@ pub async fn register_window_events(
         ],
     )?;
     register(ctx, "event_weights", weights)?;
-    materialise(
+    register_view(
         ctx,
         "window_events",
         WINDOW_EVENTS_SQL,
@@ -118,90 +117,62 @@ pub async fn check_invalid_rows(
     Ok(out)
 }
 
-/// What of a window [`prepare_window`] reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WindowPart {
-    /// Everything: interactions, active users, exclusions, popularity.
-    All,
-    /// What the popularity baseline needs: exclusions and popularity only.
-    Baseline,
-}
-
-/// Interactions, exclusions and popularity of one window (needs `window_events`); with
-/// [`WindowPart::Baseline`] only exclusions and popularity.
+/// Interactions, exclusions and popularity of one window (needs `window_events`), over the
+/// items of `catalog`.
 pub async fn prepare_window(
     ctx: &SessionContext,
     config: &Config,
+    catalog: &Catalog,
     window: Window,
-    part: WindowPart,
 ) -> Result<WindowData> {
-    let mut params = window_params(window);
-    params.push(("end_epoch", ScalarValue::Float64(Some(window.end_epoch()))));
-    params.push((
-        "half_life_days",
-        ScalarValue::Float64(Some(config.window.half_life_days)),
-    ));
-    materialise(ctx, "events", EVENTS_SQL, params).await?;
-
-    let mut data = WindowData::default();
-    if part == WindowPart::Baseline {
-        exclusions_and_popularity(ctx, config, window, &mut data).await?;
-        return Ok(data);
-    }
-    for b in query(ctx, "interactions", INTERACTIONS_SQL, vec![]).await? {
-        let (users, items) = (strings(&b, 0), strings(&b, 1));
-        let n = b.column(2).as_primitive::<Int64Type>();
-        let w = b.column(3).as_primitive::<Float64Type>();
-        for i in 0..b.num_rows() {
-            *data.user_events.entry(users[i].clone()).or_default() += n.value(i);
-            data.interactions.push(Interaction {
-                user_id: users[i].clone(),
-                item_id: items[i].clone(),
-                n_events: n.value(i),
-                weight: w.value(i),
-            });
-        }
-    }
-    // Engine output order depends on partitioning: sort for determinism.
-    data.interactions
-        .sort_by(|a, b| (&a.user_id, &a.item_id).cmp(&(&b.user_id, &b.item_id)));
-    exclusions_and_popularity(ctx, config, window, &mut data).await?;
-    Ok(data)
-}
-
-/// The window's exclusions and popularity into `data` (needs `events`).
-async fn exclusions_and_popularity(
-    ctx: &SessionContext,
-    config: &Config,
-    window: Window,
-    data: &mut WindowData,
-) -> Result<()> {
     let policy = match config.exclusions.policy {
         ExclusionPolicy::SeenInWindow => "seen_in_window",
         ExclusionPolicy::AllowRepeats => "allow_repeats",
     };
     let cutoff = window.end_epoch() - 86400.0 * f64::from(config.exclusions.repeat_after_days);
-    let params = vec![
-        ("policy", utf8(policy)),
-        ("repeat_cutoff_epoch", ScalarValue::Float64(Some(cutoff))),
-    ];
-    for b in query(ctx, "exclusions", EXCLUSIONS_SQL, params).await? {
-        for (u, i) in strings(&b, 0).into_iter().zip(strings(&b, 1)) {
-            data.exclusions.entry(u).or_default().push(i);
+    let item_row: HashMap<&str, u32> = catalog
+        .ids
+        .iter()
+        .enumerate()
+        .map(|(r, id)| (id.as_str(), r as u32))
+        .collect();
+    let mut builder = WindowBuilder::new(catalog.ids.clone());
+    let mut day = window.first;
+    while day <= window.last {
+        let params = vec![
+            ("first_dt", utf8(&dt(day))),
+            ("last_dt", utf8(&dt(day))),
+            ("end_epoch", ScalarValue::Float64(Some(window.end_epoch()))),
+            (
+                "half_life_days",
+                ScalarValue::Float64(Some(config.window.half_life_days)),
+            ),
+        ];
+        register_view(ctx, "events", EVENTS_SQL, params).await?;
+        let params = vec![
+            ("policy", utf8(policy)),
+            ("repeat_cutoff_epoch", ScalarValue::Float64(Some(cutoff))),
+        ];
+        for b in query(ctx, "interactions", INTERACTIONS_SQL, params).await? {
+            let users = b.column(0).as_string::<i32>();
+            let items = b.column(1).as_string::<i32>();
+            let n = b.column(2).as_primitive::<Int64Type>();
+            let w = b.column(3).as_primitive::<Float64Type>();
+            let excluded = b.column(4).as_boolean();
+            for i in 0..b.num_rows() {
+                let Some(&row) = item_row.get(items.value(i)) else {
+                    return Err(Error::Audit(format!(
+                        "item {} of a valid event is not in the catalog: this is a bug",
+                        items.value(i)
+                    )));
+                };
+                let user = users.value(i);
+                builder.add(user, row, n.value(i), w.value(i), excluded.value(i));
+            }
         }
+        day += TimeDelta::days(1);
     }
-    for items in data.exclusions.values_mut() {
-        items.sort();
-    }
-    for b in query(ctx, "popularity", POPULARITY_SQL, vec![]).await? {
-        let n = b.column(1).as_primitive::<Int64Type>();
-        for (item, n) in strings(&b, 0).into_iter().zip(n.values()) {
-            data.popularity.push((item, *n));
-        }
-    }
-    data.popularity
-        .sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    Ok(())
+    Ok(builder.finish(&catalog.available))
 }
 
 fn window_params(window: Window) -> Vec<(&'static str, ScalarValue)> {

@@ -8,10 +8,10 @@
 use std::collections::HashMap;
 
 use crate::config::Config;
-use crate::domain::{Catalog, Lists, SimilarItem, Source, UserVectors, Vectors, WindowData};
+use crate::domain::{Catalog, Lists, SimilarItem, Source, UserRows, Vectors, WindowData, ranges};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::kernels::{Adjustments, Hit, TopkParams, popular_list, popularity_score};
+use crate::kernels::{Adjustments, Hit, TopkParams, popularity_score};
 
 /// The items top-K scores against: the catalog's available items in id order (so ties break by
 /// item_id), with their rows of `items` (vectors of every catalog item, in catalog order).
@@ -42,76 +42,83 @@ fn params(config: &Config, k: usize) -> TopkParams {
     }
 }
 
+/// Users per call of the top-K kernel: their vectors are made for the call and dropped after
+/// it (65,536 x 514 dimensions: 135 MB).
+const USERS_PER_CHUNK: usize = 65_536;
+
 /// Every active user's list: personal top-K for users with a vector, the popularity list for
-/// the others. Lists are built as the kernel hands over each chunk of users.
+/// the others. User vectors are made a chunk of users at a time, and lists are built as the
+/// kernel hands over each block of users.
 pub async fn recommend(
     engine: &Engine,
     config: &Config,
     candidates: &Vectors,
-    users: &UserVectors,
+    users: &dyn UserRows,
     data: &WindowData,
 ) -> Result<Recommendations> {
-    let users = &users.vectors;
     let item_pos = candidates.index();
-    let adjustments = adjustments(config.hybrid.repeat_weight, users, &item_pos, data);
+    let candidate = candidates.rows_of(&data.item_ids);
     let mut out = Assembly::new(config.topk.k, candidates, &item_pos, data);
-    let mut sink = |first: usize, lists: Vec<Vec<Hit>>| {
-        for (offset, hits) in lists.into_iter().enumerate() {
-            out.personal(&users.ids[first + offset], hits)?;
-        }
-        Ok(())
-    };
     let params = params(config, config.topk.k);
-    engine
-        .top_k_each(
-            &users.flat,
-            &candidates.flat,
-            candidates.dim,
-            &params,
-            &adjustments,
-            &mut sink,
-        )
-        .await?;
+    for range in ranges(users.ids().len(), USERS_PER_CHUNK) {
+        let chunk = users.chunk(range);
+        let ids = &chunk.vectors.ids;
+        let adjustments = adjustments(config.hybrid.repeat_weight, ids, &candidate, data);
+        let mut sink = |first: usize, lists: Vec<Vec<Hit>>| {
+            for (offset, hits) in lists.into_iter().enumerate() {
+                out.personal(&ids[first + offset], hits)?;
+            }
+            Ok(())
+        };
+        let (flat, dim) = (&chunk.vectors.flat, candidates.dim);
+        engine
+            .top_k_each(
+                flat,
+                &candidates.flat,
+                dim,
+                &params,
+                &adjustments,
+                &mut sink,
+            )
+            .await?;
+    }
     Ok(out.finish())
 }
 
-/// The sparse terms of each user's scores (README "The model"): `-inf` for the user's excluded
-/// candidates, and the repeat term `repeat_weight * w_ui / max_j w_uj` for every candidate i the
-/// user has a positive decayed weight w_ui on in the window.
+/// The sparse terms of the scores of users `ids` (README "The model"): `-inf` for the user's
+/// excluded candidates, and the repeat term `repeat_weight * w_ui / max_j w_uj` for every
+/// candidate i the user has a positive decayed weight w_ui on in the window. `candidate`: the
+/// candidate position of each catalog row.
 fn adjustments(
     repeat_weight: f64,
-    users: &Vectors,
-    item_pos: &HashMap<&str, u32>,
+    ids: &[String],
+    candidate: &[Option<u32>],
     data: &WindowData,
 ) -> Adjustments {
-    let user_pos = users.index();
+    let mut out = Adjustments::new();
     let mut entries = Vec::new();
-    for (user, excluded) in &data.exclusions {
-        if let Some(&u) = user_pos.get(user.as_str()) {
+    for id in ids {
+        entries.clear();
+        if let Some(w) = data.user(id) {
+            let excluded = data.excluded(w).iter();
             entries.extend(
-                excluded
-                    .iter()
-                    .filter_map(|i| item_pos.get(i.as_str()).map(|&j| (u, j, f32::NEG_INFINITY))),
+                excluded.filter_map(|&r| Some((candidate[r as usize]?, f32::NEG_INFINITY))),
             );
-        }
-    }
-    if repeat_weight > 0.0 {
-        // Interactions are sorted by user: one run of rows per user.
-        for rows in data.interactions.chunk_by(|a, b| a.user_id == b.user_id) {
-            let Some(&u) = user_pos.get(rows[0].user_id.as_str()) else {
-                continue;
-            };
-            let max = rows.iter().map(|r| r.weight).fold(0.0, f64::max);
-            if max <= 0.0 {
-                continue;
+            let (rows, weights) = data.interactions(w);
+            let max = weights.iter().copied().fold(0.0, f64::max);
+            if repeat_weight > 0.0 && max > 0.0 {
+                let repeat = rows.iter().zip(weights).filter(|(_, w)| **w > 0.0);
+                entries.extend(repeat.filter_map(|(&r, &weight)| {
+                    Some((
+                        candidate[r as usize]?,
+                        (repeat_weight * weight / max) as f32,
+                    ))
+                }));
             }
-            entries.extend(rows.iter().filter(|r| r.weight > 0.0).filter_map(|r| {
-                let j = *item_pos.get(r.item_id.as_str())?;
-                Some((u, j, (repeat_weight * r.weight / max) as f32))
-            }));
         }
+        out.push_user(&mut entries);
     }
-    Adjustments::from_entries(users.len(), entries)
+    out
 }
 
 /// The lists of one run in the making: active users in id order, each with the personal hits
@@ -121,7 +128,6 @@ struct Assembly<'a> {
     k: usize,
     item_pos: &'a HashMap<&'a str, u32>,
     data: &'a WindowData,
-    active: Vec<String>,
     next: usize,
     out: Recommendations,
 }
@@ -137,7 +143,6 @@ impl<'a> Assembly<'a> {
             k,
             item_pos,
             data,
-            active: data.active_users(),
             next: 0,
             out: Recommendations {
                 lists: Lists::new(candidates.ids.clone()),
@@ -150,51 +155,45 @@ impl<'a> Assembly<'a> {
     /// `user`'s personal list; active users before it get the popularity list. Users come in
     /// id order, each once, and are active.
     fn personal(&mut self, user: &str, hits: Vec<Hit>) -> Result<()> {
-        while self
-            .active
-            .get(self.next)
-            .is_some_and(|a| a.as_str() < user)
-        {
+        let active = &self.data.users;
+        while active.get(self.next).is_some_and(|a| a.as_str() < user) {
             self.popular();
         }
-        if self.active.get(self.next).map(String::as_str) != Some(user) {
+        if active.get(self.next).map(String::as_str) != Some(user) {
             return Err(Error::Audit(format!(
                 "user {user} has a vector but is not the next active user: this is a bug"
             )));
         }
-        let user = std::mem::take(&mut self.active[self.next]);
         self.next += 1;
         self.out.n_personal += 1;
         let entries = hits.iter().map(|h| (h.item, h.score, h.adjustment));
-        self.out.lists.push(user, Source::Personal, entries);
+        self.out
+            .lists
+            .push(user.to_string(), Source::Personal, entries);
         Ok(())
     }
 
     /// The next active user's popularity list.
     fn popular(&mut self) {
-        let user = std::mem::take(&mut self.active[self.next]);
+        let u = self.next;
         self.next += 1;
         self.out.n_popular += 1;
-        let popularity = &self.data.popularity;
-        let max_events = popularity.first().map_or(0, |p| p.1);
-        let excluded = self
+        let max_events = self.data.popularity.first().map_or(0, |p| p.1);
+        let entries: Vec<(u32, f32, f32)> = self
             .data
-            .exclusions
-            .get(&user)
-            .map_or(&[][..], Vec::as_slice);
-        let entries: Vec<(u32, f32, f32)> = popular_list(popularity, excluded, self.k)
-            .into_iter()
+            .popular(Some(u), self.k)
             .map(|(item, n)| {
                 let score = popularity_score(*n, max_events);
                 (self.item_pos[item.as_str()], score, 0.0)
             })
             .collect();
+        let user = self.data.users[u].clone();
         self.out.lists.push(user, Source::Popular, entries);
     }
 
     /// Every remaining active user gets the popularity list.
     fn finish(mut self) -> Recommendations {
-        while self.next < self.active.len() {
+        while self.next < self.data.len() {
             self.popular();
         }
         self.out

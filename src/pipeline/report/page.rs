@@ -263,10 +263,11 @@ struct Timing {
     width: u32,
 }
 
-/// Stages in the order they ran (the manifest keeps them by name), and the total.
+/// Stages in the order they ran (the manifest keeps them by name), and the total. ("users" is
+/// a stage of runs published before the hybrid stage built the users' text vectors itself.)
 fn timings(m: &Manifest) -> (Vec<Timing>, String) {
     const ORDER: [&str; 9] = [
-        "read", "prepare", "embed", "users", "similar", "behavior", "topk", "evaluate", "write",
+        "read", "prepare", "embed", "users", "similar", "behavior", "topk", "write", "evaluate",
     ];
     let total: f64 = m.timings_s.values().sum();
     let position = |s: &str| ORDER.iter().position(|o| *o == s).unwrap_or(ORDER.len());

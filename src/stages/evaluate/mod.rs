@@ -25,7 +25,6 @@ use crate::config::Config;
 use crate::domain::{Catalog, MetricRow, PreviousLists, RankedList, Window, WindowData, dt};
 use crate::error::Result;
 use crate::io::{int_table, query, register, string_table, strings, utf8};
-use crate::kernels::popular_list;
 
 const TRUTH_SQL: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -69,14 +68,8 @@ impl<'a> OwnLists<'a> {
     /// popularity minus the user's exclusions, first K.
     pub fn add<'s>(&mut self, user: &str, items: impl IntoIterator<Item = &'s str>) {
         self.model.add(items);
-        let excluded = self
-            .window
-            .exclusions
-            .get(user)
-            .map_or(&[][..], |e| e.as_slice());
-        let popular = popular_list(&self.window.popularity, excluded, self.k);
-        self.baseline
-            .add(popular.into_iter().map(|(i, _)| i.as_str()));
+        let popular = self.window.popular(self.window.user(user), self.k);
+        self.baseline.add(popular.map(|(i, _)| i.as_str()));
     }
 }
 
@@ -195,7 +188,7 @@ async fn own_list_rows(
     };
     let mut rows = Vec::new();
     let n_candidates = input.catalog.available.iter().filter(|a| **a).count();
-    let n_active = input.window.user_events.len();
+    let n_active = input.window.len();
     let window = Window::ending(input.date, config.window.lookback_days);
     for (segment, summary) in [
         (SEGMENT_ALL, &input.own.model),
@@ -297,18 +290,14 @@ fn not_evaluated(ks: &[usize], why: &str) -> Vec<MetricRow> {
 /// The popularity baseline's lists for the evaluated users: D-1's popularity minus each user's
 /// D-1 exclusions, first `k`.
 fn baseline_lists(evaluated: &[RankedList], previous: &WindowData, k: usize) -> Vec<RankedList> {
-    let empty = Vec::new();
     evaluated
         .iter()
-        .map(|l| {
-            let excluded = previous.exclusions.get(&l.user_id).unwrap_or(&empty);
-            RankedList {
-                user_id: l.user_id.clone(),
-                items: popular_list(&previous.popularity, excluded, k)
-                    .into_iter()
-                    .map(|(i, _)| i.clone())
-                    .collect(),
-            }
+        .map(|l| RankedList {
+            user_id: l.user_id.clone(),
+            items: previous
+                .popular(previous.user(&l.user_id), k)
+                .map(|(i, _)| i.clone())
+                .collect(),
         })
         .collect()
 }
