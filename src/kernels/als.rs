@@ -63,7 +63,7 @@ pub struct Observation {
 pub fn als(
     n_users: usize,
     n_items: usize,
-    observations: &[Observation],
+    observations: Vec<Observation>,
     params: &HybridConfig,
 ) -> Factors {
     let f = params.factors;
@@ -74,8 +74,10 @@ pub fn als(
     if f == 0 {
         return Factors { f, users, items };
     }
-    let by_user = Rows::new(n_users, observations, |o| (o.user, o.item));
-    let by_item = Rows::new(n_items, observations, |o| (o.item, o.user));
+    let by_user = Rows::new(n_users, &observations, |o| (o.user, o.item));
+    let by_item = Rows::new(n_items, &observations, |o| (o.item, o.user));
+    // Grouped both ways: the triples themselves are no longer needed.
+    drop(observations);
     let mut white = Vec::new();
     let progress = crate::progress::Progress::new("behavior (ALS)", "sweeps", params.iterations);
     for _ in 0..params.iterations {
@@ -727,7 +729,7 @@ mod tests {
         solve_rows(&mut solved, &by_item, &users, &mut white, f, &p);
         let e = worst_error(&solved, &users, f, &by_item, &p);
         assert!(e < TOLERANCE, "items: relative error {e:e}");
-        let fit = als(n_users, n_items, &obs, &params(f, 2));
+        let fit = als(n_users, n_items, obs.clone(), &params(f, 2));
         let e = worst_error(&fit.items, &fit.users, f, &by_item, &p);
         assert!(e < TOLERANCE, "als: relative error {e:e}");
     }
@@ -780,7 +782,9 @@ mod tests {
             }
         }
         let p = params(24, 3);
-        let on = |threads| crate::kernels::on_threads(threads, || als(n_users, n_items, &obs, &p));
+        let on = |threads| {
+            crate::kernels::on_threads(threads, || als(n_users, n_items, obs.clone(), &p))
+        };
         let one = on(1);
         assert!(one.users.iter().any(|v| *v != 0.0));
         assert_eq!(one, on(2));
@@ -796,7 +800,7 @@ mod tests {
             .map(|&(user, item, weight)| Observation { user, item, weight })
             .collect();
         let p = params(3, 2);
-        let fit = als(3, 4, &obs, &p);
+        let fit = als(3, 4, obs.clone(), &p);
         let (f, x) = (3, &fit.users);
         for i in 0..4 {
             let y = &fit.items[i * f..(i + 1) * f];
@@ -840,7 +844,7 @@ mod tests {
             }
         }
         let p = params(4, 10);
-        let fit = als(20, 10, &obs, &p);
+        let fit = als(20, 10, obs.clone(), &p);
         let score = |u: usize, i: usize| -> f32 {
             (0..4)
                 .map(|d| fit.users[u * 4 + d] * fit.items[i * 4 + d])
@@ -856,7 +860,7 @@ mod tests {
             .num_threads(1)
             .build()
             .unwrap()
-            .install(|| als(20, 10, &obs, &p));
+            .install(|| als(20, 10, obs.clone(), &p));
         assert_eq!(single, fit);
     }
 }

@@ -43,7 +43,7 @@ const RANK_TOLERANCE: f64 = 1e-10;
 pub fn ease(
     n_users: usize,
     n_items: usize,
-    observations: &[Observation],
+    observations: Vec<Observation>,
     params: &HybridConfig,
 ) -> Factors {
     let f = params.factors;
@@ -54,8 +54,10 @@ pub fn ease(
     if f == 0 || k == 0 {
         return Factors { f, users, items };
     }
-    let by_user = Rows::new(n_users, observations, |o| (o.user, o.item));
-    let by_item = Rows::new(n_items, observations, |o| (o.item, o.user));
+    let by_user = Rows::new(n_users, &observations, |o| (o.user, o.item));
+    let by_item = Rows::new(n_items, &observations, |o| (o.item, o.user));
+    // Grouped both ways: the triples themselves are no longer needed.
+    drop(observations);
     let start: Vec<f64> = (0..n_items * k)
         .map(|n| f64::from(initial(n as u64)))
         .collect();
@@ -334,7 +336,7 @@ mod tests {
             iterations: 3,
             ..HybridConfig::default()
         };
-        let factors = ease(users, items, &obs, &params);
+        let factors = ease(users, items, obs.clone(), &params);
         let mut checked = 0;
         let mut max_abs = 0f64;
         for u in 0..users {
@@ -383,7 +385,7 @@ mod tests {
             iterations: 10,
             ..HybridConfig::default()
         };
-        let factors = ease(users, items, &obs, &params);
+        let factors = ease(users, items, obs.clone(), &params);
         let s: Vec<f64> = e[..f].iter().map(|v| v / (v + lambda)).collect();
         let mut worst = 0f64;
         for u in 0..users {
@@ -414,8 +416,9 @@ mod tests {
             iterations: 3,
             ..HybridConfig::default()
         };
-        let on =
-            |threads| crate::kernels::on_threads(threads, || ease(users, items, &obs, &params));
+        let on = |threads| {
+            crate::kernels::on_threads(threads, || ease(users, items, obs.clone(), &params))
+        };
         let one = on(1);
         assert!(one.users.iter().any(|v| *v != 0.0));
         assert_eq!(one, on(4));
@@ -458,7 +461,7 @@ mod tests {
             iterations: 4,
             ..HybridConfig::default()
         };
-        let a = ease(users, items, &obs, &params);
+        let a = ease(users, items, obs.clone(), &params);
         for row in a.users.chunks_exact(32) {
             assert!(row[users..].iter().all(|v| *v == 0.0), "{row:?}");
         }

@@ -132,25 +132,27 @@ pub fn hybrid(
         return (text_items, users);
     }
     let item_row = text_items.rows_of(&window.item_ids);
-    let mut observations = Vec::new();
-    for (user, &u) in users.rows.iter().enumerate() {
+    let observed = |u: u32| {
         let (rows, weights) = window.interactions(u as usize);
-        for (&r, &w) in rows.iter().zip(weights) {
-            if let (Some(item), true) = (item_row[r as usize], w > 0.0) {
-                observations.push(Observation {
-                    user: user as u32,
-                    item,
-                    weight: w as f32,
-                });
-            }
-        }
+        rows.iter()
+            .zip(weights)
+            .filter(|&(&r, &w)| item_row[r as usize].is_some() && w > 0.0)
+    };
+    let mut observations =
+        Vec::with_capacity(users.rows.iter().map(|&u| observed(u).count()).sum());
+    for (user, &u) in users.rows.iter().enumerate() {
+        observations.extend(observed(u).map(|(&r, &w)| Observation {
+            user: user as u32,
+            item: item_row[r as usize].expect("observed items are candidates"),
+            weight: w as f32,
+        }));
     }
     drop(item_row);
     let (n_users, n_items) = (users.rows.len(), text_items.len());
     let mut factors = if params.factors > 0 {
         match params.model {
-            BehaviorModel::Als => als(n_users, n_items, &observations, params),
-            BehaviorModel::Ease => ease(n_users, n_items, &observations, params),
+            BehaviorModel::Als => als(n_users, n_items, observations, params),
+            BehaviorModel::Ease => ease(n_users, n_items, observations, params),
         }
     } else {
         Factors {
@@ -159,7 +161,6 @@ pub fn hybrid(
             items: Vec::new(),
         }
     };
-    drop(observations);
     if beta > 0.0 {
         let popularity = &window.popularity;
         let max = popularity.iter().map(|(_, n)| *n).max().unwrap_or(0);
@@ -339,6 +340,54 @@ mod tests {
         assert!(scale > 0.0);
         for j in 0..3 {
             assert!((got[j] - scale * want[j]).abs() < 1e-6, "{got:?} {want:?}");
+        }
+    }
+
+    /// User vectors made a chunk at a time are the same bits whatever the chunks; users with
+    /// only zero weights get none; text-only vectors are the users' text vectors.
+    #[test]
+    fn user_vectors_do_not_depend_on_the_chunks() {
+        let ids: Vec<String> = (0..6).map(|i| format!("i{i}")).collect();
+        let flat: Vec<f32> = (0..18).map(|x| ((x * 7 % 11) as f32 - 5.0) / 5.0).collect();
+        let mut items = Vectors::new(ids.clone(), flat, 3);
+        crate::domain::normalize_rows(&mut items.flat, 3).unwrap();
+        let mut window = WindowBuilder::new(ids);
+        for u in 0..40u32 {
+            for k in 0..(u % 4 + 1) {
+                let weight = if u % 9 == 0 { 0.0 } else { 1.0 + f64::from(k) };
+                window.add(&format!("u{u:02}"), (u + 2 * k) % 6, 1, weight, false);
+            }
+        }
+        let window = window.finish(&[true; 6]);
+        for factors in [0, 3] {
+            let params = HybridConfig {
+                factors,
+                popularity_weight: if factors == 0 { 0.0 } else { 0.2 },
+                ..HybridConfig::default()
+            };
+            let (_, users) = hybrid(&params, &window, &items, items.clone());
+            let rows = users.rows(&window, &items);
+            let n = rows.ids().len();
+            assert_eq!(n, 40 - 5, "u00, u09, u18, u27, u36 have only zero weights");
+            let whole = rows.chunk(0..n);
+            let mut parts = UserVectors::default();
+            for range in [0..7, 7..8, 8..30, 30..n] {
+                let part = rows.chunk(range);
+                parts.vectors.ids.extend(part.vectors.ids);
+                parts.vectors.flat.extend(part.vectors.flat);
+                parts.n_events.extend(part.n_events);
+            }
+            parts.vectors.dim = whole.vectors.dim;
+            assert_eq!(parts, whole);
+            if factors == 0 {
+                let (mut acc, mut text) = (vec![0f64; 3], vec![0f32; 3]);
+                let u = window.user("u05").unwrap();
+                assert!(window.text_vector(u, &items, &mut acc, &mut text));
+                let p = whole.vectors.ids.iter().position(|i| i == "u05").unwrap();
+                assert_eq!(whole.vectors.row(p), &text[..]);
+            } else {
+                assert_eq!(whole.vectors.dim, 3 + 3 + 1 + 1);
+            }
         }
     }
 }
