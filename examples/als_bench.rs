@@ -215,8 +215,9 @@ fn main() {
     let mut times = Vec::new();
     let mut fit = None;
     for run in 0..a.repeats {
+        let obs = obs.clone();
         let t = Instant::now();
-        fit = Some(als(a.users, a.items, &obs, &params));
+        fit = Some(als(a.users, a.items, obs, &params));
         times.push(t.elapsed().as_secs_f64());
         println!("{{\"run\": {run}, \"als_s\": {:.2}}}", times[run]);
     }

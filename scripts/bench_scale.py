@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-STAGES = ["read", "prepare", "embed", "users", "similar", "behavior", "topk", "evaluate", "write"]
+STAGES = ["read", "prepare", "embed", "similar", "behavior", "topk", "write", "evaluate"]
 
 
 def synth(python: str, users: int, items: int, events: int) -> Path:

@@ -129,6 +129,11 @@ impl<'a> UserChunks<'a> {
         while self.made <= p / USERS_PER_CHUNK {
             self.advance()?;
         }
+        if self.made != p / USERS_PER_CHUNK + 1 {
+            return fail(format!(
+                "user {user}: lists out of user order: this is a bug"
+            ));
+        }
         Ok(Some(self.current.vectors.row(p % USERS_PER_CHUNK)))
     }
 
