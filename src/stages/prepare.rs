@@ -154,8 +154,13 @@ pub async fn prepare_window(
             ("repeat_cutoff_epoch", ScalarValue::Float64(Some(cutoff))),
         ];
         for b in query(ctx, "interactions", INTERACTIONS_SQL, params).await? {
-            let users = b.column(0).as_string::<i32>();
-            let items = b.column(1).as_string::<i32>();
+            // Ids are Utf8 by the read stage's schema; a cast keeps any engine spelling safe.
+            let utf8_column = |c: usize| {
+                arrow::compute::cast(b.column(c), &DataType::Utf8)
+                    .map_err(|e| Error::Audit(format!("interactions: id column: {e}")))
+            };
+            let (users, items) = (utf8_column(0)?, utf8_column(1)?);
+            let (users, items) = (users.as_string::<i32>(), items.as_string::<i32>());
             let n = b.column(2).as_primitive::<Int64Type>();
             let w = b.column(3).as_primitive::<Float64Type>();
             let excluded = b.column(4).as_boolean();
