@@ -287,6 +287,31 @@ mod tests {
     }
 
     #[test]
+    fn text_vectors_are_weighted_means_and_zero_weight_users_have_none() {
+        let items = Vectors::new(ids(&["a", "b"]), vec![1.0, 0.0, 0.0, 1.0], 2);
+        let mut b = WindowBuilder::new(items.ids.clone());
+        for (u, i, weight) in [
+            ("u1", 0, 3.0),
+            ("u1", 1, 1.0),
+            ("u2", 0, 0.0),
+            ("u3", 1, 2.0),
+        ] {
+            b.add(u, i, 1, weight, false);
+        }
+        let w = b.finish(&[true, true]);
+        let (mut acc, mut out) = (vec![0f64; 2], vec![0f32; 2]);
+        assert!(w.text_vector(0, &items, &mut acc, &mut out));
+        let n = 10f32.sqrt();
+        assert!((out[0] - 3.0 / n).abs() < 1e-6 && (out[1] - 1.0 / n).abs() < 1e-6);
+        assert!(
+            !w.text_vector(1, &items, &mut acc, &mut out),
+            "u2: only a zero weight"
+        );
+        assert!(w.text_vector(2, &items, &mut acc, &mut out));
+        assert_eq!(out, vec![0.0, 1.0]);
+    }
+
+    #[test]
     fn released_interactions_read_empty() {
         let mut b = WindowBuilder::new(ids(&["a"]));
         b.add("u", 0, 1, 1.0, true);
