@@ -15,5 +15,5 @@ pub use dates::{Window, dt, parse_date};
 pub use lists::{ListRef, Lists, PreviousLists};
 pub use records::{MetricRow, RankedList, SimilarItem, Source};
 pub use template::Template;
-pub use vectors::{UserRows, UserVectors, Vectors, dot, normalize_rows, ranges};
+pub use vectors::{USERS_PER_CHUNK, UserRows, UserVectors, Vectors, dot, normalize_rows, ranges};
 pub use window::{InvalidRows, WindowBuilder, WindowData};

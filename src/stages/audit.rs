@@ -10,7 +10,8 @@
 //! - embeddings are unit length; `similar_items` never pairs an item with itself.
 
 use crate::domain::{
-    ListRef, Lists, SimilarItem, Source, UserRows, UserVectors, Vectors, WindowData, dot, ranges,
+    ListRef, Lists, SimilarItem, Source, USERS_PER_CHUNK, UserRows, UserVectors, Vectors,
+    WindowData, dot, ranges,
 };
 use crate::error::{Error, Result};
 
@@ -43,9 +44,6 @@ pub struct AuditInput<'a> {
     /// The `similar_items` rows.
     pub similar_items: &'a [SimilarItem],
 }
-
-/// Users whose vectors are made at a time.
-const USERS_PER_CHUNK: usize = 65_536;
 
 /// Check every invariant (module docs); the first violation is an [`Error::Audit`].
 pub fn audit(input: &AuditInput<'_>) -> Result<AuditReport> {

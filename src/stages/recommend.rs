@@ -8,7 +8,9 @@
 use std::collections::HashMap;
 
 use crate::config::Config;
-use crate::domain::{Catalog, Lists, SimilarItem, Source, UserRows, Vectors, WindowData, ranges};
+use crate::domain::{
+    Catalog, Lists, SimilarItem, Source, USERS_PER_CHUNK, UserRows, Vectors, WindowData, ranges,
+};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::kernels::{Adjustments, Hit, TopkParams, popularity_score};
@@ -41,10 +43,6 @@ fn params(config: &Config, k: usize) -> TopkParams {
         block_items: config.topk.block_items,
     }
 }
-
-/// Users per call of the top-K kernel: their vectors are made for the call and dropped after
-/// it (65,536 x 514 dimensions: 135 MB).
-const USERS_PER_CHUNK: usize = 65_536;
 
 /// Every active user's list: personal top-K for users with a vector, the popularity list for
 /// the others. User vectors are made a chunk of users at a time, and lists are built as the
