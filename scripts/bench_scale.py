@@ -11,15 +11,22 @@ output root: every text is embedded) and warm (--force, the embedding cache full
 RSS is the child's ru_maxrss (os.wait4); per-stage seconds come from the manifest's `timings_s`.
 Prints one table; `--json FILE` also writes the rows.
 
+`--executors 1 2` runs each pass on a loopback Ballista cluster instead (a scheduler and that
+many executors started from the same binary, `engine.url = df://...`), one cluster per
+executor count; the peak RSS is then the driver's (the `recjob run` process), and each
+executor's peak (VmHWM) is printed too.
+
 Needs numpy and pyarrow (scripts/bench-scale.sh makes a throwaway venv with them).
 """
 import argparse
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,6 +58,56 @@ def run(cmd: list[str], log: Path) -> tuple[float, int]:
     return wall, usage.ru_maxrss * 1024
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def peak_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+@contextmanager
+def cluster(recjob: str, executors: int, work: Path):
+    """A loopback scheduler and `executors` executors; yields the engine URL and the executors'
+    processes. Stopped on exit."""
+    if executors == 0:
+        yield "local", []
+        return
+    work.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+
+    def start(args: list[str], log: Path) -> subprocess.Popen:
+        env = dict(os.environ, RECJOB_LOG="info")
+        return subprocess.Popen([recjob, *args], stdout=subprocess.DEVNULL, stderr=open(log, "w"),
+                                env=env, cwd=ROOT)
+
+    procs = [start(["scheduler", "--bind", "127.0.0.1", "--port", str(port), "--external-host",
+                    "127.0.0.1"], work / "scheduler.log")]
+    logs = [work / f"executor-{n}.log" for n in range(executors)]
+    try:
+        for n, log in enumerate(logs):
+            procs.append(start(["executor", "--scheduler", f"127.0.0.1:{port}", "--bind", "127.0.0.1",
+                                "--external-host", "127.0.0.1", "--port", str(free_port()),
+                                "--grpc-port", str(free_port()), "--work-dir", str(work / f"e{n}")],
+                               log))
+        deadline = time.time() + 60
+        while not all("Executor registration succeed" in l.read_text() for l in logs):
+            if time.time() > deadline:
+                sys.exit(f"bench-scale: executors did not register: see {logs}")
+            time.sleep(0.2)
+        yield f"df://127.0.0.1:{port}", procs[1:]
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--users", type=int, nargs="+", default=[100_000, 1_000_000])
@@ -60,6 +117,8 @@ def main() -> None:
     ap.add_argument("--config", default="jobs/synthetic.toml")
     ap.add_argument("--passes", nargs="+", default=["cold", "warm"], choices=["cold", "warm"])
     ap.add_argument("--json", help="also write the rows here")
+    ap.add_argument("--executors", type=int, nargs="+", default=[0],
+                    help="run on a loopback Ballista cluster of this many executors (0: in process)")
     args = ap.parse_args()
 
     rows = []
@@ -71,38 +130,44 @@ def main() -> None:
         if "cold" in args.passes:
             shutil.rmtree(out, ignore_errors=True)
         for p in args.passes:
-            cmd = [args.recjob, "run", "--config", args.config, "--date", date,
-                   "--set", f"input.behavior={data}/behavior", "--set", f"input.catalog={data}/catalog",
-                   "--set", f"output.root={out}"]
-            if (out / "_manifests" / f"dt={date}" / "manifest.json").exists():
-                cmd.append("--force")
-            wall, rss = run(cmd, out.with_name(out.name + f".{p}.log"))
-            manifest = json.loads((out / "_manifests" / f"dt={date}" / "manifest.json").read_text())
-            rows.append({
-                "users": n, "active_users": manifest["users"]["active"], "items": args.items,
-                "events": meta["window_events"], "pass": p, "wall_s": round(wall, 1),
-                "peak_rss_gb": round(rss / 1e9, 2), "timings_s": manifest["timings_s"],
-                "recommendations": manifest["row_counts"]["recommendations"],
-                "command": " ".join(cmd),
-            })
-            print(f"  {p}: {wall:.1f} s, peak RSS {rss / 1e9:.2f} GB", flush=True)
+            for n_exec in args.executors:
+                with cluster(args.recjob, n_exec, out.with_name(out.name + f".cluster-{n_exec}")) as (url, procs):
+                    cmd = [args.recjob, "run", "--config", args.config, "--date", date,
+                           "--set", f"input.behavior={data}/behavior", "--set", f"input.catalog={data}/catalog",
+                           "--set", f"output.root={out}", "--set", f"engine.url={url}"]
+                    if (out / "_manifests" / f"dt={date}" / "manifest.json").exists():
+                        cmd.append("--force")
+                    wall, rss = run(cmd, out.with_name(out.name + f".{p}.log"))
+                    executor_mb = [round(peak_mb(e.pid)) for e in procs]
+                manifest = json.loads((out / "_manifests" / f"dt={date}" / "manifest.json").read_text())
+                rows.append({
+                    "users": n, "active_users": manifest["users"]["active"], "items": args.items,
+                    "events": meta["window_events"], "pass": p, "executors": n_exec,
+                    "wall_s": round(wall, 1), "peak_rss_gb": round(rss / 1e9, 2),
+                    "executor_peak_mb": executor_mb, "timings_s": manifest["timings_s"],
+                    "recommendations": manifest["row_counts"]["recommendations"],
+                    "command": " ".join(cmd),
+                })
+                where = f" on {n_exec} executor(s), executors' peaks {executor_mb} MB" if n_exec else ""
+                print(f"  {p}{where}: {wall:.1f} s, peak RSS {rss / 1e9:.2f} GB", flush=True)
 
     print()
-    head = ["users", "active", "events", "pass", "wall s", "peak RSS GB"] + STAGES
+    head = ["users", "active", "events", "pass", "executors", "wall s", "peak RSS GB"] + STAGES
     print(" | ".join(head))
     for r in rows:
         t = r["timings_s"]
         cells = [f"{r['users']:,}", f"{r['active_users']:,}", f"{r['events']:,}", r["pass"],
-                 f"{r['wall_s']:.1f}", f"{r['peak_rss_gb']:.2f}"]
+                 str(r["executors"]), f"{r['wall_s']:.1f}", f"{r['peak_rss_gb']:.2f}"]
         cells += [f"{t.get(s, 0.0):.1f}" for s in STAGES]
         print(" | ".join(cells))
-    by = {(r["users"], r["pass"]): r["peak_rss_gb"] for r in rows}
+    by = {(r["users"], r["pass"], r["executors"]): r["peak_rss_gb"] for r in rows}
     ns = sorted(args.users)
     if len(ns) > 1:
         for p in args.passes:
-            lo, hi = by.get((ns[0], p)), by.get((ns[-1], p))
-            if lo and hi:
-                print(f"peak RSS {p}: {ns[-1]:,} users / {ns[0]:,} users = {hi / lo:.2f}x")
+            for e in args.executors:
+                lo, hi = by.get((ns[0], p, e)), by.get((ns[-1], p, e))
+                if lo and hi:
+                    print(f"peak RSS {p}, {e} executors: {ns[-1]:,} users / {ns[0]:,} users = {hi / lo:.2f}x")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
 

@@ -1,10 +1,11 @@
 //! Ranked lists of many users in flat arrays: the shape a night's recommendations take between
-//! the top-K kernel, the audit, the evaluation and the Parquet writer. A million users with 50
-//! items each are 50M `(item, score, repeat_score)` entries of 12 bytes plus one id per user and
-//! per item, instead of 50M rows each owning two strings.
+//! the top-K kernel, the audit, the evaluation and the Parquet writer, a chunk of users at a
+//! time. 65,536 users with 50 items each are 3.3M `(item, score, repeat_score)` entries of 12
+//! bytes plus one id per user; the item ids are shared by every chunk.
 
 use std::collections::HashSet;
 use std::ops::Range;
+use std::sync::Arc;
 
 use super::records::{RankedList, Source};
 
@@ -14,8 +15,8 @@ use super::records::{RankedList, Source};
 pub struct Lists {
     /// Users, sorted by id.
     pub users: Vec<String>,
-    /// The items the entries point into.
-    pub item_ids: Vec<String>,
+    /// The items the entries point into (shared by the chunks of one run).
+    pub item_ids: Arc<Vec<String>>,
     offsets: Vec<usize>,
     items: Vec<u32>,
     scores: Vec<f32>,
@@ -40,11 +41,28 @@ pub struct ListRef<'a> {
 
 impl Lists {
     /// No users yet; entries point into `item_ids`.
-    pub fn new(item_ids: Vec<String>) -> Lists {
+    pub fn new(item_ids: Arc<Vec<String>>) -> Lists {
         Lists {
             item_ids,
             offsets: vec![0],
             ..Lists::default()
+        }
+    }
+
+    /// The lists so far, leaving none (the same items) for the users that come next.
+    pub fn take(&mut self) -> Lists {
+        std::mem::replace(self, Lists::new(self.item_ids.clone()))
+    }
+
+    /// Append `next`'s lists (the users after these, entries into the same items).
+    pub fn append(&mut self, next: &Lists) {
+        debug_assert!(
+            Arc::ptr_eq(&self.item_ids, &next.item_ids) || self.item_ids == next.item_ids
+        );
+        for list in next.iter() {
+            let entries =
+                (0..list.items.len()).map(|i| (list.items[i], list.scores[i], list.repeat[i]));
+            self.push(list.user.to_string(), list.source, entries);
         }
     }
 
@@ -147,7 +165,8 @@ mod tests {
 
     #[test]
     fn lists_keep_each_users_entries_in_order() {
-        let mut lists = Lists::new(vec!["a".into(), "b".into(), "c".into()]);
+        let items = Arc::new(vec!["a".into(), "b".into(), "c".into()]);
+        let mut lists = Lists::new(items);
         lists.push(
             "u1".into(),
             Source::Personal,
@@ -169,5 +188,23 @@ mod tests {
         assert_eq!((previous.lists.len(), previous.n_listed), (2, 3));
         assert_eq!(previous.lists[0].items, vec!["c", "a"]);
         assert_eq!(previous.lists[1].user_id, "u3");
+    }
+
+    #[test]
+    fn taken_chunks_append_to_the_whole() {
+        let items = Arc::new(vec!["a".into(), "b".into(), "c".into()]);
+        let (mut whole, mut chunks) = (Lists::new(items.clone()), Lists::new(items.clone()));
+        let mut parts = Lists::new(items);
+        for (n, user) in ["u1", "u2", "u3", "u4"].into_iter().enumerate() {
+            let entries = [(n as u32 % 3, 1.0 - n as f32 / 10.0, 0.0)];
+            whole.push(user.into(), Source::Personal, entries);
+            chunks.push(user.into(), Source::Personal, entries);
+            if n % 2 == 1 {
+                parts.append(&chunks.take());
+                assert!(chunks.is_empty());
+            }
+        }
+        assert_eq!(parts, whole);
+        assert_eq!(parts.entry_range(0..4), 0..4);
     }
 }

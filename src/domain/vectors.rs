@@ -88,8 +88,8 @@ pub struct UserVectors {
     pub n_events: Vec<i64>,
 }
 
-/// Users whose vectors are made at a time where every user's are read (top-K, the audit):
-/// 65,536 x 514 dimensions is 135 MB.
+/// Users whose vectors are made at a time where every user's are read (top-K, whose lists are
+/// audited and staged per chunk): 65,536 x 514 dimensions is 135 MB.
 pub const USERS_PER_CHUNK: usize = 65_536;
 
 /// Users' vectors as the stages after the hybrid stage read them: a range of users at a time,

@@ -14,7 +14,11 @@
 //! solved directly, in f64 from the f32 factors:
 //!
 //! - B once per half-sweep: Y'Y through [`dgemm`] over fixed blocks of rows, summed in block
-//!   order; its Cholesky factor B = L L'; and the whitened rows w_i = L^-1 y_i (one more GEMM).
+//!   order; its Cholesky factor B = L L'; and the whitened rows w_i = L^-1 y_i (one more GEMM
+//!   with the explicit inverse of L). The whitened rows are held as a table while it takes at
+//!   most [`WHITE_TABLE_BYTES`] (every side of a catalog-sized problem); a larger fixed side (a
+//!   million users, when items are solved) is whitened row by row as the rows are gathered,
+//!   which costs one GEMM of the gathered rows per solve and keeps the memory flat in users.
 //! - A row with n < f observations (most users; items in the tail): with V the n x f matrix of
 //!   rows sqrt(alpha w_ui) w_i, A_u = L (I + V'V) L', and by the Woodbury identity
 //!   x_u = L'^-1 (g - V' (I + V V')^-1 V g), g = sum (1 + alpha w_ui) w_i: an n x n Cholesky
@@ -66,6 +70,17 @@ pub fn als(
     observations: Vec<Observation>,
     params: &HybridConfig,
 ) -> Factors {
+    fit(n_users, n_items, observations, params, WHITE_TABLE_BYTES)
+}
+
+/// [`als`], holding whitened rows as a table up to `table_bytes`.
+fn fit(
+    n_users: usize,
+    n_items: usize,
+    observations: Vec<Observation>,
+    params: &HybridConfig,
+    table_bytes: usize,
+) -> Factors {
     let f = params.factors;
     let mut items: Vec<f32> = (0..n_items * f)
         .map(|n| initial(n as u64) / (f as f32).sqrt())
@@ -81,12 +96,32 @@ pub fn als(
     let mut white = Vec::new();
     let progress = crate::progress::Progress::new("behavior (ALS)", "sweeps", params.iterations);
     for _ in 0..params.iterations {
-        solve_rows(&mut users, &by_user, &items, &mut white, f, params);
-        solve_rows(&mut items, &by_item, &users, &mut white, f, params);
+        solve_rows(
+            &mut users,
+            &by_user,
+            &items,
+            &mut white,
+            table_bytes,
+            f,
+            params,
+        );
+        solve_rows(
+            &mut items,
+            &by_item,
+            &users,
+            &mut white,
+            table_bytes,
+            f,
+            params,
+        );
         progress.inc(1);
     }
     Factors { f, users, items }
 }
+
+/// The largest table of whitened rows a half-sweep holds (f64): 128 MiB, 131,072 rows at
+/// f = 128. A larger fixed side is whitened as its rows are gathered (module docs).
+const WHITE_TABLE_BYTES: usize = 128 << 20;
 
 /// Observations grouped by row (compressed sparse rows), each row's in input order.
 pub(super) struct Rows {
@@ -159,8 +194,10 @@ struct Fixed<'a> {
     b: Vec<f64>,
     /// Its Cholesky factor L (lower, row-major): B = L L'.
     l: Vec<f64>,
-    /// The whitened rows L^-1 y_i, `n x f`.
-    white: &'a [f64],
+    /// L^-1 (lower, row-major).
+    inv: Vec<f64>,
+    /// The whitened rows L^-1 y_i, `n x f`, when held as a table; `None`: whitened as gathered.
+    white: Option<&'a [f64]>,
     alpha: f64,
     lambda: f64,
 }
@@ -169,6 +206,8 @@ struct Fixed<'a> {
 struct Scratch {
     /// Gathered rows: n x f (Woodbury) or BLOCK x f (direct).
     v: Vec<f64>,
+    /// The Woodbury path's gathered rows whitened, n x f (without a table of whitened rows).
+    white: Vec<f64>,
     /// The system: n x n (Woodbury) or f x f (direct).
     m: Vec<f64>,
     /// Right-hand side and solution, f.
@@ -180,12 +219,14 @@ struct Scratch {
 }
 
 /// Replace every row of `out` by its exact minimiser given the fixed factors `other` (module
-/// docs); `white` is a reusable buffer for the whitened rows.
+/// docs); `white` is a reusable buffer for the whitened rows, used when they take at most
+/// `table_bytes`.
 fn solve_rows(
     out: &mut [f32],
     rows: &Rows,
     other: &[f32],
     white: &mut Vec<f64>,
+    table_bytes: usize,
     f: usize,
     params: &HybridConfig,
 ) {
@@ -197,13 +238,20 @@ fn solve_rows(
     let mut u = b.clone();
     cholesky(&mut u, f, lambda, &mut vec![0.0; f * f]);
     let l = transpose(&u, f);
-    whiten(other, &l, f, white);
+    let inv = lower_inverse(&l, f);
+    let table = other.len() * size_of::<f64>() <= table_bytes;
+    if table {
+        whiten(other, &inv, f, white);
+    } else {
+        *white = Vec::new();
+    }
     let fixed = Fixed {
         f,
         y: other,
         b,
         l,
-        white: white.as_slice(),
+        inv,
+        white: table.then_some(white.as_slice()),
         alpha,
         lambda,
     };
@@ -212,6 +260,11 @@ fn solve_rows(
     out.par_chunks_mut(f).enumerate().for_each_init(
         || Scratch {
             v: vec![0.0; f * cutoff.max(BLOCK)],
+            white: if table {
+                Vec::new()
+            } else {
+                vec![0.0; f * cutoff]
+            },
             m: vec![0.0; (f * f).max(cutoff * cutoff)],
             g: vec![0.0; f],
             t: vec![0.0; cutoff],
@@ -272,13 +325,36 @@ fn solve_woodbury(fixed: &Fixed, idx: &[u32], w: &[f32], s: &mut Scratch) {
         &mut s.g,
         &mut s.t[..n],
     );
+    let (table, stride) = match fixed.white {
+        Some(table) => (table, f),
+        None => {
+            // Gather the rows, then whiten them all in one GEMM.
+            for (k, (&j, vk)) in idx.iter().zip(v.chunks_exact_mut(f)).enumerate() {
+                if let Some(&ahead) = idx.get(k + AHEAD) {
+                    prefetch(&fixed.y[ahead as usize * f..(ahead as usize + 1) * f]);
+                }
+                let y = &fixed.y[j as usize * f..(j as usize + 1) * f];
+                for (o, yd) in vk.iter_mut().zip(y) {
+                    *o = f64::from(*yd);
+                }
+            }
+            let white = &mut s.white[..n * f];
+            dgemm(n, f, f, (v, f, false), (&fixed.inv, f, true), white, f, 0.0);
+            (&*white, 0)
+        }
+    };
+    // Row k's whitened row: the table's row idx[k] (stride f), or the k-th gathered (stride 0).
+    let white_row = |k: usize, j: u32| {
+        let at = if stride == 0 { k * f } else { j as usize * f };
+        &table[at..at + f]
+    };
     g.fill(0.0);
     for (k, ((&j, &wk), vk)) in idx.iter().zip(w).zip(v.chunks_exact_mut(f)).enumerate() {
-        if let Some(&ahead) = idx.get(k + AHEAD) {
-            prefetch(&fixed.white[ahead as usize * f..(ahead as usize + 1) * f]);
+        if let (Some(&ahead), true) = (idx.get(k + AHEAD), stride != 0) {
+            prefetch(white_row(k + AHEAD, ahead));
         }
         let cw = fixed.alpha * f64::from(wk);
-        let wj = &fixed.white[j as usize * f..(j as usize + 1) * f];
+        let wj = white_row(k, j);
         axpy(1.0 + cw, wj, g);
         let sc = cw.sqrt();
         for (o, x) in vk.iter_mut().zip(wj) {
@@ -370,10 +446,8 @@ pub(super) fn gram<T: Copy + Into<f64> + PartialEq + Default + Sync>(
     g
 }
 
-/// The whitened rows L^-1 y_i of `y` into `white` (`n x f`), blocks of rows through [`dgemm`]
-/// with the explicit inverse of `l`.
-fn whiten(y: &[f32], l: &[f64], f: usize, white: &mut Vec<f64>) {
-    const ROWS: usize = 512;
+/// The inverse of the lower triangular `l` (`f x f`, row-major), itself lower triangular.
+fn lower_inverse(l: &[f64], f: usize) -> Vec<f64> {
     let mut inv = vec![0f64; f * f];
     for i in 0..f {
         for j in 0..=i {
@@ -384,6 +458,13 @@ fn whiten(y: &[f32], l: &[f64], f: usize, white: &mut Vec<f64>) {
             inv[i * f + j] = s / l[i * f + i];
         }
     }
+    inv
+}
+
+/// The whitened rows L^-1 y_i of `y` into `white` (`n x f`), blocks of rows through [`dgemm`]
+/// with `inv` = L^-1.
+fn whiten(y: &[f32], inv: &[f64], f: usize, white: &mut Vec<f64>) {
+    const ROWS: usize = 512;
     white.clear();
     white.resize(y.len(), 0.0);
     white
@@ -396,7 +477,7 @@ fn whiten(y: &[f32], l: &[f64], f: usize, white: &mut Vec<f64>) {
                 f,
                 f,
                 (&rows, f, false),
-                (&inv, f, true),
+                (inv, f, true),
                 out,
                 f,
                 0.0,
@@ -519,21 +600,23 @@ pub(super) fn initial(n: u64) -> f32 {
 }
 
 impl Factors {
-    /// The factors with one more column: `user[u]` for user u, `item[i]` for item i.
+    /// The factors with one more column: `user[u]` for user u, `item[i]` for item i. Widened
+    /// in place (a million users' factors are never held twice).
     pub fn with_column(self, user: &[f32], item: &[f32]) -> Factors {
         let f = self.f;
-        let widen = |flat: &[f32], extra: &[f32]| -> Vec<f32> {
-            let mut out = Vec::with_capacity(flat.len() + extra.len());
-            for (r, e) in extra.iter().enumerate() {
-                out.extend_from_slice(&flat[r * f..(r + 1) * f]);
-                out.push(*e);
+        let widen = |mut flat: Vec<f32>, extra: &[f32]| -> Vec<f32> {
+            flat.resize(extra.len() * (f + 1), 0.0);
+            // Last row first: a row's new place never overlaps an earlier row's old one.
+            for (r, e) in extra.iter().enumerate().rev() {
+                flat.copy_within(r * f..(r + 1) * f, r * (f + 1));
+                flat[r * (f + 1) + f] = *e;
             }
-            out
+            flat
         };
         Factors {
             f: f + 1,
-            users: widen(&self.users, user),
-            items: widen(&self.items, item),
+            users: widen(self.users, user),
+            items: widen(self.items, item),
         }
     }
 }
@@ -720,18 +803,23 @@ mod tests {
         assert!(us.iter().any(|n| *n > BLOCK) && is.iter().any(|n| *n >= f));
         let p = params(f, 1);
         let items = random_factors(n_items, f, &mut state);
-        let mut users = vec![0f32; n_users * f];
-        let mut white = Vec::new();
-        solve_rows(&mut users, &by_user, &items, &mut white, f, &p);
-        let e = worst_error(&users, &items, f, &by_user, &p);
-        assert!(e < TOLERANCE, "users: relative error {e:e}");
-        let mut solved = vec![0f32; n_items * f];
-        solve_rows(&mut solved, &by_item, &users, &mut white, f, &p);
-        let e = worst_error(&solved, &users, f, &by_item, &p);
-        assert!(e < TOLERANCE, "items: relative error {e:e}");
-        let fit = als(n_users, n_items, obs.clone(), &params(f, 2));
-        let e = worst_error(&fit.items, &fit.users, f, &by_item, &p);
-        assert!(e < TOLERANCE, "als: relative error {e:e}");
+        // With the table of whitened rows, and with rows whitened as gathered.
+        for table in [usize::MAX, 0] {
+            let mut users = vec![0f32; n_users * f];
+            let mut white = Vec::new();
+            solve_rows(&mut users, &by_user, &items, &mut white, table, f, &p);
+            let e = worst_error(&users, &items, f, &by_user, &p);
+            assert!(e < TOLERANCE, "users, table {table}: relative error {e:e}");
+            let mut solved = vec![0f32; n_items * f];
+            solve_rows(&mut solved, &by_item, &users, &mut white, table, f, &p);
+            let e = worst_error(&solved, &users, f, &by_item, &p);
+            assert!(e < TOLERANCE, "items, table {table}: relative error {e:e}");
+            let fit = fit(n_users, n_items, obs.clone(), &params(f, 2), table);
+            let e = worst_error(&fit.items, &fit.users, f, &by_item, &p);
+            assert!(e < TOLERANCE, "als, table {table}: relative error {e:e}");
+        }
+        // The shipped limit holds a table for this problem.
+        assert!(n_users.max(n_items) * f * size_of::<f64>() <= WHITE_TABLE_BYTES);
     }
 
     proptest! {
@@ -755,10 +843,12 @@ mod tests {
             let rows = Rows::new(n_rows, &obs, |o| (o.user, o.item));
             let p = HybridConfig { factors: f, alpha, regularization: lambda, ..HybridConfig::default() };
             let y = random_factors(n_other, f, &mut state);
-            let mut x = vec![1f32; n_rows * f];
-            solve_rows(&mut x, &rows, &y, &mut Vec::new(), f, &p);
-            let e = worst_error(&x, &y, f, &rows, &p);
-            prop_assert!(e < TOLERANCE, "relative error {e:e}");
+            for table in [usize::MAX, 0] {
+                let mut x = vec![1f32; n_rows * f];
+                solve_rows(&mut x, &rows, &y, &mut Vec::new(), table, f, &p);
+                let e = worst_error(&x, &y, f, &rows, &p);
+                prop_assert!(e < TOLERANCE, "table {table}: relative error {e:e}");
+            }
         }
     }
 
@@ -782,13 +872,17 @@ mod tests {
             }
         }
         let p = params(24, 3);
-        let on = |threads| {
-            crate::kernels::on_threads(threads, || als(n_users, n_items, obs.clone(), &p))
-        };
-        let one = on(1);
-        assert!(one.users.iter().any(|v| *v != 0.0));
-        assert_eq!(one, on(2));
-        assert_eq!(one, on(3));
+        // With the table of whitened rows, and with rows whitened as gathered.
+        for table in [usize::MAX, 0] {
+            let on = |threads| {
+                let run = || fit(n_users, n_items, obs.clone(), &p, table);
+                crate::kernels::on_threads(threads, run)
+            };
+            let one = on(1);
+            assert!(one.users.iter().any(|v| *v != 0.0));
+            assert_eq!(one, on(2));
+            assert_eq!(one, on(3));
+        }
     }
 
     /// Each half-sweep is the exact minimiser: the gradient of the ALS loss in every item row
@@ -862,5 +956,18 @@ mod tests {
             .unwrap()
             .install(|| als(20, 10, obs.clone(), &p));
         assert_eq!(single, fit);
+    }
+
+    #[test]
+    fn a_column_is_appended_to_every_row() {
+        let factors = Factors {
+            f: 2,
+            users: vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+            items: vec![7.0, 8.0],
+        };
+        let wide = factors.with_column(&[-1.0, -2.0, -3.0], &[-4.0]);
+        assert_eq!(wide.f, 3);
+        assert_eq!(wide.users, [1.0, 2.0, -1.0, 3.0, 4.0, -2.0, 5.0, 6.0, -3.0]);
+        assert_eq!(wide.items, [7.0, 8.0, -4.0]);
     }
 }

@@ -18,9 +18,10 @@ use crate::error::{Context, Result};
 use crate::io::{Location, write_parquet};
 use crate::stages::embed::cache;
 use crate::stages::evaluate::{
-    SEGMENT_ALL, SEGMENT_BASELINE, SEGMENT_NEW_USERS, SEGMENT_RETURNING_USERS,
+    OwnLists, SEGMENT_ALL, SEGMENT_BASELINE, SEGMENT_NEW_USERS, SEGMENT_RETURNING_USERS,
 };
 use crate::stages::read::behavior_ready;
+use crate::stages::recommend::recommend;
 
 /// The mean of one metric over the replayed dates, for the model and the baseline.
 #[derive(Debug, Clone, PartialEq)]
@@ -83,6 +84,12 @@ pub async fn backtest(runner: &Runner, from: NaiveDate, to: NaiveDate) -> Result
             continue;
         }
         let c = runner.compute(date, &root, &cached, false).await?;
+        // A backtest keeps D-1's lists whole for D's evaluation (its windows are history).
+        let users = c.user_rows();
+        let engine = runner.engine().await?;
+        let lists = recommend(engine, config, &c.candidates, &users, &c.data)
+            .await?
+            .lists;
         for &r in &c.items.new_rows {
             cached.insert(c.items.hashes[r].clone(), c.items.vectors.row(r).to_vec());
         }
@@ -93,7 +100,11 @@ pub async fn backtest(runner: &Runner, from: NaiveDate, to: NaiveDate) -> Result
                 .filter(|(d, _)| *d == date - TimeDelta::days(1))
                 .map(|(_, lists)| lists);
             evaluated += usize::from(prior.is_some());
-            let rows = c.evaluate(config, date, Previous::Computed(prior)).await?;
+            let mut own = OwnLists::new(config, &c.data);
+            own.add_lists(&c.data, &lists);
+            let rows = c
+                .evaluate(config, date, Previous::Computed(prior), &own)
+                .await?;
             for r in rows {
                 if let Some(v) = r.value {
                     let e = sums.entry((r.metric, r.k, r.segment)).or_default();
@@ -103,7 +114,7 @@ pub async fn backtest(runner: &Runner, from: NaiveDate, to: NaiveDate) -> Result
             }
             tracing::info!(date = %dt(date), evaluated = prior.is_some(), "backtest date done");
         }
-        previous = Some((date, c.recs.lists));
+        previous = Some((date, lists));
         date += TimeDelta::days(1);
     }
     let rows = summarise(&sums);

@@ -90,7 +90,7 @@ impl Runner {
         data.release_interactions();
         let mut own = OwnLists::new(config, &data);
         visit_published_lists(root, date, &mut |user, items| {
-            own.add(user, items.iter().map(String::as_str))
+            own.add(&data, user, items.iter().map(String::as_str))
         })
         .await?;
         let previous_data = prepare_previous_window(&ctx, config, &catalog, date).await?;

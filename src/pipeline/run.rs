@@ -1,6 +1,7 @@
-//! One run date, end to end: read .. recommend ([`Runner::compute`], shared with backtests),
-//! evaluate, audit, stage every table, publish with the manifest (ARCHITECTURE.md
-//! "Publishing").
+//! One run date, end to end: read .. behavior ([`Runner::compute`], shared with backtests),
+//! then top-K streamed through the audit into the staged `recommendations` and
+//! `user_embeddings`, the per-item tables, evaluate, publish with the manifest
+//! (ARCHITECTURE.md "Publishing").
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
@@ -14,6 +15,7 @@ use crate::domain::{
     Catalog, Inputs, InvalidRows, Lists, MetricRow, SimilarItem, UserRows, Vectors, Window,
     WindowData, dt, normalize_rows, ranges,
 };
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::io::Location;
 use crate::kernels::{Encoder, blas_backend};
@@ -21,13 +23,13 @@ use crate::publish::{
     EmbeddingInfo, Lease, Manifest, ModelInfo, Publisher, UsersInfo, VectorsInfo, WindowInfo,
     is_published, manifest_path, published_previous,
 };
-use crate::stages::audit::{AuditInput, AuditReport, audit};
+use crate::stages::audit::{AuditReport, ListAudit, audit_items};
 use crate::stages::embed::{ItemEmbeddings, cache, embed_items};
 use crate::stages::evaluate::{EvalInput, OwnLists, evaluate, truth, truth_users};
 use crate::stages::hybrid::{HybridUsers, UserFactors, hybrid};
 use crate::stages::prepare::{check_invalid_rows, prepare_window, register_window_events};
 use crate::stages::read::{behavior_ready, load_catalog, register_inputs};
-use crate::stages::recommend::{Recommendations, candidates, recommend, similar_items};
+use crate::stages::recommend::{Recommender, candidates, similar_items};
 
 /// What a run did (or, with `--dry-run`, would do).
 #[derive(Debug, Clone, serde::Serialize)]
@@ -60,7 +62,6 @@ pub(crate) struct Computed {
     /// (user_embeddings, [`Computed::user_rows`]).
     pub(crate) candidates: Vectors,
     pub(crate) users: UserFactors,
-    pub(crate) recs: Recommendations,
     /// `similar_items`, by text embeddings.
     pub(crate) similar: Vec<SimilarItem>,
     pub(crate) t: Timings,
@@ -87,12 +88,13 @@ impl Computed {
     }
 
     /// The metrics of D from this computed run: D-1's lists against D's behavior, D's own lists
-    /// for coverage.
+    /// (`own`, summarised as they were made) for coverage.
     pub(crate) async fn evaluate(
         &self,
         config: &Config,
         date: NaiveDate,
         previous: Previous<'_>,
+        own: &OwnLists,
     ) -> Result<Vec<MetricRow>> {
         let previous_window =
             prepare_previous_window(&self.ctx, config, &self.catalog, date).await?;
@@ -104,16 +106,11 @@ impl Computed {
             }
             Previous::Computed(lists) => lists.map(|l| l.previous(&keep)),
         };
-        let lists = &self.recs.lists;
-        let mut own = OwnLists::new(config, &self.data);
-        for u in 0..lists.len() {
-            own.add(&lists.users[u], lists.item_ids_of(u));
-        }
         let input = EvalInput {
             date,
             window: &self.data,
             previous_window: &previous_window,
-            own: &own,
+            own,
             catalog: &self.catalog,
             truth: &truth,
             previous: previous.as_ref(),
@@ -123,7 +120,8 @@ impl Computed {
 }
 
 impl Runner {
-    /// Stages read .. recommend of `date`, in memory: the lists and vectors a run publishes.
+    /// Stages read .. behavior of `date`, in memory: what a run's lists (made a chunk of users
+    /// at a time after this) and per-item tables come from.
     /// `cached`: text embeddings by content hash (the `item_embeddings` cache). `similar`:
     /// whether to compute `similar_items` (a backtest does not need them).
     pub(crate) async fn compute(
@@ -182,11 +180,6 @@ impl Runner {
         // behavior: ALS factors of the window, blended with the text vectors
         let (candidates, users) = hybrid(&config.hybrid, &data, &items.vectors, text_candidates);
         t.lap("behavior");
-
-        // top-K
-        let user_rows = users.rows(&data, &items.vectors);
-        let recs = recommend(engine, config, &candidates, &user_rows, &data).await?;
-        t.lap("topk");
         Ok(Computed {
             ctx,
             inputs,
@@ -196,7 +189,6 @@ impl Runner {
             items,
             candidates,
             users,
-            recs,
             similar,
             t,
         })
@@ -275,29 +267,38 @@ impl Runner {
         let encoder = self.encoder()?;
         let cached = cache::load(root, encoder.model_id(), encoder.dim()).await?;
         let mut c = self.compute(date, root, &cached, true).await?;
+        let engine = self.engine().await?;
 
-        // Audit and stage the per-user and per-item tables first, then give their vectors back
-        // before evaluation prepares D-1's window: the peak stays that of one window.
-        let report = audit_run(config, &c)?;
+        // The lists stream from top-K through the audit into their staged file; then the
+        // per-user and per-item tables are staged and their vectors given back before
+        // evaluation prepares D-1's window: the peak stays that of one window.
         let mut publisher = Publisher::new(root.clone(), date, run_id);
         let staged = async {
+            let (listed, own) = stage_lists(&mut publisher, engine, config, &c, run_id).await?;
+            c.t.lap("topk");
+            audit_items(&c.candidates, &c.similar)?;
             stage_tables(&mut publisher, &c, encoder.model_id(), run_id).await?;
             c.t.lap("write");
             c.data.release_interactions();
             c.users = UserFactors::default();
             c.similar = Vec::new();
-            let metric_rows = c.evaluate(config, date, Previous::Published(root)).await?;
+            let previous = Previous::Published(root);
+            let metric_rows = c.evaluate(config, date, previous, &own).await?;
             stage_metrics(&mut publisher, &metric_rows, run_id).await?;
             c.t.lap("evaluate");
-            publisher.verify_staged().await
+            publisher.verify_staged().await?;
+            Ok(listed)
         };
-        if let Err(e) = staged.await {
-            publisher.discard().await;
-            return Err(e);
-        }
+        let listed = match staged.await {
+            Ok(listed) => listed,
+            Err(e) => {
+                publisher.discard().await;
+                return Err(e);
+            }
+        };
 
         let manifest = self
-            .manifest(date, run_id, &c, &report, encoder.as_ref(), &publisher)
+            .manifest(date, run_id, &c, &listed, encoder.as_ref(), &publisher)
             .await?;
         let rows = manifest.row_counts.clone();
         publisher.publish(&manifest, opts.force, lease).await?;
@@ -310,7 +311,7 @@ impl Runner {
         date: NaiveDate,
         run_id: &str,
         c: &Computed,
-        report: &AuditReport,
+        listed: &Listed,
         encoder: &dyn Encoder,
         publisher: &Publisher,
     ) -> Result<Manifest> {
@@ -360,11 +361,11 @@ impl Runner {
                 tokens: stats.tokens,
             },
             users: UsersInfo {
-                active: c.recs.lists.len(),
-                personal: c.recs.n_personal,
-                popular: c.recs.n_popular,
-                short: report.short_users,
-                short_reason: report.short_reason.clone(),
+                active: listed.personal + listed.popular,
+                personal: listed.personal,
+                popular: listed.popular,
+                short: listed.report.short_users,
+                short_reason: listed.report.short_reason.clone(),
             },
             candidates: c.candidates.len(),
             timings_s: c
@@ -392,20 +393,59 @@ impl Runner {
     }
 }
 
-/// The audit of a computed run (`stages::audit`); short users are logged.
-fn audit_run(config: &Config, c: &Computed) -> Result<AuditReport> {
-    let report = audit(&AuditInput {
-        k: config.topk.k,
-        lists: &c.recs.lists,
-        window: &c.data,
-        candidates: &c.candidates,
-        users: &c.user_rows(),
-        similar_items: &c.similar,
-    })?;
+/// What staging the lists found: users per source, and the audit's report.
+struct Listed {
+    personal: usize,
+    popular: usize,
+    report: AuditReport,
+}
+
+/// Make every active user's list a chunk of users at a time, audit the chunk and stage it with
+/// the chunk's `user_embeddings`; returns what was listed and D's own lists summarised for the
+/// evaluation. No list or user vector outlives its chunk.
+async fn stage_lists(
+    publisher: &mut Publisher,
+    engine: &Engine,
+    config: &Config,
+    c: &Computed,
+    run_id: &str,
+) -> Result<(Listed, OwnLists)> {
+    use crate::publish as p;
+    let users = c.user_rows();
+    let mut recommender = Recommender::new(engine, config, &c.candidates, &users, &c.data);
+    let mut audit = ListAudit::new(config.topk.k, &c.data, &c.candidates);
+    let mut own = OwnLists::new(config, &c.data);
+    let mut lists_out =
+        publisher.partition_writer("recommendations", p::recommendations_schema())?;
+    let schema = p::user_embeddings_schema(users.dim());
+    let mut vectors_out = publisher.partition_writer("user_embeddings", schema)?;
+    while let Some((lists, vectors)) = recommender.next().await? {
+        audit.check(&lists, &vectors)?;
+        own.add_lists(&c.data, &lists);
+        for users in chunks(lists.len()) {
+            lists_out
+                .write(&p::recommendations(&lists, users, run_id)?)
+                .await?;
+        }
+        for rows in chunks(vectors.vectors.len()) {
+            vectors_out
+                .write(&p::user_embeddings(&vectors, rows, run_id)?)
+                .await?;
+        }
+    }
+    publisher.close(lists_out).await?;
+    publisher.close(vectors_out).await?;
+    let report = audit.finish()?;
     if report.short_users > 0 {
         tracing::warn!(short_users = report.short_users, reason = ?report.short_reason, "users with fewer than K recommendations");
     }
-    Ok(report)
+    let (personal, popular) = recommender.counts();
+    let listed = Listed {
+        personal,
+        popular,
+        report,
+    };
+    Ok((listed, own))
 }
 
 /// A new run's id: UTC time and a random suffix (sortable, unique).
@@ -437,7 +477,7 @@ pub(crate) async fn prepare_previous_window(
     Ok(data)
 }
 
-/// Stage the per-user and per-item tables of a computed run and the new embedding cache entries.
+/// Stage the per-item tables of a computed run and the new embedding cache entries.
 async fn stage_tables(
     publisher: &mut Publisher,
     c: &Computed,
@@ -445,20 +485,6 @@ async fn stage_tables(
     run_id: &str,
 ) -> Result<()> {
     use crate::publish as p;
-    let lists = &c.recs.lists;
-    let batches = chunks(lists.len()).map(|users| p::recommendations(lists, users, run_id));
-    publisher
-        .stage_partition("recommendations", p::recommendations_schema(), batches)
-        .await?;
-    let users = c.user_rows();
-    let dim = users.dim();
-    let batches = chunks(users.ids().len()).map(|rows| {
-        let chunk = users.chunk(rows);
-        p::user_embeddings(&chunk, 0..chunk.vectors.len(), run_id)
-    });
-    publisher
-        .stage_partition("user_embeddings", p::user_embeddings_schema(dim), batches)
-        .await?;
     let items = &c.candidates;
     let batches = chunks(items.len()).map(|rows| p::item_vectors(items, rows, run_id));
     publisher

@@ -43,8 +43,9 @@ impl Timings {
         }
     }
 
-    /// The stage that just ended.
+    /// The stage that just ended (what it freed goes back to the system).
     pub(crate) fn lap(&mut self, stage: &'static str) {
+        crate::memory::release_free();
         let now = Instant::now();
         let seconds = (now - self.since).as_secs_f64();
         self.stages

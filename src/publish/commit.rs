@@ -54,6 +54,21 @@ struct StagedFile {
     partitioned: bool,
 }
 
+/// One staged file being written ([`Publisher::partition_writer`]).
+pub struct TableWriter {
+    writer: ParquetStreamWriter,
+    file: StagedFile,
+}
+
+impl TableWriter {
+    /// Append a batch as one row group: the writer never buffers more than one batch.
+    pub async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.file.rows += batch.num_rows() as u64;
+        self.writer.write(batch).await?;
+        self.writer.flush().await
+    }
+}
+
 /// The files of one run, staged, then published with its manifest.
 pub struct Publisher {
     root: Location,
@@ -81,8 +96,18 @@ impl Publisher {
         schema: SchemaRef,
         batches: impl IntoIterator<Item = Result<RecordBatch>>,
     ) -> Result<()> {
+        let mut writer = self.partition_writer(table, schema)?;
+        for batch in batches {
+            writer.write(&batch?).await?;
+        }
+        self.close(writer).await
+    }
+
+    /// A writer of a date-partitioned table's staged file, for batches made as the run goes
+    /// (handed back to [`Publisher::close`] once all are written).
+    pub fn partition_writer(&self, table: &str, schema: SchemaRef) -> Result<TableWriter> {
         let relative = format!("{table}/dt={}/part-{}.parquet", dt(self.date), self.run_id);
-        self.stage(table, &relative, true, schema, batches).await
+        self.writer(table, &relative, true, schema)
     }
 
     /// Stage a file of an unpartitioned, append-only table (`<table>/<name>`).
@@ -93,8 +118,11 @@ impl Publisher {
         schema: SchemaRef,
         batches: impl IntoIterator<Item = Result<RecordBatch>>,
     ) -> Result<()> {
-        self.stage(table, &format!("{table}/{name}"), false, schema, batches)
-            .await
+        let mut writer = self.writer(table, &format!("{table}/{name}"), false, schema)?;
+        for batch in batches {
+            writer.write(&batch?).await?;
+        }
+        self.close(writer).await
     }
 
     fn staging(&self) -> Location {
@@ -102,34 +130,32 @@ impl Publisher {
             .child(&format!("{STAGING}/dt={}/{}", dt(self.date), self.run_id))
     }
 
-    async fn stage(
-        &mut self,
+    fn writer(
+        &self,
         table: &str,
         relative: &str,
         partitioned: bool,
         schema: SchemaRef,
-        batches: impl IntoIterator<Item = Result<RecordBatch>>,
-    ) -> Result<()> {
+    ) -> Result<TableWriter> {
         let staged = self.staging().path(relative);
-        let mut writer = ParquetStreamWriter::try_new(&self.root.store, &staged, schema)?;
-        let mut rows = 0u64;
-        for batch in batches {
-            let batch = batch?;
-            rows += batch.num_rows() as u64;
-            writer.write(&batch).await?;
-            // One row group per batch: the writer never buffers more than one batch.
-            writer.flush().await?;
-        }
+        Ok(TableWriter {
+            writer: ParquetStreamWriter::try_new(&self.root.store, &staged, schema)?,
+            file: StagedFile {
+                table: table.to_string(),
+                url: self.root.object_url(&self.root.path(relative)),
+                staged,
+                target: self.root.path(relative),
+                rows: 0,
+                partitioned,
+            },
+        })
+    }
+
+    /// Finish a staged file: it is published with the run.
+    pub async fn close(&mut self, writer: TableWriter) -> Result<()> {
+        let TableWriter { writer, file } = writer;
         writer.close().await?;
-        let target = self.root.path(relative);
-        self.staged.push(StagedFile {
-            table: table.to_string(),
-            url: self.root.object_url(&target),
-            staged,
-            target,
-            rows,
-            partitioned,
-        });
+        self.staged.push(file);
         Ok(())
     }
 

@@ -11,7 +11,7 @@ mod runs;
 mod schemas;
 mod tables;
 
-pub use commit::Publisher;
+pub use commit::{Publisher, TableWriter};
 pub use lease::Lease;
 pub use manifest::{
     EmbeddingInfo, Manifest, ModelInfo, PublishedFile, UsersInfo, VectorsInfo, WindowInfo,

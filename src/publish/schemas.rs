@@ -218,7 +218,7 @@ mod tests {
     /// Batches of any users ranges hold the rows of those users, ranks 1..n, in list order.
     #[test]
     fn recommendations_batches_cover_their_users_rows() {
-        let mut lists = Lists::new(vec!["a".into(), "b".into()]);
+        let mut lists = Lists::new(std::sync::Arc::new(vec!["a".into(), "b".into()]));
         lists.push(
             "u1".into(),
             Source::Personal,

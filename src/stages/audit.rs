@@ -1,5 +1,6 @@
-//! The audit: invariants every published partition satisfies, checked on a run's results
-//! before anything is staged. Any violation fails the run (exit 2) with nothing published.
+//! The audit: invariants every published partition satisfies, checked on a run's results as
+//! they are staged (the lists a chunk of users at a time, [`ListAudit`]). Any violation fails
+//! the run (exit 2): the staging is discarded and nothing is published.
 //!
 //! - every active user has exactly K recommendations, or all its eligible items when fewer
 //!   than K are eligible (counted as short, with the reason, in the manifest);
@@ -9,10 +10,9 @@
 //!   repeat term, and a popular row has none;
 //! - embeddings are unit length; `similar_items` never pairs an item with itself.
 
-use crate::domain::{
-    ListRef, Lists, SimilarItem, Source, USERS_PER_CHUNK, UserRows, UserVectors, Vectors,
-    WindowData, dot, ranges,
-};
+use std::collections::HashMap;
+
+use crate::domain::{ListRef, Lists, SimilarItem, Source, UserVectors, Vectors, WindowData, dot};
 use crate::error::{Error, Result};
 
 const UNIT_TOLERANCE: f64 = 1e-3;
@@ -29,29 +29,127 @@ pub struct AuditReport {
     pub short_reason: Option<String>,
 }
 
-/// A run's results, as the audit reads them.
-pub struct AuditInput<'a> {
-    /// Recommendations per user.
-    pub k: usize,
-    /// The `recommendations` rows: every active user's list.
-    pub lists: &'a Lists,
+/// The audit of a run's `recommendations` and `user_embeddings`, one chunk of users at a time
+/// as the lists are made ([`ListAudit::check`]), so no run holds every list to audit it.
+pub struct ListAudit<'a> {
+    k: usize,
     /// The run's window: its active users (any valid event) and their exclusions.
-    pub window: &'a WindowData,
+    window: &'a WindowData,
     /// The published `item_vectors`.
-    pub candidates: &'a Vectors,
-    /// The published `user_embeddings`.
-    pub users: &'a dyn UserRows,
-    /// The `similar_items` rows.
-    pub similar_items: &'a [SimilarItem],
+    candidates: &'a Vectors,
+    index: HashMap<&'a str, u32>,
+    /// Users checked so far, and the last of them.
+    listed: usize,
+    last: Option<String>,
+    report: AuditReport,
 }
 
-/// Check every invariant (module docs); the first violation is an [`Error::Audit`].
-pub fn audit(input: &AuditInput<'_>) -> Result<AuditReport> {
-    let report = check_lists(input)?;
-    for r in 0..input.candidates.len() {
-        check_unit("item", &input.candidates.ids[r], input.candidates.row(r))?;
+impl<'a> ListAudit<'a> {
+    /// Nothing checked yet: lists of K items per user over `candidates`, for `window`'s users.
+    pub fn new(k: usize, window: &'a WindowData, candidates: &'a Vectors) -> ListAudit<'a> {
+        ListAudit {
+            k,
+            window,
+            candidates,
+            index: candidates.index(),
+            listed: 0,
+            last: None,
+            report: AuditReport {
+                users: window.len(),
+                ..Default::default()
+            },
+        }
     }
-    for r in input.similar_items {
+
+    /// The lists of the next users (after every user checked so far, in id order) and the
+    /// vectors (`user_embeddings`) of those with a personal list.
+    pub fn check(&mut self, lists: &Lists, users: &UserVectors) -> Result<()> {
+        if *lists.item_ids != self.candidates.ids {
+            return fail("the lists point into other items than the candidates".into());
+        }
+        let vectors = &users.vectors;
+        for r in 0..vectors.len() {
+            check_unit("user", &vectors.ids[r], vectors.row(r))?;
+        }
+        for list in lists.iter() {
+            let user = list.user;
+            if self.last.as_deref().is_some_and(|last| last >= user) {
+                return fail(format!(
+                    "user {user}: lists out of user order: this is a bug"
+                ));
+            }
+            self.last = Some(user.to_string());
+            self.listed += 1;
+            if self.window.user(user).is_none() {
+                return fail(format!("user {user} has recommendations but is not active"));
+            }
+            let vector = match list.source {
+                Source::Personal => vectors
+                    .ids
+                    .binary_search_by(|i| i.as_str().cmp(user))
+                    .ok()
+                    .map(|r| vectors.row(r)),
+                Source::Popular => None,
+            };
+            self.check_list(lists, list, vector)?;
+        }
+        Ok(())
+    }
+
+    /// Every active user had a list; what the audit found.
+    pub fn finish(self) -> Result<AuditReport> {
+        if self.listed != self.window.len() {
+            return fail(format!(
+                "{} users have recommendations, {} are active",
+                self.listed,
+                self.window.len()
+            ));
+        }
+        Ok(self.report)
+    }
+
+    /// One user's list: K rows or all eligible items, and every entry valid.
+    fn check_list(
+        &mut self,
+        lists: &Lists,
+        list: ListRef<'_>,
+        vector: Option<&[f32]>,
+    ) -> Result<()> {
+        let user = list.user;
+        // Sorted: the window's item rows are in id order.
+        let excluded: Vec<&str> = self.window.excluded_ids(user).collect();
+        let n_excluded = excluded
+            .iter()
+            .filter(|i| self.index.contains_key(*i))
+            .count();
+        let expected = self.k.min(self.candidates.len() - n_excluded);
+        if list.items.len() != expected {
+            return fail(format!(
+                "user {user} has {} recommendations, expected {expected}",
+                list.items.len()
+            ));
+        }
+        if expected < self.k {
+            self.report.short_users += 1;
+            self.report.short_reason = Some(format!(
+                "fewer than K = {} eligible items (candidates minus the user's exclusions)",
+                self.k
+            ));
+        }
+        for i in 0..list.items.len() {
+            check_entry(lists, self.candidates, list, i, &excluded, vector)?;
+        }
+        Ok(())
+    }
+}
+
+/// The per-item tables: unit `item_vectors`; `similar_items` never pairs an item with itself
+/// and has finite scores.
+pub fn audit_items(candidates: &Vectors, similar_items: &[SimilarItem]) -> Result<()> {
+    for r in 0..candidates.len() {
+        check_unit("item", &candidates.ids[r], candidates.row(r))?;
+    }
+    for r in similar_items {
         if r.item_id == r.similar_item_id {
             return fail(format!(
                 "similar_items pairs item {} with itself",
@@ -65,7 +163,7 @@ pub fn audit(input: &AuditInput<'_>) -> Result<AuditReport> {
             ));
         }
     }
-    Ok(report)
+    Ok(())
 }
 
 fn check_unit(what: &str, id: &str, v: &[f32]) -> Result<()> {
@@ -84,124 +182,10 @@ fn fail<T>(msg: String) -> Result<T> {
     Err(Error::Audit(msg))
 }
 
-/// The user vectors, made a chunk at a time in user order as the lists ask for them; every
-/// chunk is made once and its vectors checked for unit length.
-struct UserChunks<'a> {
-    users: &'a dyn UserRows,
-    chunks: Vec<std::ops::Range<usize>>,
-    /// Chunks made so far; the last one is `current`.
-    made: usize,
-    current: UserVectors,
-}
-
-impl<'a> UserChunks<'a> {
-    fn new(users: &'a dyn UserRows) -> UserChunks<'a> {
-        UserChunks {
-            users,
-            chunks: ranges(users.ids().len(), USERS_PER_CHUNK).collect(),
-            made: 0,
-            current: UserVectors::default(),
-        }
-    }
-
-    /// Make (and check) the next chunk; `false` when all are made.
-    fn advance(&mut self) -> Result<bool> {
-        let Some(range) = self.chunks.get(self.made).cloned() else {
-            return Ok(false);
-        };
-        self.made += 1;
-        self.current = self.users.chunk(range);
-        let v = &self.current.vectors;
-        for r in 0..v.len() {
-            check_unit("user", &v.ids[r], v.row(r))?;
-        }
-        Ok(true)
-    }
-
-    /// The vector of `user`, if it has one (users are asked for in id order).
-    fn vector(&mut self, user: &str) -> Result<Option<&[f32]>> {
-        let ids = self.users.ids();
-        let Ok(p) = ids.binary_search_by(|i| i.as_str().cmp(user)) else {
-            return Ok(None);
-        };
-        while self.made <= p / USERS_PER_CHUNK {
-            self.advance()?;
-        }
-        if self.made != p / USERS_PER_CHUNK + 1 {
-            return fail(format!(
-                "user {user}: lists out of user order: this is a bug"
-            ));
-        }
-        Ok(Some(self.current.vectors.row(p % USERS_PER_CHUNK)))
-    }
-
-    /// Make and check the chunks no list asked for.
-    fn finish(mut self) -> Result<()> {
-        while self.advance()? {}
-        Ok(())
-    }
-}
-
-/// Every active user has exactly their list: K rows or all eligible items.
-fn check_lists(input: &AuditInput<'_>) -> Result<AuditReport> {
-    let lists = input.lists;
-    if lists.item_ids != input.candidates.ids {
-        return fail("the lists point into other items than the candidates".into());
-    }
-    let candidates = input.candidates.index();
-    let window = input.window;
-    let mut users = UserChunks::new(input.users);
-    let mut report = AuditReport {
-        users: window.len(),
-        ..Default::default()
-    };
-    if lists.len() != window.len() {
-        return fail(format!(
-            "{} users have recommendations, {} are active",
-            lists.len(),
-            window.len()
-        ));
-    }
-    for list in lists.iter() {
-        let user = list.user;
-        if window.user(user).is_none() {
-            return fail(format!("user {user} has recommendations but is not active"));
-        }
-        // Sorted: the window's item rows are in id order.
-        let excluded: Vec<&str> = window.excluded_ids(user).collect();
-        let n_excluded = excluded
-            .iter()
-            .filter(|i| candidates.contains_key(*i))
-            .count();
-        let expected = input.k.min(candidates.len() - n_excluded);
-        if list.items.len() != expected {
-            return fail(format!(
-                "user {user} has {} recommendations, expected {expected}",
-                list.items.len()
-            ));
-        }
-        if expected < input.k {
-            report.short_users += 1;
-            report.short_reason = Some(format!(
-                "fewer than K = {} eligible items (candidates minus the user's exclusions)",
-                input.k
-            ));
-        }
-        let vector = match list.source {
-            Source::Personal => users.vector(user)?,
-            Source::Popular => None,
-        };
-        for i in 0..list.items.len() {
-            check_entry(input, list, i, &excluded, vector)?;
-        }
-    }
-    users.finish()?;
-    Ok(report)
-}
-
 /// Entry `i` of a list: an available item, score order, not excluded, score = dot + repeat.
 fn check_entry(
-    input: &AuditInput<'_>,
+    lists: &Lists,
+    candidates: &Vectors,
     list: ListRef<'_>,
     i: usize,
     excluded: &[&str],
@@ -209,7 +193,7 @@ fn check_entry(
 ) -> Result<()> {
     let (user, rank) = (list.user, i + 1);
     let (score, repeat) = (list.scores[i], list.repeat[i]);
-    let Some(item) = input.lists.item_ids.get(list.items[i] as usize) else {
+    let Some(item) = lists.item_ids.get(list.items[i] as usize) else {
         return fail(format!(
             "user {user}: item position {} at rank {rank} is not an available catalog item",
             list.items[i]
@@ -235,7 +219,7 @@ fn check_entry(
                 "user {user}, item {item}: repeat score {repeat} is not finite and non-negative"
             ));
         }
-        let v = input.candidates.row(list.items[i] as usize);
+        let v = candidates.row(list.items[i] as usize);
         if (dot(u, v) + repeat - score).abs() > SCORE_TOLERANCE {
             return fail(format!(
                 "user {user}, item {item}: score {score} is not the dot product plus the repeat score {repeat}"
@@ -251,6 +235,8 @@ fn check_entry(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use crate::domain::WindowBuilder;
 
@@ -288,20 +274,18 @@ mod tests {
     }
 
     fn run(c: &Case, k: usize) -> Result<AuditReport> {
-        let mut lists = Lists::new(c.items.ids.clone());
+        let mut lists = Lists::new(Arc::new(c.items.ids.clone()));
         lists.push("u".into(), c.source, c.entries.clone());
         let mut window = WindowBuilder::new(c.items.ids.clone());
         for &(user, item, excluded) in &c.events {
             window.add(user, item, 1, 1.0, excluded);
         }
-        audit(&AuditInput {
-            k,
-            lists: &lists,
-            window: &window.finish(&[true, true]),
-            candidates: &c.items,
-            users: &c.users,
-            similar_items: &c.similar,
-        })
+        let window = window.finish(&[true, true]);
+        let mut lists_audit = ListAudit::new(k, &window, &c.items);
+        lists_audit.check(&lists, &c.users)?;
+        let report = lists_audit.finish()?;
+        audit_items(&c.items, &c.similar)?;
+        Ok(report)
     }
 
     fn fails(c: &Case, k: usize, needle: &str) {
@@ -387,11 +371,49 @@ mod tests {
         fails(&c, 2, "norm");
 
         let mut c = valid();
+        c.users = UserVectors::default();
+        fails(&c, 2, "personal recommendation without vectors");
+
+        let mut c = valid();
         c.similar[0].similar_item_id = "a".into();
         fails(&c, 2, "pairs item a with itself");
 
         let mut c = valid();
         c.similar[0].score = f32::INFINITY;
         fails(&c, 2, "similar_items: non-finite score");
+    }
+
+    /// Chunks of users are audited in order: the same lists in two chunks pass, a chunk that
+    /// repeats or goes back to an earlier user fails.
+    #[test]
+    fn chunks_must_come_in_user_order() {
+        let c = valid();
+        let items = Arc::new(c.items.ids.clone());
+        let mut window = WindowBuilder::new(c.items.ids.clone());
+        for user in ["u", "v"] {
+            window.add(user, 0, 1, 1.0, false);
+            window.add(user, 1, 1, 1.0, false);
+        }
+        let window = window.finish(&[true, true]);
+        let chunk = |user: &str| {
+            let mut lists = Lists::new(items.clone());
+            lists.push(user.into(), Source::Personal, c.entries.clone());
+            let users = UserVectors {
+                vectors: Vectors::new(vec![user.into()], vec![1.0, 0.0], 2),
+                n_events: vec![2],
+            };
+            (lists, users)
+        };
+        let (u, v) = (chunk("u"), chunk("v"));
+        let mut audit = ListAudit::new(2, &window, &c.items);
+        audit.check(&u.0, &u.1).unwrap();
+        audit.check(&v.0, &v.1).unwrap();
+        assert_eq!(audit.finish().unwrap().users, 2);
+        let mut audit = ListAudit::new(2, &window, &c.items);
+        audit.check(&v.0, &v.1).unwrap();
+        match audit.check(&u.0, &u.1) {
+            Err(Error::Audit(msg)) => assert!(msg.contains("out of user order"), "{msg}"),
+            other => panic!("expected an order failure, got {other:?}"),
+        }
     }
 }

@@ -6,10 +6,13 @@
 //! list. And `similar_items`: every catalog item's top-K candidates, never itself.
 
 use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::Arc;
 
 use crate::config::Config;
 use crate::domain::{
-    Catalog, Lists, SimilarItem, Source, USERS_PER_CHUNK, UserRows, Vectors, WindowData, ranges,
+    Catalog, Lists, SimilarItem, Source, USERS_PER_CHUNK, UserRows, UserVectors, Vectors,
+    WindowData, ranges,
 };
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -25,7 +28,8 @@ pub fn candidates(catalog: &Catalog, items: &Vectors) -> Vectors {
     items.select(&rows)
 }
 
-/// The lists of one run.
+/// The lists of one run, whole (a backtest keeps D-1's for D's evaluation; a nightly run
+/// streams them, [`Recommender`]).
 pub struct Recommendations {
     /// Each active user's list (personal or popular), users sorted: the `recommendations`
     /// table. Items are positions in the candidates.
@@ -44,9 +48,101 @@ fn params(config: &Config, k: usize) -> TopkParams {
     }
 }
 
-/// Every active user's list: personal top-K for users with a vector, the popularity list for
-/// the others. User vectors are made a chunk of users at a time, and lists are built as the
-/// kernel hands over each block of users.
+/// Every active user's list, one chunk of users at a time ([`Recommender::next`]): personal
+/// top-K for users with a vector, the popularity list for the others. The vectors of
+/// [`USERS_PER_CHUNK`] users are made at a time and handed back with the chunk's lists (for
+/// the audit), so neither every user's vector nor every user's list is ever held.
+pub struct Recommender<'a> {
+    engine: &'a Engine,
+    params: TopkParams,
+    repeat_weight: f64,
+    candidates: &'a Vectors,
+    users: &'a dyn UserRows,
+    data: &'a WindowData,
+    /// The candidate position of each catalog row.
+    candidate: Vec<Option<u32>>,
+    chunks: Vec<Range<usize>>,
+    /// Chunks made so far.
+    made: usize,
+    out: Assembly<'a>,
+    done: bool,
+}
+
+impl<'a> Recommender<'a> {
+    /// Nothing made yet.
+    pub fn new(
+        engine: &'a Engine,
+        config: &Config,
+        candidates: &'a Vectors,
+        users: &'a dyn UserRows,
+        data: &'a WindowData,
+    ) -> Recommender<'a> {
+        Recommender {
+            engine,
+            params: params(config, config.topk.k),
+            repeat_weight: config.hybrid.repeat_weight,
+            candidates,
+            users,
+            data,
+            candidate: candidates.rows_of(&data.item_ids),
+            chunks: ranges(users.ids().len(), USERS_PER_CHUNK).collect(),
+            made: 0,
+            out: Assembly::new(config.topk.k, candidates, data),
+            done: false,
+        }
+    }
+
+    /// The lists of the next active users (id order, after those of the previous call), with
+    /// the vectors of the users among them that have one; `None` after the last.
+    pub async fn next(&mut self) -> Result<Option<(Lists, UserVectors)>> {
+        if self.done {
+            return Ok(None);
+        }
+        let Some(range) = self.chunks.get(self.made).cloned() else {
+            // Every remaining active user gets the popularity list.
+            self.done = true;
+            self.out.popular_until(self.data.len());
+            return Ok(Some((self.out.lists.take(), UserVectors::default())));
+        };
+        self.made += 1;
+        let chunk = self.users.chunk(range);
+        let ids = &chunk.vectors.ids;
+        let adjustments = adjustments(self.repeat_weight, ids, &self.candidate, self.data);
+        let out = &mut self.out;
+        let mut sink = |first: usize, lists: Vec<Vec<Hit>>| {
+            for (offset, hits) in lists.into_iter().enumerate() {
+                out.personal(&ids[first + offset], hits)?;
+            }
+            Ok(())
+        };
+        let (flat, dim) = (&chunk.vectors.flat, self.candidates.dim);
+        self.engine
+            .top_k_each(
+                flat,
+                &self.candidates.flat,
+                dim,
+                &self.params,
+                &adjustments,
+                &mut sink,
+            )
+            .await?;
+        Ok(Some((self.out.lists.take(), chunk)))
+    }
+
+    /// Users with a personal list and with the popularity list so far.
+    pub fn counts(&self) -> (usize, usize) {
+        (self.out.n_personal, self.out.n_popular)
+    }
+
+    /// Chunks of `size` users instead of [`USERS_PER_CHUNK`].
+    #[cfg(test)]
+    fn chunked(mut self, size: usize) -> Self {
+        self.chunks = ranges(self.users.ids().len(), size).collect();
+        self
+    }
+}
+
+/// Every active user's list at once ([`Recommender`], the chunks appended).
 pub async fn recommend(
     engine: &Engine,
     config: &Config,
@@ -54,33 +150,20 @@ pub async fn recommend(
     users: &dyn UserRows,
     data: &WindowData,
 ) -> Result<Recommendations> {
-    let item_pos = candidates.index();
-    let candidate = candidates.rows_of(&data.item_ids);
-    let mut out = Assembly::new(config.topk.k, candidates, &item_pos, data);
-    let params = params(config, config.topk.k);
-    for range in ranges(users.ids().len(), USERS_PER_CHUNK) {
-        let chunk = users.chunk(range);
-        let ids = &chunk.vectors.ids;
-        let adjustments = adjustments(config.hybrid.repeat_weight, ids, &candidate, data);
-        let mut sink = |first: usize, lists: Vec<Vec<Hit>>| {
-            for (offset, hits) in lists.into_iter().enumerate() {
-                out.personal(&ids[first + offset], hits)?;
-            }
-            Ok(())
-        };
-        let (flat, dim) = (&chunk.vectors.flat, candidates.dim);
-        engine
-            .top_k_each(
-                flat,
-                &candidates.flat,
-                dim,
-                &params,
-                &adjustments,
-                &mut sink,
-            )
-            .await?;
+    let mut recommender = Recommender::new(engine, config, candidates, users, data);
+    let mut whole: Option<Lists> = None;
+    while let Some((lists, _)) = recommender.next().await? {
+        match &mut whole {
+            Some(w) => w.append(&lists),
+            None => whole = Some(lists),
+        }
     }
-    Ok(out.finish())
+    let (n_personal, n_popular) = recommender.counts();
+    Ok(Recommendations {
+        lists: whole.expect("the last chunk always comes"),
+        n_personal,
+        n_popular,
+    })
 }
 
 /// The sparse terms of the scores of users `ids` (README "The model"): `-inf` for the user's
@@ -124,29 +207,26 @@ fn adjustments(
 /// the user's exclusions (also the baseline's list).
 struct Assembly<'a> {
     k: usize,
-    item_pos: &'a HashMap<&'a str, u32>,
+    item_pos: HashMap<&'a str, u32>,
     data: &'a WindowData,
+    /// The next active user.
     next: usize,
-    out: Recommendations,
+    /// The lists since the last [`Lists::take`].
+    lists: Lists,
+    n_personal: usize,
+    n_popular: usize,
 }
 
 impl<'a> Assembly<'a> {
-    fn new(
-        k: usize,
-        candidates: &Vectors,
-        item_pos: &'a HashMap<&'a str, u32>,
-        data: &'a WindowData,
-    ) -> Assembly<'a> {
+    fn new(k: usize, candidates: &'a Vectors, data: &'a WindowData) -> Assembly<'a> {
         Assembly {
             k,
-            item_pos,
+            item_pos: candidates.index(),
             data,
             next: 0,
-            out: Recommendations {
-                lists: Lists::new(candidates.ids.clone()),
-                n_personal: 0,
-                n_popular: 0,
-            },
+            lists: Lists::new(Arc::new(candidates.ids.clone())),
+            n_personal: 0,
+            n_popular: 0,
         }
     }
 
@@ -154,47 +234,38 @@ impl<'a> Assembly<'a> {
     /// id order, each once, and are active.
     fn personal(&mut self, user: &str, hits: Vec<Hit>) -> Result<()> {
         let active = &self.data.users;
-        while active.get(self.next).is_some_and(|a| a.as_str() < user) {
-            self.popular();
-        }
+        let at = self.next + active[self.next..].partition_point(|a| a.as_str() < user);
+        self.popular_until(at);
         if active.get(self.next).map(String::as_str) != Some(user) {
             return Err(Error::Audit(format!(
                 "user {user} has a vector but is not the next active user: this is a bug"
             )));
         }
         self.next += 1;
-        self.out.n_personal += 1;
+        self.n_personal += 1;
         let entries = hits.iter().map(|h| (h.item, h.score, h.adjustment));
-        self.out
-            .lists
-            .push(user.to_string(), Source::Personal, entries);
+        self.lists.push(user.to_string(), Source::Personal, entries);
         Ok(())
     }
 
-    /// The next active user's popularity list.
-    fn popular(&mut self) {
-        let u = self.next;
-        self.next += 1;
-        self.out.n_popular += 1;
+    /// The popularity list for every active user before position `end`.
+    fn popular_until(&mut self, end: usize) {
         let max_events = self.data.popularity.first().map_or(0, |p| p.1);
-        let entries: Vec<(u32, f32, f32)> = self
-            .data
-            .popular(Some(u), self.k)
-            .map(|(item, n)| {
-                let score = popularity_score(*n, max_events);
-                (self.item_pos[item.as_str()], score, 0.0)
-            })
-            .collect();
-        let user = self.data.users[u].clone();
-        self.out.lists.push(user, Source::Popular, entries);
-    }
-
-    /// Every remaining active user gets the popularity list.
-    fn finish(mut self) -> Recommendations {
-        while self.next < self.data.len() {
-            self.popular();
+        while self.next < end {
+            let u = self.next;
+            self.next += 1;
+            self.n_popular += 1;
+            let entries: Vec<(u32, f32, f32)> = self
+                .data
+                .popular(Some(u), self.k)
+                .map(|(item, n)| {
+                    let score = popularity_score(*n, max_events);
+                    (self.item_pos[item.as_str()], score, 0.0)
+                })
+                .collect();
+            let user = self.data.users[u].clone();
+            self.lists.push(user, Source::Popular, entries);
         }
-        self.out
     }
 }
 
@@ -232,4 +303,82 @@ pub async fn similar_items(
         }));
     }
     Ok(similar)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{WindowBuilder, normalize_rows};
+
+    /// Lists streamed in chunks of 4 users with a vector are the lists made in one chunk; each
+    /// chunk carries exactly the vectors of its personal users, users without a vector get the
+    /// popularity list wherever they fall, and the last chunk holds the users after the last
+    /// vector.
+    #[tokio::test]
+    async fn chunked_lists_are_the_whole_lists() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/jobs/nightly.toml");
+        let mut config = Config::load(std::path::Path::new(path), &[]).unwrap();
+        config.topk.k = 3;
+        let ids: Vec<String> = (0..8).map(|i| format!("i{i}")).collect();
+        let mut window = WindowBuilder::new(ids.clone());
+        for u in 0..23u32 {
+            for k in 0..3 {
+                window.add(
+                    &format!("u{u:02}"),
+                    (u + 3 * k) % 8,
+                    1,
+                    1.0,
+                    k == 2 && u % 4 == 0,
+                );
+            }
+        }
+        let data = window.finish(&[true; 8]);
+        let flat: Vec<f32> = (0..24).map(|x| ((x * 5 % 13) as f32 - 6.0) / 6.0).collect();
+        let mut candidates = Vectors::new(ids, flat, 3);
+        normalize_rows(&mut candidates.flat, 3).unwrap();
+        // Every user but u00, u03, u06, ... and the last two has a vector.
+        let with: Vec<usize> = (0..21).filter(|u| u % 3 != 0).collect();
+        let mut flat: Vec<f32> = with
+            .iter()
+            .flat_map(|&u| [u as f32, 1.0, -(u as f32) / 3.0])
+            .collect();
+        normalize_rows(&mut flat, 3).unwrap();
+        let users = UserVectors {
+            vectors: Vectors::new(
+                with.iter().map(|&u| data.users[u].clone()).collect(),
+                flat,
+                3,
+            ),
+            n_events: vec![3; with.len()],
+        };
+        let engine = Engine::Local;
+        let whole = recommend(&engine, &config, &candidates, &users, &data)
+            .await
+            .unwrap();
+        assert_eq!((whole.n_personal, whole.n_popular), (14, 9));
+        let mut streamed =
+            Recommender::new(&engine, &config, &candidates, &users, &data).chunked(4);
+        let mut appended = Lists::new(whole.lists.item_ids.clone());
+        let mut chunks = Vec::new();
+        while let Some((lists, vectors)) = streamed.next().await.unwrap() {
+            let personal: Vec<&str> = lists
+                .iter()
+                .filter(|l| l.source == Source::Personal)
+                .map(|l| l.user)
+                .collect();
+            let with_vectors: Vec<&str> = vectors.vectors.ids.iter().map(String::as_str).collect();
+            assert_eq!(personal, with_vectors);
+            chunks.push(lists.users.clone());
+            appended.append(&lists);
+        }
+        assert_eq!(appended, whole.lists);
+        assert_eq!(streamed.counts(), (14, 9));
+        assert_eq!(
+            chunks.len(),
+            5,
+            "four chunks of vectors, then the rest: {chunks:?}"
+        );
+        assert_eq!(chunks[0], ["u00", "u01", "u02", "u03", "u04", "u05"]);
+        assert_eq!(chunks[4], ["u21", "u22"]);
+    }
 }

@@ -15,10 +15,10 @@ use crate::error::Result;
 use crate::io::{mem_table, register};
 
 /// Exposure, lengths and distribution of a set of lists (module docs).
-pub struct ListSummary<'a> {
+pub struct ListSummary {
     ks: Vec<usize>,
     /// Position of each item; the window's available items first, in popularity order.
-    position: HashMap<&'a str, u32>,
+    position: HashMap<String, u32>,
     /// Items recommended that are not among the window's available ones.
     others: Vec<String>,
     /// Share of the window's events of each available item (novelty's p(i)).
@@ -32,10 +32,10 @@ pub struct ListSummary<'a> {
     lists: usize,
 }
 
-impl<'a> ListSummary<'a> {
+impl ListSummary {
     /// An empty summary over the window's `popularity` (available items and their events) at
     /// cut-offs `ks`.
-    pub fn new(popularity: &'a [(String, i64)], ks: &[usize]) -> ListSummary<'a> {
+    pub fn new(popularity: &[(String, i64)], ks: &[usize]) -> ListSummary {
         let total_events: i64 = popularity.iter().map(|(_, n)| n).sum();
         let denominator = total_events as f64 + popularity.len() as f64;
         ListSummary {
@@ -43,7 +43,7 @@ impl<'a> ListSummary<'a> {
             position: popularity
                 .iter()
                 .enumerate()
-                .map(|(p, (i, _))| (i.as_str(), p as u32))
+                .map(|(p, (i, _))| (i.clone(), p as u32))
                 .collect(),
             others: Vec::new(),
             share: popularity

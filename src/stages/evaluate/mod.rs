@@ -22,7 +22,7 @@ use distribution::ListSummary;
 use ranking::{RANKING_METRICS, ranking_rows};
 
 use crate::config::Config;
-use crate::domain::{Catalog, MetricRow, PreviousLists, RankedList, Window, WindowData, dt};
+use crate::domain::{Catalog, Lists, MetricRow, PreviousLists, RankedList, Window, WindowData, dt};
 use crate::error::Result;
 use crate::io::{int_table, query, register, string_table, strings, utf8};
 
@@ -45,31 +45,41 @@ const NEW_ITEMS_SQL: &str = include_str!(concat!(
 
 /// D's own lists and the popularity baseline's lists for the same users, summarised one user
 /// at a time (coverage and distribution metrics; no list is kept).
-pub struct OwnLists<'a> {
-    window: &'a WindowData,
+pub struct OwnLists {
     k: usize,
-    model: ListSummary<'a>,
-    baseline: ListSummary<'a>,
+    model: ListSummary,
+    baseline: ListSummary,
 }
 
-impl<'a> OwnLists<'a> {
-    /// Nothing added yet; `window` is D's training window (popularity, exclusions).
-    pub fn new(config: &Config, window: &'a WindowData) -> OwnLists<'a> {
+impl OwnLists {
+    /// Nothing added yet; `window` is D's training window (popularity).
+    pub fn new(config: &Config, window: &WindowData) -> OwnLists {
         let ks = config.metric_ks();
         OwnLists {
-            window,
             k: config.topk.k,
             model: ListSummary::new(&window.popularity, &ks),
             baseline: ListSummary::new(&window.popularity, &ks),
         }
     }
 
-    /// Add `user`'s list (item ids, rank order), and the baseline's list for the user: D's
-    /// popularity minus the user's exclusions, first K.
-    pub fn add<'s>(&mut self, user: &str, items: impl IntoIterator<Item = &'s str>) {
+    /// Add `user`'s list (item ids, rank order), and the baseline's list for the user: the
+    /// popularity of D's training `window` minus the user's exclusions, first K.
+    pub fn add<'s>(
+        &mut self,
+        window: &WindowData,
+        user: &str,
+        items: impl IntoIterator<Item = &'s str>,
+    ) {
         self.model.add(items);
-        let popular = self.window.popular(self.window.user(user), self.k);
+        let popular = window.popular(window.user(user), self.k);
         self.baseline.add(popular.map(|(i, _)| i.as_str()));
+    }
+
+    /// Add every list of `lists`.
+    pub fn add_lists(&mut self, window: &WindowData, lists: &Lists) {
+        for u in 0..lists.len() {
+            self.add(window, &lists.users[u], lists.item_ids_of(u));
+        }
     }
 }
 
@@ -82,7 +92,7 @@ pub struct EvalInput<'a> {
     /// D-1's training window (popularity and exclusions of the baseline evaluated on D).
     pub previous_window: &'a WindowData,
     /// D's own lists and the baseline's, summarised.
-    pub own: &'a OwnLists<'a>,
+    pub own: &'a OwnLists,
     /// The catalog snapshot of D (available items, categories).
     pub catalog: &'a Catalog,
     /// Ground truth of D ([`truth`]).
