@@ -96,11 +96,8 @@ impl Publisher {
         schema: SchemaRef,
         batches: impl IntoIterator<Item = Result<RecordBatch>>,
     ) -> Result<()> {
-        let mut writer = self.partition_writer(table, schema)?;
-        for batch in batches {
-            writer.write(&batch?).await?;
-        }
-        self.close(writer).await
+        let writer = self.partition_writer(table, schema)?;
+        self.write_all(writer, batches).await
     }
 
     /// A writer of a date-partitioned table's staged file, for batches made as the run goes
@@ -118,7 +115,16 @@ impl Publisher {
         schema: SchemaRef,
         batches: impl IntoIterator<Item = Result<RecordBatch>>,
     ) -> Result<()> {
-        let mut writer = self.writer(table, &format!("{table}/{name}"), false, schema)?;
+        let writer = self.writer(table, &format!("{table}/{name}"), false, schema)?;
+        self.write_all(writer, batches).await
+    }
+
+    /// Write `batches` one at a time to `writer`, then close it.
+    async fn write_all(
+        &mut self,
+        mut writer: TableWriter,
+        batches: impl IntoIterator<Item = Result<RecordBatch>>,
+    ) -> Result<()> {
         for batch in batches {
             writer.write(&batch?).await?;
         }
