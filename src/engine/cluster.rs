@@ -18,7 +18,7 @@ use ballista_scheduler::cluster::BallistaCluster;
 use ballista_scheduler::config::SchedulerConfig;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::object_store::ObjectStoreRegistry;
-use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::logical_expr::registry::FunctionRegistry;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use object_store::ObjectStore;
@@ -79,7 +79,8 @@ impl ObjectStoreRegistry for Stores {
 
 /// A runtime whose object stores come from [`Stores`]; spill files go to `temp` when given.
 pub fn runtime(temp: Option<&str>) -> datafusion::error::Result<Arc<RuntimeEnv>> {
-    let builder = RuntimeEnvBuilder::new().with_object_store_registry(Arc::new(Stores::default()));
+    let builder = super::session::runtime_builder()
+        .with_object_store_registry(Arc::new(Stores::default()));
     match temp {
         Some(dir) => builder.with_temp_file_path(dir).build_arc(),
         None => builder.build_arc(),
