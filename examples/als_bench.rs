@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use recjob::config::HybridConfig;
-use recjob::kernels::{Factors, Observation, als};
+use recjob::kernels::{Factors, Rows, als};
 
 struct Args {
     users: usize,
@@ -91,7 +91,8 @@ fn draw(cdf: &[f64], state: &mut u64) -> u32 {
     cdf.partition_point(|c| *c < u).min(cdf.len() - 1) as u32
 }
 
-fn problem(a: &Args) -> Vec<Observation> {
+/// The users' rows: (item, decayed weight) per user, items ascending.
+fn problem(a: &Args) -> Rows {
     let (items, users) = (zipf_cdf(a.items, 1.0), zipf_cdf(a.users, 0.5));
     let mut state = 42u64;
     let mut merged: HashMap<(u32, u32), f32> = HashMap::with_capacity(a.events);
@@ -102,12 +103,16 @@ fn problem(a: &Args) -> Vec<Observation> {
         let age_days = 60.0 * uniform(&mut state);
         *merged.entry((user, item)).or_default() += 0.5f64.powf(age_days / 14.0) as f32;
     }
-    let mut obs: Vec<Observation> = merged
-        .into_iter()
-        .map(|((user, item), weight)| Observation { user, item, weight })
-        .collect();
-    obs.sort_unstable_by_key(|o| (o.user, o.item));
-    obs
+    let mut pairs: Vec<((u32, u32), f32)> = merged.into_iter().collect();
+    pairs.sort_unstable_by_key(|&(key, _)| key);
+    let mut rows = Rows::with_capacity(pairs.len());
+    let mut at = 0;
+    for user in 0..a.users as u32 {
+        let end = at + pairs[at..].partition_point(|((u, _), _)| *u == user);
+        rows.push_row(pairs[at..end].iter().map(|&((_, item), w)| (item, w)));
+        at = end;
+    }
+    rows
 }
 
 /// Dense Cholesky solve of `a x = b` in f64 (`a` symmetric positive definite, row-major n x n).
@@ -131,7 +136,7 @@ fn cholesky_solve(mut a: Vec<f64>, mut b: Vec<f64>) -> Vec<f64> {
 }
 
 /// Relative errors of `check` item rows against their exact solves given the user factors.
-fn check(fit: &Factors, obs: &[Observation], a: &Args, p: &HybridConfig) -> Vec<f64> {
+fn check(fit: &Factors, by_user: &Rows, a: &Args, p: &HybridConfig) -> Vec<f64> {
     let f = fit.f;
     let mut gram = vec![0f64; f * f];
     for x in fit.users.chunks_exact(f) {
@@ -141,12 +146,10 @@ fn check(fit: &Factors, obs: &[Observation], a: &Args, p: &HybridConfig) -> Vec<
             }
         }
     }
-    let mut by_item: HashMap<u32, Vec<(u32, f32)>> = HashMap::new();
-    for o in obs {
-        by_item.entry(o.item).or_default().push((o.user, o.weight));
-    }
-    let mut ids: Vec<u32> = by_item.keys().copied().collect();
-    ids.sort_unstable();
+    let by_item = by_user.transpose(a.items);
+    let ids: Vec<usize> = (0..a.items)
+        .filter(|&i| !by_item.row(i).0.is_empty())
+        .collect();
     let mut state = 7u64;
     let mut errors = Vec::new();
     for _ in 0..a.check.min(ids.len()) {
@@ -156,7 +159,8 @@ fn check(fit: &Factors, obs: &[Observation], a: &Args, p: &HybridConfig) -> Vec<
         for d in 0..f {
             m[d * f + d] += p.regularization;
         }
-        for &(u, w) in &by_item[&item] {
+        let (users, weights) = by_item.row(item);
+        for (&u, &w) in users.iter().zip(weights) {
             let x = &fit.users[u as usize * f..(u as usize + 1) * f];
             let cw = p.alpha * f64::from(w);
             for r in 0..f {
@@ -167,7 +171,7 @@ fn check(fit: &Factors, obs: &[Observation], a: &Args, p: &HybridConfig) -> Vec<
             }
         }
         let want = cholesky_solve(m, b);
-        let got = &fit.items[item as usize * f..(item as usize + 1) * f];
+        let got = &fit.items[item * f..(item + 1) * f];
         let diff: f64 = want
             .iter()
             .zip(got)
@@ -182,7 +186,8 @@ fn check(fit: &Factors, obs: &[Observation], a: &Args, p: &HybridConfig) -> Vec<
 fn main() {
     let a = args();
     let t = Instant::now();
-    let obs = problem(&a);
+    let by_user = problem(&a);
+    let per_user: Vec<usize> = (0..a.users).map(|u| by_user.row(u).0.len()).collect();
     let params = HybridConfig {
         factors: a.factors,
         iterations: a.iterations,
@@ -192,17 +197,15 @@ fn main() {
         "{{\"users\": {}, \"items\": {}, \"observations\": {}, \"factors\": {}, \"iterations\": {}, \"threads\": {}, \"generate_s\": {:.2}}}",
         a.users,
         a.items,
-        obs.len(),
+        per_user.iter().sum::<usize>(),
         a.factors,
         a.iterations,
         rayon::current_num_threads(),
         t.elapsed().as_secs_f64()
     );
-    let (mut per_user, mut per_item) = (vec![0usize; a.users], vec![0usize; a.items]);
-    for o in &obs {
-        per_user[o.user as usize] += 1;
-        per_item[o.item as usize] += 1;
-    }
+    let by_item = by_user.transpose(a.items);
+    let per_item: Vec<usize> = (0..a.items).map(|i| by_item.row(i).0.len()).collect();
+    drop(by_item);
     let heavy = |counts: &[usize]| counts.iter().filter(|n| **n > a.factors).count();
     println!(
         "{{\"max_per_user\": {}, \"max_per_item\": {}, \"users_over_f\": {}, \"items_over_f\": {}, \"items_observed\": {}}}",
@@ -215,9 +218,9 @@ fn main() {
     let mut times = Vec::new();
     let mut fit = None;
     for run in 0..a.repeats {
-        let obs = obs.clone();
+        let rows = by_user.clone();
         let t = Instant::now();
-        fit = Some(als(a.users, a.items, obs, &params));
+        fit = Some(als(rows, a.items, &params));
         times.push(t.elapsed().as_secs_f64());
         println!("{{\"run\": {run}, \"als_s\": {:.2}}}", times[run]);
     }
@@ -226,7 +229,7 @@ fn main() {
         println!("{{\"median_als_s\": {median:.2}, \"runs\": {times:?}}}");
     }
     if let (Some(fit), true) = (fit, a.check > 0) {
-        let mut errors = check(&fit, &obs, &a, &params);
+        let mut errors = check(&fit, &by_user, &a, &params);
         errors.sort_by(f64::total_cmp);
         println!(
             "{{\"checked_item_rows\": {}, \"max_rel_error\": {:.3e}, \"median_rel_error\": {:.3e}}}",

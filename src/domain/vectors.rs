@@ -5,6 +5,8 @@
 use std::collections::HashMap;
 use std::ops::Range;
 
+use crate::error::Result;
+
 /// `ids.len()` vectors of dimension `dim`, row-major in `flat`; row `r` belongs to `ids[r]`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Vectors {
@@ -100,7 +102,7 @@ pub trait UserRows: Sync {
     /// The vectors' dimension.
     fn dim(&self) -> usize;
     /// Users `range` (positions in [`UserRows::ids`]) with their vectors and events.
-    fn chunk(&self, range: Range<usize>) -> UserVectors;
+    fn chunk(&self, range: Range<usize>) -> Result<UserVectors>;
 }
 
 impl UserRows for UserVectors {
@@ -112,16 +114,16 @@ impl UserRows for UserVectors {
         self.vectors.dim
     }
 
-    fn chunk(&self, range: Range<usize>) -> UserVectors {
+    fn chunk(&self, range: Range<usize>) -> Result<UserVectors> {
         let dim = self.vectors.dim;
-        UserVectors {
+        Ok(UserVectors {
             vectors: Vectors::new(
                 self.vectors.ids[range.clone()].to_vec(),
                 self.vectors.flat[range.start * dim..range.end * dim].to_vec(),
                 dim,
             ),
             n_events: self.n_events[range].to_vec(),
-        }
+        })
     }
 }
 

@@ -8,6 +8,7 @@ mod faults;
 mod files;
 mod functions;
 mod partitions;
+mod scratch;
 mod sql;
 mod storage;
 
@@ -19,6 +20,7 @@ pub use files::{
 };
 pub use functions::Dot;
 pub use partitions::{is_data_file, partition_files, partitions};
+pub use scratch::ScratchRows;
 pub use sql::{
     from_datafusion, int_table, listing_table, mem_table, query, register, register_view,
     string_table, utf8,

@@ -27,6 +27,10 @@
 //!   rows sqrt(alpha w_ui) y_i through [`dgemm`] in blocks of [`BLOCK`], then an f x f Cholesky
 //!   solve.
 //!
+//! Memory: the users' observations come grouped by user ([`Rows`], 8 bytes each, built by the
+//! caller straight from its window); the items' grouping is their transpose, made for each item
+//! half-sweep once the users' half-sweep's whitened table is freed, so the two never coexist.
+//!
 //! Accuracy: every row equals the f64 dense solve of its normal equations (built from the same
 //! f32 factors) to a relative error |x - x*| / |x* | <= 1e-6 before the f32 rounding of the
 //! stored factor (relative 6e-8); the unit tests assert it at f = 128 on both paths.
@@ -51,37 +55,28 @@ pub struct Factors {
     pub items: Vec<f32>,
 }
 
-/// One observed (user, item, decayed weight > 0) triple, by row index.
+/// One observed (user, item, decayed weight > 0) triple, by row index: what the tests group
+/// into [`Rows`].
+#[cfg(test)]
 #[derive(Debug, Clone, Copy)]
-pub struct Observation {
+pub(crate) struct Observation {
     /// User row.
-    pub user: u32,
+    pub(crate) user: u32,
     /// Item row.
-    pub item: u32,
+    pub(crate) item: u32,
     /// Decayed weight, > 0.
-    pub weight: f32,
+    pub(crate) weight: f32,
 }
 
-/// Implicit ALS over `n_users x n_items` observations: `params.iterations` sweeps, each solving
-/// every user, then every item (module docs).
-pub fn als(
-    n_users: usize,
-    n_items: usize,
-    observations: Vec<Observation>,
-    params: &HybridConfig,
-) -> Factors {
-    fit(n_users, n_items, observations, params, WHITE_TABLE_BYTES)
+/// Implicit ALS over the observations of `by_user` (one row per user) on `n_items` items:
+/// `params.iterations` sweeps, each solving every user, then every item (module docs).
+pub fn als(by_user: Rows, n_items: usize, params: &HybridConfig) -> Factors {
+    fit(by_user, n_items, params, WHITE_TABLE_BYTES)
 }
 
 /// [`als`], holding whitened rows as a table up to `table_bytes`.
-fn fit(
-    n_users: usize,
-    n_items: usize,
-    observations: Vec<Observation>,
-    params: &HybridConfig,
-    table_bytes: usize,
-) -> Factors {
-    let f = params.factors;
+fn fit(by_user: Rows, n_items: usize, params: &HybridConfig, table_bytes: usize) -> Factors {
+    let (n_users, f) = (by_user.len(), params.factors);
     let mut items: Vec<f32> = (0..n_items * f)
         .map(|n| initial(n as u64) / (f as f32).sqrt())
         .collect();
@@ -89,10 +84,6 @@ fn fit(
     if f == 0 {
         return Factors { f, users, items };
     }
-    let by_user = Rows::new(n_users, &observations, |o| (o.user, o.item));
-    let by_item = Rows::new(n_items, &observations, |o| (o.item, o.user));
-    // Grouped both ways: the triples themselves are no longer needed.
-    drop(observations);
     let mut white = Vec::new();
     let progress = crate::progress::Progress::new("behavior (ALS)", "sweeps", params.iterations);
     for _ in 0..params.iterations {
@@ -105,6 +96,10 @@ fn fit(
             f,
             params,
         );
+        // The items' rows are made for their half-sweep only, after the users' half-sweep's table
+        // of whitened item rows is freed: never both at once (0.1 GB less at a million users).
+        white = Vec::new();
+        let by_item = by_user.transpose(n_items);
         solve_rows(
             &mut items,
             &by_item,
@@ -123,8 +118,12 @@ fn fit(
 /// f = 128. A larger fixed side is whitened as its rows are gathered (module docs).
 const WHITE_TABLE_BYTES: usize = 128 << 20;
 
-/// Observations grouped by row (compressed sparse rows), each row's in input order.
-pub(super) struct Rows {
+/// Observations grouped by row (compressed sparse rows): each row's entries are the other
+/// side's rows and their decayed weights (> 0), in the order they were added. The callers build
+/// the users' rows straight from the window ([`Rows::push_row`]); the items' are their
+/// [`Rows::transpose`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rows {
     /// Row r's entries are `start[r]..start[r + 1]`.
     start: Vec<usize>,
     /// The other side's row of each entry.
@@ -134,29 +133,44 @@ pub(super) struct Rows {
 }
 
 impl Rows {
-    pub(super) fn new(
-        n: usize,
-        observations: &[Observation],
-        key: fn(&Observation) -> (u32, u32),
-    ) -> Rows {
+    /// No rows yet, with room for `entries` entries.
+    pub fn with_capacity(entries: usize) -> Rows {
+        Rows {
+            start: vec![0],
+            other: Vec::with_capacity(entries),
+            weight: Vec::with_capacity(entries),
+        }
+    }
+
+    /// Append a row: (other side's row, weight) entries.
+    pub fn push_row(&mut self, entries: impl IntoIterator<Item = (u32, f32)>) {
+        for (other, weight) in entries {
+            self.other.push(other);
+            self.weight.push(weight);
+        }
+        self.start.push(self.other.len());
+    }
+
+    /// The same entries grouped by the other side's `n` rows, each row's entries in the order of
+    /// this side's rows.
+    pub fn transpose(&self, n: usize) -> Rows {
         let mut start = vec![0usize; n + 1];
-        for o in observations {
-            start[key(o).0 as usize + 1] += 1;
+        for &o in &self.other {
+            start[o as usize + 1] += 1;
         }
         for r in 0..n {
             start[r + 1] += start[r];
         }
         let mut next = start.clone();
-        let (mut other, mut weight) = (
-            vec![0u32; observations.len()],
-            vec![0f32; observations.len()],
-        );
-        for o in observations {
-            let (row, col) = key(o);
-            let at = &mut next[row as usize];
-            other[*at] = col;
-            weight[*at] = o.weight;
-            *at += 1;
+        let (mut other, mut weight) = (vec![0u32; self.other.len()], vec![0f32; self.other.len()]);
+        for r in 0..self.len() {
+            let (cols, ws) = self.row(r);
+            for (&c, &w) in cols.iter().zip(ws) {
+                let at = &mut next[c as usize];
+                other[*at] = r as u32;
+                weight[*at] = w;
+                *at += 1;
+            }
         }
         Rows {
             start,
@@ -165,12 +179,32 @@ impl Rows {
         }
     }
 
+    /// The users' rows of `n_users` from observations in any order (each row's in input order).
+    #[cfg(test)]
+    pub(crate) fn of_users(n_users: usize, observations: &[Observation]) -> Rows {
+        let mut by_user = vec![Vec::new(); n_users];
+        for o in observations {
+            by_user[o.user as usize].push((o.item, o.weight));
+        }
+        let mut rows = Rows::with_capacity(observations.len());
+        for row in by_user {
+            rows.push_row(row);
+        }
+        rows
+    }
+
     /// The number of rows.
-    pub(super) fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.start.len() - 1
     }
 
-    pub(super) fn row(&self, r: usize) -> (&[u32], &[f32]) {
+    /// Whether there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Row r's entries: the other side's rows and their weights.
+    pub fn row(&self, r: usize) -> (&[u32], &[f32]) {
         let range = self.start[r]..self.start[r + 1];
         (&self.other[range.clone()], &self.weight[range])
     }
@@ -793,8 +827,8 @@ mod tests {
         let (f, n_users, n_items) = (128, 300, 400);
         let mut state = 11;
         let obs = random_observations(n_users, n_items, &mut state);
-        let by_user = Rows::new(n_users, &obs, |o| (o.user, o.item));
-        let by_item = Rows::new(n_items, &obs, |o| (o.item, o.user));
+        let by_user = Rows::of_users(n_users, &obs);
+        let by_item = by_user.transpose(n_items);
         let sizes =
             |rows: &Rows, n: usize| -> Vec<usize> { (0..n).map(|r| rows.row(r).0.len()).collect() };
         let (us, is) = (sizes(&by_user, n_users), sizes(&by_item, n_items));
@@ -814,7 +848,7 @@ mod tests {
             solve_rows(&mut solved, &by_item, &users, &mut white, table, f, &p);
             let e = worst_error(&solved, &users, f, &by_item, &p);
             assert!(e < TOLERANCE, "items, table {table}: relative error {e:e}");
-            let fit = fit(n_users, n_items, obs.clone(), &params(f, 2), table);
+            let fit = fit(by_user.clone(), n_items, &params(f, 2), table);
             let e = worst_error(&fit.items, &fit.users, f, &by_item, &p);
             assert!(e < TOLERANCE, "als, table {table}: relative error {e:e}");
         }
@@ -840,7 +874,7 @@ mod tests {
                     obs.push(Observation { user: r as u32, item: other, weight });
                 }
             }
-            let rows = Rows::new(n_rows, &obs, |o| (o.user, o.item));
+            let rows = Rows::of_users(n_rows, &obs);
             let p = HybridConfig { factors: f, alpha, regularization: lambda, ..HybridConfig::default() };
             let y = random_factors(n_other, f, &mut state);
             for table in [usize::MAX, 0] {
@@ -875,7 +909,7 @@ mod tests {
         // With the table of whitened rows, and with rows whitened as gathered.
         for table in [usize::MAX, 0] {
             let on = |threads| {
-                let run = || fit(n_users, n_items, obs.clone(), &p, table);
+                let run = || fit(Rows::of_users(n_users, &obs), n_items, &p, table);
                 crate::kernels::on_threads(threads, run)
             };
             let one = on(1);
@@ -894,7 +928,7 @@ mod tests {
             .map(|&(user, item, weight)| Observation { user, item, weight })
             .collect();
         let p = params(3, 2);
-        let fit = als(3, 4, obs.clone(), &p);
+        let fit = als(Rows::of_users(3, &obs), 4, &p);
         let (f, x) = (3, &fit.users);
         for i in 0..4 {
             let y = &fit.items[i * f..(i + 1) * f];
@@ -938,7 +972,7 @@ mod tests {
             }
         }
         let p = params(4, 10);
-        let fit = als(20, 10, obs.clone(), &p);
+        let fit = als(Rows::of_users(20, &obs), 10, &p);
         let score = |u: usize, i: usize| -> f32 {
             (0..4)
                 .map(|d| fit.users[u * 4 + d] * fit.items[i * 4 + d])
@@ -954,8 +988,27 @@ mod tests {
             .num_threads(1)
             .build()
             .unwrap()
-            .install(|| als(20, 10, obs.clone(), &p));
+            .install(|| als(Rows::of_users(20, &obs), 10, &p));
         assert_eq!(single, fit);
+    }
+
+    /// Grouped by item, each item's users come in user order, whatever the input order.
+    #[test]
+    fn transposed_rows_hold_the_same_entries_by_the_other_side() {
+        let obs: Vec<Observation> = [(2, 1, 3.0), (1, 0, 2.0), (0, 2, 1.0), (1, 2, 0.5)]
+            .iter()
+            .map(|&(user, item, weight)| Observation { user, item, weight })
+            .collect();
+        let by_user = Rows::of_users(3, &obs);
+        assert_eq!(by_user.row(1), (&[0u32, 2][..], &[2.0f32, 0.5][..]));
+        let by_item = by_user.transpose(4);
+        assert_eq!(by_item.len(), 4);
+        assert_eq!(by_item.row(0), (&[1u32][..], &[2.0f32][..]));
+        assert_eq!(by_item.row(1), (&[2u32][..], &[3.0f32][..]));
+        assert_eq!(by_item.row(2), (&[0u32, 1][..], &[1.0f32, 0.5][..]));
+        assert!(by_item.row(3).0.is_empty());
+        // Each user's items were in item order: back again is the same rows.
+        assert_eq!(by_item.transpose(3), by_user);
     }
 
     #[test]

@@ -27,7 +27,7 @@
 
 use rayon::prelude::*;
 
-use super::als::{Factors, Observation, Rows, axpy, gram, initial};
+use super::als::{Factors, Rows, axpy, gram, initial};
 use super::blas::dgemm;
 use crate::config::HybridConfig;
 
@@ -38,15 +38,11 @@ const OVERSAMPLE: usize = 16;
 /// Eigenvalues below this share of the largest are treated as zero.
 const RANK_TOLERANCE: f64 = 1e-10;
 
-/// Low-rank EASE over `n_users x n_items` observations (module docs): `params.factors` columns,
-/// `params.regularization` as lambda, `params.iterations` rounds of subspace iteration.
-pub fn ease(
-    n_users: usize,
-    n_items: usize,
-    observations: Vec<Observation>,
-    params: &HybridConfig,
-) -> Factors {
-    let f = params.factors;
+/// Low-rank EASE over the observations of `by_user` (one row per user) on `n_items` items
+/// (module docs): `params.factors` columns, `params.regularization` as lambda,
+/// `params.iterations` rounds of subspace iteration.
+pub fn ease(by_user: Rows, n_items: usize, params: &HybridConfig) -> Factors {
+    let (n_users, f) = (by_user.len(), params.factors);
     let lambda = params.regularization;
     let mut users = vec![0f32; n_users * f];
     let mut items = vec![0f32; n_items * f];
@@ -54,10 +50,7 @@ pub fn ease(
     if f == 0 || k == 0 {
         return Factors { f, users, items };
     }
-    let by_user = Rows::new(n_users, &observations, |o| (o.user, o.item));
-    let by_item = Rows::new(n_items, &observations, |o| (o.item, o.user));
-    // Grouped both ways: the triples themselves are no longer needed.
-    drop(observations);
+    let by_item = by_user.transpose(n_items);
     let start: Vec<f64> = (0..n_items * k)
         .map(|n| f64::from(initial(n as u64)))
         .collect();
@@ -232,6 +225,7 @@ fn eigen(mut a: Vec<f64>, n: usize) -> (Vec<f64>, Vec<f64>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::als::Observation;
 
     fn uniform(state: &mut u64) -> f64 {
         *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -336,7 +330,7 @@ mod tests {
             iterations: 3,
             ..HybridConfig::default()
         };
-        let factors = ease(users, items, obs.clone(), &params);
+        let factors = ease(Rows::of_users(users, &obs), items, &params);
         let mut checked = 0;
         let mut max_abs = 0f64;
         for u in 0..users {
@@ -385,7 +379,7 @@ mod tests {
             iterations: 10,
             ..HybridConfig::default()
         };
-        let factors = ease(users, items, obs.clone(), &params);
+        let factors = ease(Rows::of_users(users, &obs), items, &params);
         let s: Vec<f64> = e[..f].iter().map(|v| v / (v + lambda)).collect();
         let mut worst = 0f64;
         for u in 0..users {
@@ -417,7 +411,9 @@ mod tests {
             ..HybridConfig::default()
         };
         let on = |threads| {
-            crate::kernels::on_threads(threads, || ease(users, items, obs.clone(), &params))
+            crate::kernels::on_threads(threads, || {
+                ease(Rows::of_users(users, &obs), items, &params)
+            })
         };
         let one = on(1);
         assert!(one.users.iter().any(|v| *v != 0.0));
@@ -461,7 +457,7 @@ mod tests {
             iterations: 4,
             ..HybridConfig::default()
         };
-        let a = ease(users, items, obs.clone(), &params);
+        let a = ease(Rows::of_users(users, &obs), items, &params);
         for row in a.users.chunks_exact(32) {
             assert!(row[users..].iter().all(|v| *v == 0.0), "{row:?}");
         }

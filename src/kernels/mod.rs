@@ -9,7 +9,7 @@ mod encoder;
 mod popularity;
 mod topk;
 
-pub use als::{Factors, Observation, als};
+pub use als::{Factors, Rows, als};
 pub use blas::backend as blas_backend;
 pub use blas::warn_if_fallback as warn_if_slow_blas;
 pub use ease::ease;

@@ -14,43 +14,47 @@ use std::ops::Range;
 
 use crate::config::{BehaviorModel, HybridConfig};
 use crate::domain::{UserRows, UserVectors, Vectors, WindowData};
-use crate::kernels::{Factors, Observation, als, ease};
+use crate::error::Result;
+use crate::io::ScratchRows;
+use crate::kernels::{Factors, Rows, als, ease};
 
 /// What the hybrid stage keeps of the users: which of the window's users have a vector (a
 /// usable text history: a positive weight on some item), and the behavior part of each one's
-/// vector. The vectors themselves are made from it a chunk of users at a time
-/// ([`UserFactors::rows`]): a user's text vector is the weighted mean of its items' text
-/// vectors ([`WindowData::text_vector`]), recomputed where it is needed, so a million users'
-/// vectors are never held at once.
+/// vector, spilled to a scratch file ([`ScratchRows`]). The vectors themselves are made from it
+/// a chunk of users at a time ([`UserFactors::rows`]): a user's text vector is the weighted
+/// mean of its items' text vectors ([`WindowData::text_vector`]), recomputed where it is needed,
+/// and its factors are read back with its chunk, so neither a million users' vectors nor their
+/// factors are held at once.
 #[derive(Debug, Default)]
 pub struct UserFactors {
     /// The window's users that have a vector (positions in the window, ascending).
     rows: Vec<u32>,
     /// Their ids.
     ids: Vec<String>,
-    /// Factors per user; 0 with `text_scale` `None`: the vectors are the text vectors.
-    f: usize,
+    /// The behavior part; `None`: the vectors are the text vectors.
+    behavior: Option<Behavior>,
+}
+
+/// The behavior part of the users' hybrid vectors.
+#[derive(Debug)]
+struct Behavior {
     /// `rows.len() x f` behavior factors (the popularity prior's column included).
-    x: Vec<f32>,
-    /// sqrt(tau), the text part's scale in the hybrid vectors; `None`: text vectors only.
-    text_scale: Option<f64>,
+    x: ScratchRows,
+    /// sqrt(tau), the text part's scale.
+    text_scale: f64,
 }
 
 impl UserFactors {
-    /// The users of `window` with a text vector over the catalog's text vectors `items`.
-    fn new(window: &WindowData, items: &Vectors) -> UserFactors {
-        let (mut acc, mut out) = (vec![0f64; items.dim], vec![0f32; items.dim]);
-        let rows: Vec<u32> = (0..window.len())
-            .filter(|&u| window.text_vector(u, items, &mut acc, &mut out))
-            .map(|u| u as u32)
-            .collect();
+    /// The users `rows` of `window` (those with a text vector, [`users_with_text`]) with their
+    /// behavior part.
+    fn new(window: &WindowData, rows: Vec<u32>, behavior: Option<Behavior>) -> UserFactors {
         UserFactors {
             ids: rows
                 .iter()
                 .map(|&u| window.users[u as usize].clone())
                 .collect(),
             rows,
-            ..Default::default()
+            behavior,
         }
     }
 
@@ -78,15 +82,19 @@ impl UserRows for HybridUsers<'_> {
     }
 
     fn dim(&self) -> usize {
-        match self.users.text_scale {
-            Some(_) => self.items.dim + self.users.f + 1,
+        match &self.users.behavior {
+            Some(b) => self.items.dim + b.x.width() + 1,
             None => self.items.dim,
         }
     }
 
     /// q_u = [sqrt(tau) t_u, x_u, 0] / |.| (module docs), or t_u for text vectors only.
-    fn chunk(&self, range: Range<usize>) -> UserVectors {
+    fn chunk(&self, range: Range<usize>) -> Result<UserVectors> {
         let (users, t, dim) = (self.users, self.items.dim, self.dim());
+        let behavior = match &users.behavior {
+            Some(b) => Some((b.text_scale, b.x.width(), b.x.read(range.clone())?)),
+            None => None,
+        };
         let (mut acc, mut text) = (vec![0f64; t], vec![0f32; t]);
         let mut flat = Vec::with_capacity(range.len() * dim);
         let mut row = Vec::with_capacity(dim);
@@ -95,11 +103,12 @@ impl UserRows for HybridUsers<'_> {
             let u = users.rows[p] as usize;
             self.window.text_vector(u, self.items, &mut acc, &mut text);
             n_events.push(self.window.user_events[u]);
-            let Some(st) = users.text_scale else {
+            let Some((st, f, factors)) = &behavior else {
                 flat.extend_from_slice(&text);
                 continue;
             };
-            let x = &users.x[p * users.f..(p + 1) * users.f];
+            let at = (p - range.start) * f;
+            let x = &factors[at..at + f];
             row.clear();
             row.extend(text.iter().map(|v| st * f64::from(*v)));
             row.extend(x.iter().map(|v| f64::from(*v)));
@@ -107,10 +116,10 @@ impl UserRows for HybridUsers<'_> {
             let norm = row.iter().map(|v| v * v).sum::<f64>().sqrt();
             flat.extend(row.iter().map(|v| (v / norm) as f32));
         }
-        UserVectors {
+        Ok(UserVectors {
             vectors: Vectors::new(users.ids[range].to_vec(), flat, dim),
             n_events,
-        }
+        })
     }
 }
 
@@ -125,12 +134,36 @@ pub fn hybrid(
     window: &WindowData,
     items: &Vectors,
     text_items: Vectors,
-) -> (Vectors, UserFactors) {
-    let mut users = UserFactors::new(window, items);
-    let beta = params.popularity_weight;
-    if params.factors == 0 && beta == 0.0 {
-        return (text_items, users);
-    }
+) -> Result<(Vectors, UserFactors)> {
+    let rows = users_with_text(window, items);
+    let (candidates, behavior) = if params.factors == 0 && params.popularity_weight == 0.0 {
+        (text_items, None)
+    } else {
+        let (candidates, behavior) = learn(params, window, &rows, text_items)?;
+        (candidates, Some(behavior))
+    };
+    // The users' ids are copied once the factors are learned and spilled, not beside them.
+    Ok((candidates, UserFactors::new(window, rows, behavior)))
+}
+
+/// The positions in `window` of the users with a text vector over the catalog's text vectors
+/// `items`, ascending.
+fn users_with_text(window: &WindowData, items: &Vectors) -> Vec<u32> {
+    let (mut acc, mut out) = (vec![0f64; items.dim], vec![0f32; items.dim]);
+    (0..window.len())
+        .filter(|&u| window.text_vector(u, items, &mut acc, &mut out))
+        .map(|u| u as u32)
+        .collect()
+}
+
+/// The factors of [`hybrid`]: the hybrid candidates, and the users' (`users`: positions in
+/// `window`) behavior part, spilled.
+fn learn(
+    params: &HybridConfig,
+    window: &WindowData,
+    users: &[u32],
+    text_items: Vectors,
+) -> Result<(Vectors, Behavior)> {
     let item_row = text_items.rows_of(&window.item_ids);
     let observed = |u: u32| {
         let (rows, weights) = window.interactions(u as usize);
@@ -138,21 +171,19 @@ pub fn hybrid(
             .zip(weights)
             .filter(|&(&r, &w)| item_row[r as usize].is_some() && w > 0.0)
     };
-    let mut observations =
-        Vec::with_capacity(users.rows.iter().map(|&u| observed(u).count()).sum());
-    for (user, &u) in users.rows.iter().enumerate() {
-        observations.extend(observed(u).map(|(&r, &w)| Observation {
-            user: user as u32,
-            item: item_row[r as usize].expect("observed items are candidates"),
-            weight: w as f32,
+    let mut by_user = Rows::with_capacity(users.iter().map(|&u| observed(u).count()).sum());
+    for &u in users {
+        by_user.push_row(observed(u).map(|(&r, &w)| {
+            let item = item_row[r as usize].expect("observed items are candidates");
+            (item, w as f32)
         }));
     }
     drop(item_row);
-    let (n_users, n_items) = (users.rows.len(), text_items.len());
+    let (n_users, n_items) = (users.len(), text_items.len());
     let mut factors = if params.factors > 0 {
         match params.model {
-            BehaviorModel::Als => als(n_users, n_items, observations, params),
-            BehaviorModel::Ease => ease(n_users, n_items, observations, params),
+            BehaviorModel::Als => als(by_user, n_items, params),
+            BehaviorModel::Ease => ease(by_user, n_items, params),
         }
     } else {
         Factors {
@@ -161,6 +192,7 @@ pub fn hybrid(
             items: Vec::new(),
         }
     };
+    let beta = params.popularity_weight;
     if beta > 0.0 {
         let popularity = &window.popularity;
         let max = popularity.iter().map(|(_, n)| *n).max().unwrap_or(0);
@@ -176,10 +208,11 @@ pub fn hybrid(
         factors = factors.with_column(&vec![sb; n_users], &item_column);
     }
     let candidates = blend(params.text_weight, text_items, &factors);
-    users.f = factors.f;
-    users.x = factors.users;
-    users.text_scale = Some(params.text_weight.sqrt());
-    (candidates, users)
+    let behavior = Behavior {
+        x: ScratchRows::write(&factors.users, factors.f)?,
+        text_scale: params.text_weight.sqrt(),
+    };
+    Ok((candidates, behavior))
 }
 
 /// The unit item vectors of the hybrid score (module docs): `[sqrt(tau) t, factors, balance]`.
@@ -234,8 +267,8 @@ mod tests {
         window.add("u", 0, 2, 1.0, false);
         window.add("x", 1, 9, 0.0, false);
         let window = window.finish(&[true, true, true]);
-        let (candidates, users) = hybrid(&params, &window, &items, items.clone());
-        let users = users.rows(&window, &items).chunk(0..1);
+        let (candidates, users) = hybrid(&params, &window, &items, items.clone()).unwrap();
+        let users = users.rows(&window, &items).chunk(0..1).unwrap();
         let items = candidates;
         assert_eq!(users.vectors.ids, vec!["u"]);
         assert_eq!(items.dim, 4, "text 2 + prior 1 + balance 1");
@@ -284,8 +317,8 @@ mod tests {
             ..HybridConfig::default()
         };
         let window = window.finish(&[true; 4]);
-        let (candidates, users) = hybrid(&params, &window, &items, items.clone());
-        let users = users.rows(&window, &items).chunk(0..7);
+        let (candidates, users) = hybrid(&params, &window, &items, items.clone()).unwrap();
+        let users = users.rows(&window, &items).chunk(0..7).unwrap();
         let items = candidates;
         assert_eq!(users.n_events, vec![2, 2, 2, 2, 2, 2, 1]);
         for r in 0..4 {
@@ -320,9 +353,13 @@ mod tests {
         };
         let tau = 0.3;
         let items = blend(tau, text_items.clone(), &factors);
-        let mut users = UserFactors::new(&window, &text_items);
-        (users.f, users.x, users.text_scale) = (1, factors.users.clone(), Some(tau.sqrt()));
-        let users = users.rows(&window, &text_items).chunk(0..1);
+        let behavior = Behavior {
+            x: ScratchRows::write(&factors.users, 1).unwrap(),
+            text_scale: tau.sqrt(),
+        };
+        let rows = users_with_text(&window, &text_items);
+        let users = UserFactors::new(&window, rows, Some(behavior));
+        let users = users.rows(&window, &text_items).chunk(0..1).unwrap();
         assert_eq!(items.dim, 4);
         let text = [0.8f64, 0.6, 0.96];
         let want: Vec<f64> = (0..3)
@@ -365,14 +402,14 @@ mod tests {
                 popularity_weight: if factors == 0 { 0.0 } else { 0.2 },
                 ..HybridConfig::default()
             };
-            let (_, users) = hybrid(&params, &window, &items, items.clone());
+            let (_, users) = hybrid(&params, &window, &items, items.clone()).unwrap();
             let rows = users.rows(&window, &items);
             let n = rows.ids().len();
             assert_eq!(n, 40 - 5, "u00, u09, u18, u27, u36 have only zero weights");
-            let whole = rows.chunk(0..n);
+            let whole = rows.chunk(0..n).unwrap();
             let mut parts = UserVectors::default();
             for range in [0..7, 7..8, 8..30, 30..n] {
-                let part = rows.chunk(range);
+                let part = rows.chunk(range).unwrap();
                 parts.vectors.ids.extend(part.vectors.ids);
                 parts.vectors.flat.extend(part.vectors.flat);
                 parts.n_events.extend(part.n_events);

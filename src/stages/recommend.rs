@@ -105,7 +105,7 @@ impl<'a> Recommender<'a> {
             return Ok(Some((self.out.lists.take(), UserVectors::default())));
         };
         self.made += 1;
-        let chunk = self.users.chunk(range);
+        let chunk = self.users.chunk(range)?;
         let ids = &chunk.vectors.ids;
         let adjustments = adjustments(self.repeat_weight, ids, &self.candidate, self.data);
         let out = &mut self.out;
