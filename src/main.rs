@@ -20,6 +20,8 @@ fn init_logging(format: LogFormat) {
 }
 
 fn main() -> ProcessExit {
+    // First, while this is the only thread: OpenBLAS reads its kernel choice when it loads.
+    recjob::kernels::select_openblas_kernels();
     // Usage errors are bad configuration (exit 1, not retried), not clap's default 2.
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,

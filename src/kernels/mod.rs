@@ -12,6 +12,7 @@ mod topk;
 pub use als::{Factors, Rows, als};
 pub use blas::backend as blas_backend;
 pub use blas::warn_if_fallback as warn_if_slow_blas;
+pub use blas::{openblas_kernels_for_cpu, select_openblas_kernels};
 pub use ease::ease;
 pub use encoder::{
     EmbedStats, Encoder, Pooling, SentenceEncoder, embed_texts, encode_batches, plan, select_device,

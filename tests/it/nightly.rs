@@ -203,6 +203,19 @@ async fn two_nights_on_online_retail_publish_exact_complete_lists() {
         manifest["users"]["active"].as_u64().unwrap() as usize,
         active.len()
     );
+    // OpenBLAS ran the kernels of this CPU's instruction set, not the generic fallback it picks
+    // for a CPU model it does not know.
+    let want = std::env::var("OPENBLAS_CORETYPE")
+        .ok()
+        .or(recjob::kernels::openblas_kernels_for_cpu().map(String::from));
+    let blas = manifest["model"]["blas"].as_str().unwrap();
+    if let (Some(want), true) = (want, blas.starts_with("libopenblas")) {
+        assert!(
+            blas.to_lowercase()
+                .ends_with(&format!("({})", want.to_lowercase())),
+            "GEMM ran on {blas}, not OpenBLAS's {want} kernels"
+        );
+    }
 
     // Rerun: exit 99 without --force; with --force the same rows (run_id aside) replace the partition.
     let o = recjob(
