@@ -4,7 +4,7 @@ CARGO ?= cargo
 BIN := target/debug/recjob
 PY := .venv/bin/python
 
-.PHONY: help demo test setup model model-multilingual pyenv build release lint fixtures bench-topk bench-embed bench-cluster bench-als bench-quality bench-spark bench-scale clean-out
+.PHONY: help demo test setup model model-multilingual pyenv build release lint fixtures bench-topk bench-embed bench-cluster bench-als bench-quality bench-spark bench-scale build-cuda check-cuda clean-out
 
 help:
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -32,6 +32,12 @@ build: ## Build recjob (one profile for tests and runs: optimised dependencies)
 
 release: ## Optimised production binary (target/release/recjob; 40-50 min cold on 2 cores)
 	$(CARGO) build --release --bins
+
+build-cuda: ## The `cuda` binary (CUDA 13.0 toolchain from PyPI, stub driver, own target dir; ~40 min cold; path printed last)
+	./scripts/build-cuda.sh
+
+check-cuda: ## cargo check --features cuda with the same toolchain (before booking a GPU machine; not in CI)
+	./scripts/build-cuda.sh --check
 
 lint: ## Formatting and clippy, warnings are errors
 	$(CARGO) fmt --check
