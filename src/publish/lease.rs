@@ -31,22 +31,47 @@ struct Holder {
     action: String,
     host: String,
     pid: u32,
+    /// The holder process's start time (clock ticks after boot, `/proc/<pid>/stat`), so a pid
+    /// reused by another process is not taken for the holder. Absent in leases written before
+    /// it was recorded, and off Linux.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    start_ticks: Option<u64>,
     acquired_at: String,
     /// Seconds since the epoch.
     expires_at: i64,
 }
 
 impl Holder {
-    /// Live: not expired, and not a process known to be dead (same host, no such pid).
+    /// Live: not expired, and not a process known to be dead. On the same Linux host the
+    /// holder is dead when its pid is gone, is a zombie (killed, not yet reaped by its parent),
+    /// or now belongs to a process started at another time.
     fn is_live(&self, now: i64) -> bool {
         if self.expires_at <= now {
             return false;
         }
         if self.host == host() && cfg!(target_os = "linux") {
-            return std::path::Path::new(&format!("/proc/{}", self.pid)).exists();
+            return match process_start(self.pid) {
+                Some(start) => self.start_ticks.is_none_or(|s| s == start),
+                None => false,
+            };
         }
         true
     }
+}
+
+/// The start time of a running process (field 22 of `/proc/<pid>/stat`); `None` when there is
+/// no such process, or it has exited and only its zombie or dead entry remains.
+fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (comm) state ppid ...`: comm may hold spaces and parentheses, so fields are counted
+    // after the last ')'.
+    let mut fields = stat.get(stat.rfind(')')? + 1..)?.split_ascii_whitespace();
+    let state = fields.next()?;
+    if matches!(state, "Z" | "X" | "x") {
+        return None;
+    }
+    // After the state (field 3), start time is field 22: 18 more fields on.
+    fields.nth(18)?.parse().ok()
 }
 
 /// This machine's name, as leases record it.
@@ -140,6 +165,7 @@ impl Lease {
             action: action.to_string(),
             host: host(),
             pid: std::process::id(),
+            start_ticks: process_start(std::process::id()),
             acquired_at: Utc::now().to_rfc3339(),
             expires_at: now + ttl_seconds as i64,
         };
@@ -244,4 +270,63 @@ fn busy(date: NaiveDate, h: &Holder) -> Error {
         h.host,
         h.pid
     ))
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    fn holder(pid: u32, start_ticks: Option<u64>) -> Holder {
+        Holder {
+            run_id: "r".into(),
+            action: "run".into(),
+            host: host(),
+            pid,
+            start_ticks,
+            acquired_at: String::new(),
+            expires_at: Utc::now().timestamp() + 3600,
+        }
+    }
+
+    #[test]
+    fn a_killed_holder_is_dead_even_before_it_is_reaped() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let start = process_start(pid);
+        assert!(start.is_some());
+        assert!(holder(pid, start).is_live(Utc::now().timestamp()));
+        child.kill().unwrap();
+        // Not reaped yet: /proc/<pid> still exists, as a zombie.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while process_start(pid).is_some() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+        assert!(!holder(pid, start).is_live(Utc::now().timestamp()));
+        child.wait().unwrap();
+        assert!(!holder(pid, start).is_live(Utc::now().timestamp()));
+    }
+
+    #[test]
+    fn a_reused_pid_is_not_the_holder_and_old_leases_still_count() {
+        let me = std::process::id();
+        let start = process_start(me).expect("this process runs");
+        let now = Utc::now().timestamp();
+        assert!(holder(me, Some(start)).is_live(now));
+        assert!(!holder(me, Some(start + 1)).is_live(now));
+        // A lease written before start times were recorded: the pid alone decides.
+        let old: Holder = serde_json::from_str(&format!(
+            r#"{{"run_id":"r","action":"run","host":{:?},"pid":{me},"acquired_at":"","expires_at":{}}}"#,
+            host(),
+            now + 60
+        ))
+        .unwrap();
+        assert!(old.is_live(now));
+        let mut expired = holder(me, Some(start));
+        expired.expires_at = now;
+        assert!(!expired.is_live(now));
+    }
 }
