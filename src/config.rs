@@ -171,6 +171,10 @@ pub struct ModelConfig {
     /// Text prepended to every item text before tokenisation (`query: ` for E5 models);
     /// unset: the model folder's default (`recjob.json`'s `prefix`, none for MiniLM).
     pub prefix: Option<String>,
+    /// Precision of the encoder on a GPU. Left out of the serialised config when f32, so the
+    /// `config_hash` of configs that do not set it stays what it was before the key existed.
+    #[serde(skip_serializing_if = "ModelDtype::is_f32")]
+    pub dtype: ModelDtype,
 }
 
 impl Default for ModelConfig {
@@ -180,7 +184,42 @@ impl Default for ModelConfig {
             device: DeviceChoice::Auto,
             max_batch_tokens: 8192,
             prefix: None,
+            dtype: ModelDtype::F32,
         }
+    }
+}
+
+/// Precision of the encoder's weights and activations on a GPU (`model.dtype`); the CPU
+/// encoder always runs f32. No `f16`: BERT's attention mask uses the f32 minimum, which
+/// overflows f16 to infinity and turns attended scores into NaN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelDtype {
+    /// Full precision.
+    #[default]
+    F32,
+    /// bfloat16: f32's range, 8 bits of mantissa (cosine to f32 stated in README).
+    Bf16,
+}
+
+impl ModelDtype {
+    /// The configuration value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelDtype::F32 => "f32",
+            ModelDtype::Bf16 => "bf16",
+        }
+    }
+
+    fn is_f32(&self) -> bool {
+        *self == ModelDtype::F32
+    }
+
+    /// From the configuration value.
+    pub fn parse(s: &str) -> Option<ModelDtype> {
+        [ModelDtype::F32, ModelDtype::Bf16]
+            .into_iter()
+            .find(|d| d.as_str() == s)
     }
 }
 
@@ -204,6 +243,10 @@ impl DeviceChoice {
             DeviceChoice::Cpu => "cpu",
             DeviceChoice::Cuda => "cuda",
         }
+    }
+
+    fn is_auto(&self) -> bool {
+        *self == DeviceChoice::Auto
     }
 
     /// From the configuration value.
@@ -341,6 +384,11 @@ pub struct TopkConfig {
     pub block_users: usize,
     /// Items per block of the blockwise kernel.
     pub block_items: usize,
+    /// Where top-K and similar items run: `auto` (a CUDA GPU when the binary has the `cuda`
+    /// feature and one is present, else the CPU), `cpu` or `cuda`. The lists are the same on
+    /// either, so it is not part of `config_hash` (nor serialised when `auto`).
+    #[serde(skip_serializing_if = "DeviceChoice::is_auto")]
+    pub device: DeviceChoice,
 }
 
 impl Default for TopkConfig {
@@ -349,6 +397,7 @@ impl Default for TopkConfig {
             k: 50,
             block_users: 1024,
             block_items: 2048,
+            device: DeviceChoice::Auto,
         }
     }
 }
@@ -672,6 +721,7 @@ impl Config {
         let mut config = self.clone();
         config.engine = EngineConfig::default();
         config.publish = PublishConfig::default();
+        config.topk.device = DeviceChoice::Auto;
         let json = serde_json::to_vec(&config).expect("config serialises to JSON: this is a bug");
         hex::encode(Sha256::digest(json))
     }

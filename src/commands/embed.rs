@@ -4,13 +4,13 @@
 
 #![allow(clippy::print_stdout)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema};
 
-use crate::config::{DeviceChoice, ModelConfig};
+use crate::config::{DeviceChoice, ModelConfig, ModelDtype};
 use crate::error::{Context, Error, ExitCode, Result};
 use crate::io::{
     Location, ParquetStreamWriter, embedding_type, read_input_file, strings, to_arrow,
@@ -40,33 +40,20 @@ pub(super) struct Args {
     /// `query: ` for multilingual-e5-small, none for MiniLM).
     #[arg(long)]
     prefix: Option<String>,
+    /// Precision on a GPU (`model.dtype`); the CPU encoder runs f32.
+    #[arg(long, value_enum, default_value_t = ModelDtype::F32)]
+    dtype: ModelDtype,
 }
 
 pub(super) async fn execute(args: Args) -> Result<ExitCode> {
-    let n = embed_file(
-        &args.model,
-        &args.input,
-        &args.column,
-        &args.output,
-        args.device,
-        args.max_batch_tokens,
-        args.prefix.as_deref(),
-    )
-    .await?;
+    let n = embed_file(&args).await?;
     println!("embedded {n} texts into {}", args.output);
     Ok(ExitCode::Published)
 }
 
 /// `recjob embed`: every input column plus `embedding`, in input order.
-async fn embed_file(
-    model: &Path,
-    input: &str,
-    column: &str,
-    output: &str,
-    device: DeviceChoice,
-    max_batch_tokens: usize,
-    prefix: Option<&str>,
-) -> Result<usize> {
+async fn embed_file(args: &Args) -> Result<usize> {
+    let (input, column, output) = (&args.input, &args.column, &args.output);
     let batches = read_input_file(input, "input").await?;
     let Some(first) = batches.first() else {
         return Err(Error::Input(format!("input {input}: no rows")));
@@ -94,7 +81,13 @@ async fn embed_file(
         )));
     }
     let idx = batch.schema().index_of(column).expect("checked above");
-    let encoder = SentenceEncoder::load_prefixed(model, device, prefix)?;
+    let encoder = SentenceEncoder::load_as(
+        &args.model,
+        args.device,
+        args.prefix.as_deref(),
+        args.dtype,
+        false,
+    )?;
     tracing::info!(
         model = encoder.model_id(),
         device = encoder.device(),
@@ -121,7 +114,7 @@ async fn embed_file(
         let chunk = batch.slice(start, TEXTS_PER_CHUNK.min(batch.num_rows() - start));
         let texts = strings(&chunk, idx);
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let (flat, _) = embed_texts(&encoder, &refs, max_batch_tokens)?;
+        let (flat, _) = embed_texts(&encoder, &refs, args.max_batch_tokens)?;
         let mut columns: Vec<ArrayRef> = keep.iter().map(|&c| chunk.column(c).clone()).collect();
         columns.push(to_arrow(&flat, dim));
         writer

@@ -11,13 +11,13 @@ use arrow::array::{Float32Array, Int32Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use futures::StreamExt;
 
-use crate::config::{TopkConfig, k_arg};
+use crate::config::{DeviceChoice, TopkConfig, k_arg};
 use crate::domain::{Vectors, normalize_rows};
 use crate::error::{Context, Error, ExitCode, Result};
 use crate::io::{
     Location, ParquetStreamWriter, from_arrow, id_strings, parquet_stream, read_input_file,
 };
-use crate::kernels::{Adjustments, TopkParams, top_k};
+use crate::kernels::{Adjustments, TopkParams, select_device, top_k_on};
 
 #[derive(Debug, clap::Args)]
 pub(super) struct Args {
@@ -42,9 +42,15 @@ pub(super) struct Args {
     /// Items per block.
     #[arg(long, default_value_t = TopkConfig::default().block_items)]
     block_items: usize,
+    /// Where the kernel runs: a CUDA GPU when the binary has one (`auto`), the CPU, or the GPU.
+    /// On a GPU the blocks are the device's own (8192 x 8192).
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    device: DeviceChoice,
 }
 
 pub(super) async fn execute(args: Args) -> Result<ExitCode> {
+    // A device that is not there fails before any input is read.
+    select_device(args.device, "topk.device")?;
     let items = read_items(&args.items).await?;
     let excluded = match &args.exclude {
         Some(path) => read_exclusions(path, &items).await?,
@@ -141,6 +147,7 @@ async fn rank_users(
         k: args.k,
         block_users: args.block_users,
         block_items: args.block_items,
+        device: args.device,
     };
     let (mut short, mut n_users, mut kernel_seconds) = (0usize, 0usize, 0f64);
     let mut unique = UniqueIds::default();
@@ -232,13 +239,13 @@ fn rank_chunk(
     let mut short = 0;
     let (mut out_users, mut ranks, mut out_items, mut scores) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    top_k::<()>(
+    top_k_on(
         &users.flat,
         &items.flat,
         items.dim,
         params,
         &exclusions,
-        |first, lists| {
+        &mut |first, lists| {
             for (o, hits) in lists.into_iter().enumerate() {
                 short += usize::from(hits.len() < params.k);
                 for (r, h) in hits.iter().enumerate() {
@@ -250,8 +257,7 @@ fn rank_chunk(
             }
             Ok(())
         },
-    )
-    .expect("infallible sink");
+    )?;
     let batch = RecordBatch::try_new(
         output_schema(),
         vec![

@@ -44,6 +44,9 @@ impl Engine {
     /// reading any data when its scheduler is down.
     pub async fn connect(config: &Config) -> Result<Engine> {
         if config.engine.url == "local" {
+            // `topk.device` names a device that is there: checked before any data is read.
+            let device = kernels::select_device(config.topk.device, "topk.device")?;
+            tracing::info!(device = ?device, "top-K and similar items on this device");
             return Ok(Engine::Local);
         }
         let ctx = cluster::client(&config.engine.url, config.engine.partitions).await?;
@@ -62,6 +65,7 @@ impl Engine {
             model_dir: std::path::absolute(&config.model.dir)
                 .map_or(config.model.dir.clone(), |p| p.display().to_string()),
             device: config.model.device,
+            dtype: config.model.dtype,
         })))
     }
 
@@ -129,7 +133,7 @@ impl Engine {
         sink: &mut (dyn FnMut(usize, Vec<Vec<Hit>>) -> Result<()> + Send),
     ) -> Result<()> {
         match self {
-            Engine::Local => kernels::top_k(users, items, dim, params, adjustments, sink),
+            Engine::Local => kernels::top_k_on(users, items, dim, params, adjustments, sink),
             Engine::Sql(engine) => {
                 let lists = engine.top_k(users, items, dim, params, adjustments).await?;
                 sink(0, lists)

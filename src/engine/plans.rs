@@ -13,7 +13,7 @@ use datafusion::scalar::ScalarValue;
 use object_store::ObjectStoreExt;
 
 use super::udf::hits_from_arrow;
-use crate::config::DeviceChoice;
+use crate::config::{DeviceChoice, ModelDtype};
 use crate::error::{Context, Error, Result};
 use crate::io::{self, Location, embedding_type, to_arrow};
 use crate::kernels::{Adjustments, Encoder, Hit, TopkParams};
@@ -35,6 +35,8 @@ pub struct SqlEngine {
     pub model_dir: String,
     /// The device the executors use.
     pub device: DeviceChoice,
+    /// The encoder's precision on an executor's GPU (`model.dtype`).
+    pub dtype: ModelDtype,
 }
 
 /// A stage's staged inputs; [`Staged::remove`] deletes them.
@@ -158,6 +160,7 @@ impl SqlEngine {
                         ("model_dir", ScalarValue::from(self.model_dir.as_str())),
                         ("device", ScalarValue::from(self.device.as_str())),
                         ("model_id", ScalarValue::from(encoder.model_id())),
+                        ("dtype", ScalarValue::from(self.dtype.as_str())),
                     ],
                 )
                 .await?;

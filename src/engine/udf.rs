@@ -1,7 +1,7 @@
 //! The engine's functions: the heavy stages as scalar functions, so they run wherever
 //! DataFusion runs a plan (this process, or Ballista executors).
 //!
-//! - `recjob_embed(texts, model_dir, device, model_id)`: one encoder batch per row;
+//! - `recjob_embed(texts, model_dir, device, model_id, dtype)`: one encoder batch per row;
 //! - `recjob_topk(query, excluded, items_url, k, block_users, block_items)`: each row's exact
 //!   top-K of the staged item vectors.
 
@@ -14,7 +14,7 @@ use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 
-use crate::config::DeviceChoice;
+use crate::config::{DeviceChoice, ModelDtype};
 use crate::io::{Dot, Location, from_arrow, read_parquet};
 use crate::kernels::{
     Adjustments, Encoder, Hit, SentenceEncoder, TopkParams, encode_batches, top_k_all,
@@ -50,7 +50,7 @@ fn engine_err(e: impl std::fmt::Display) -> datafusion::error::DataFusionError {
     datafusion::error::DataFusionError::Execution(e.to_string())
 }
 
-/// `recjob_embed(texts list<utf8>, model_dir, device, model_id) -> list<float32>`: each row is
+/// `recjob_embed(texts list<utf8>, model_dir, device, model_id, dtype) -> list<float32>`: each row is
 /// one encoder batch; its vectors come back concatenated (`texts x dim`). The encoder is loaded
 /// once per process from `model_dir` (which must hold the model `model_id`, the driver's).
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -62,22 +62,25 @@ impl Embed {
     /// The function, to register in a session.
     pub fn udf() -> ScalarUDF {
         ScalarUDF::from(Embed {
-            signature: Signature::any(4, Volatility::Immutable),
+            signature: Signature::any(5, Volatility::Immutable),
         })
     }
 }
 
-type Encoders = std::sync::Mutex<std::collections::HashMap<(String, String), Arc<SentenceEncoder>>>;
+type Encoders =
+    std::sync::Mutex<std::collections::HashMap<(String, String, String), Arc<SentenceEncoder>>>;
 
-fn encoder(dir: &str, device: &str) -> Result<Arc<SentenceEncoder>> {
+fn encoder(dir: &str, device: &str, dtype: &str) -> Result<Arc<SentenceEncoder>> {
     static ENCODERS: std::sync::LazyLock<Encoders> = std::sync::LazyLock::new(Default::default);
-    let key = (dir.to_string(), device.to_string());
+    let key = (dir.to_string(), device.to_string(), dtype.to_string());
     if let Some(e) = ENCODERS.lock().expect("lock").get(&key) {
         return Ok(e.clone());
     }
     let choice = DeviceChoice::parse(device)
         .ok_or_else(|| engine_err(format!("recjob_embed: unknown device {device:?}")))?;
-    let loaded = SentenceEncoder::load(std::path::Path::new(dir), choice)
+    let dtype = ModelDtype::parse(dtype)
+        .ok_or_else(|| engine_err(format!("recjob_embed: unknown dtype {dtype:?}")))?;
+    let loaded = SentenceEncoder::load_as(std::path::Path::new(dir), choice, None, dtype, false)
         .map_err(|e| engine_err(format!("recjob_embed on {}: {e:#}", host())))?;
     let loaded = Arc::new(loaded);
     ENCODERS.lock().expect("lock").insert(key, loaded.clone());
@@ -108,7 +111,8 @@ impl ScalarUDFImpl for Embed {
             scalar_str(&args.args, 2, name)?,
         );
         let model_id = scalar_str(&args.args, 3, name)?;
-        let encoder = encoder(&dir, &device)?;
+        let dtype = scalar_str(&args.args, 4, name)?;
+        let encoder = encoder(&dir, &device, &dtype)?;
         if encoder.model_id() != model_id {
             return exec_err!(
                 "recjob_embed on {}: {dir} holds model {}, the driver's is {model_id}",
@@ -284,6 +288,8 @@ impl ScalarUDFImpl for TopK {
             k: scalar_usize(&args.args, 4, name)?,
             block_users: scalar_usize(&args.args, 5, name)?,
             block_items: scalar_usize(&args.args, 6, name)?,
+            // Executors rank on their CPUs (README "Scale-out").
+            device: DeviceChoice::Cpu,
         };
         let arrays = ColumnarValue::values_to_arrays(&args.args[..3])?;
         let (queries, dim) = from_arrow(arrays[0].as_ref())

@@ -1,6 +1,6 @@
 //! The kernels: the numeric work of a run, on plain slices and ids, with no storage, engine or
 //! stage in sight. The sentence encoder, exact blockwise top-K, implicit ALS, low-rank EASE, popularity lists
-//! and the SGEMM they share. Each is deterministic and tested against a naive reference.
+//! and the SGEMM they share; top-K also blockwise on a GPU. Each is deterministic and tested against a naive reference.
 
 mod als;
 pub(crate) mod blas;
@@ -8,6 +8,7 @@ mod ease;
 mod encoder;
 mod popularity;
 mod topk;
+mod topk_device;
 
 pub use als::{Factors, Rows, als};
 pub use blas::backend as blas_backend;
@@ -19,6 +20,7 @@ pub use encoder::{
 };
 pub use popularity::popularity_score;
 pub use topk::{Adjustments, Hit, TopkParams, top_k, top_k_all};
+pub use topk_device::{MAX_BLOCK_ITEMS, top_k_candle, top_k_on};
 
 /// `work` run on a rayon pool of `threads` threads (the kernels' thread-count tests).
 #[cfg(test)]

@@ -19,6 +19,7 @@ use std::collections::BinaryHeap;
 use rayon::prelude::*;
 
 use super::blas;
+use crate::config::DeviceChoice;
 use crate::domain::dot;
 
 /// Extra candidates kept per user beyond K, re-scored exactly before the final cut.
@@ -33,6 +34,8 @@ pub struct TopkParams {
     pub block_users: usize,
     /// Items per block.
     pub block_items: usize,
+    /// Where it runs ([`super::top_k_on`]): this CPU kernel, or blockwise on a GPU.
+    pub device: DeviceChoice,
 }
 
 /// One result: an item row and its score.
@@ -225,8 +228,7 @@ fn user_block(
 ) -> Vec<Vec<Hit>> {
     let bu = users.len() / dim;
     let n_items = items.len() / dim;
-    // K may exceed the items (a caller asking for "all"): never keep more than there are.
-    let keep = params.k.saturating_add(MARGIN).min(n_items.max(1));
+    let keep = keep(params.k, n_items);
     let mut heaps: Vec<BinaryHeap<Worst>> = (0..bu)
         .map(|_| BinaryHeap::with_capacity(keep.saturating_add(1)))
         .collect();
@@ -270,33 +272,62 @@ fn user_block(
         .into_iter()
         .enumerate()
         .map(|(r, heap)| {
-            let user = &users[r * dim..(r + 1) * dim];
-            let mut hits: Vec<Hit> = heap
-                .into_iter()
-                .map(|Worst(_, i)| {
-                    let adjustment = adjustments.get(u0 + r, i);
-                    let similarity = dot(user, &items[i as usize * dim..(i as usize + 1) * dim]);
-                    Hit {
-                        item: i,
-                        score: similarity + adjustment,
-                        adjustment,
-                    }
-                })
-                .collect();
-            hits.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.item.cmp(&b.item)));
-            hits.truncate(params.k);
-            hits
+            let candidates = heap.into_iter().map(|Worst(_, i)| i);
+            finish(
+                &users[r * dim..(r + 1) * dim],
+                u0 + r,
+                candidates,
+                items,
+                dim,
+                adjustments,
+                params.k,
+            )
         })
         .collect()
 }
 
+/// Candidates kept per user before the exact re-scoring: K plus a margin, never more than
+/// there are items (a caller may ask for "all").
+pub(super) fn keep(k: usize, n_items: usize) -> usize {
+    k.saturating_add(MARGIN).min(n_items.max(1))
+}
+
+/// The final cut of one user (`user`, row `u`): its candidate item rows re-scored with the exact
+/// [`dot`] plus the user's term, excluded items dropped, sorted by score (descending) then item
+/// row, cut to `k`. Every kernel ends here, so their lists agree whatever found the candidates.
+pub(super) fn finish(
+    user: &[f32],
+    u: usize,
+    candidates: impl IntoIterator<Item = u32>,
+    items: &[f32],
+    dim: usize,
+    adjustments: &Adjustments,
+    k: usize,
+) -> Vec<Hit> {
+    let mut hits: Vec<Hit> = candidates
+        .into_iter()
+        .filter_map(|i| {
+            let adjustment = adjustments.get(u, i);
+            let similarity = dot(user, &items[i as usize * dim..(i as usize + 1) * dim]);
+            (adjustment != f32::NEG_INFINITY).then_some(Hit {
+                item: i,
+                score: similarity + adjustment,
+                adjustment,
+            })
+        })
+        .collect();
+    hits.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.item.cmp(&b.item)));
+    hits.truncate(k);
+    hits
+}
+
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use proptest::prelude::*;
 
     /// Brute force: every eligible item scored with the exact dot, sorted (score desc, id asc).
-    fn reference(
+    pub(in crate::kernels) fn reference(
         users: &[f32],
         items: &[f32],
         dim: usize,
@@ -327,7 +358,7 @@ mod tests {
             .collect()
     }
 
-    fn random_unit(rows: usize, dim: usize, seed: u64) -> Vec<f32> {
+    pub(in crate::kernels) fn random_unit(rows: usize, dim: usize, seed: u64) -> Vec<f32> {
         let mut state = seed
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
@@ -343,7 +374,7 @@ mod tests {
         v
     }
 
-    fn same(a: &[Vec<Hit>], b: &[Vec<Hit>]) {
+    pub(in crate::kernels) fn same(a: &[Vec<Hit>], b: &[Vec<Hit>]) {
         assert_eq!(a.len(), b.len());
         for (u, (x, y)) in a.iter().zip(b).enumerate() {
             assert_eq!(x.len(), y.len(), "user {u}");
@@ -381,7 +412,7 @@ mod tests {
             entries.extend((0..n_items).map(|i| (0u32, i as u32, f32::NEG_INFINITY)));
             entries.extend((0..n_items).step_by(3).map(|i| (0u32, i as u32, 0.5)));
             let ex = Adjustments::from_entries(n_users, entries);
-            let got = top_k_all(&users, &items, dim, &TopkParams { k, block_users: bu, block_items: bi }, &ex);
+            let got = top_k_all(&users, &items, dim, &TopkParams { k, block_users: bu, block_items: bi, device: DeviceChoice::Cpu }, &ex);
             let want = reference(&users, &items, dim, k, &ex);
             prop_assert!(got[0].is_empty());
             same(&got, &want);
@@ -442,6 +473,7 @@ mod tests {
                         k: 12,
                         block_users: bu,
                         block_items: bi,
+                        device: DeviceChoice::Cpu,
                     },
                     &ex,
                 ),
@@ -460,6 +492,7 @@ mod tests {
             k: 12,
             block_users: 5,
             block_items: 9,
+            device: DeviceChoice::Cpu,
         };
         let a = one.install(|| top_k_all(&users, &items, 24, &p, &ex));
         let b = two.install(|| top_k_all(&users, &items, 24, &p, &ex));

@@ -76,10 +76,12 @@ impl Runner {
         if let Some(e) = self.encoder.get() {
             return Ok(e.clone());
         }
-        let e: Arc<dyn Encoder> = Arc::new(SentenceEncoder::load_prefixed(
+        let e: Arc<dyn Encoder> = Arc::new(SentenceEncoder::load_as(
             Path::new(&self.config.model.dir),
             self.config.model.device,
             self.config.model.prefix.as_deref(),
+            self.config.model.dtype,
+            false,
         )?);
         tracing::info!(
             model = e.model_id(),

@@ -45,6 +45,7 @@ fn params(config: &Config, k: usize) -> TopkParams {
         k,
         block_users: config.topk.block_users,
         block_items: config.topk.block_items,
+        device: config.topk.device,
     }
 }
 

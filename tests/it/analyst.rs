@@ -194,7 +194,7 @@ fn recjob_sql_is_read_only_and_sees_only_published_dates() {
     // read any URL with the job's credentials.
     for statement in [
         "SELECT recjob_topk(embedding, [], 's3://any-bucket/x', 1, 1, 1) FROM user_embeddings",
-        "SELECT recjob_embed(['a'], '/', 'cpu', 'm')",
+        "SELECT recjob_embed(['a'], '/', 'cpu', 'm', 'f32')",
     ] {
         let o = recjob(tmp.path(), &["sql", "--config", config, "-c", statement]);
         assert_eq!(code(&o), 1, "{statement}: {}", stderr(&o));

@@ -36,6 +36,7 @@ fn sql_engine(staging: &std::path::Path, model_dir: &str) -> Engine {
         partitions: 3,
         model_dir: model_dir.into(),
         device: DeviceChoice::Cpu,
+        dtype: recjob::config::ModelDtype::F32,
     }))
 }
 
@@ -78,6 +79,7 @@ async fn plans_over_recjob_functions_equal_the_local_kernels_bit_for_bit() {
         k: 25,
         block_users: 64,
         block_items: 128,
+        device: DeviceChoice::Cpu,
     };
     let a = Engine::Local
         .top_k(users, &local, dim, &params, &exclusions)

@@ -112,6 +112,37 @@ fn exact_lists_with_exclusions_and_short_users() {
         (scores[0] - 1.0 / 1.01f32.sqrt()).abs() < 1e-6,
         "{scores:?}"
     );
+    // The same lists from `--device cpu`; `--device cuda` without the `cuda` feature is a
+    // configuration error naming the option, with nothing written.
+    std::fs::remove_file(d.join("out.parquet")).unwrap();
+    let mut args = vec![
+        "topk",
+        "--users",
+        "users.parquet",
+        "--items",
+        "items.parquet",
+    ];
+    args.extend([
+        "--k",
+        "5",
+        "--output",
+        "out.parquet",
+        "--exclude",
+        "exclude.parquet",
+    ]);
+    let o = recjob(d, &[args.as_slice(), &["--device", "cpu"]].concat());
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(
+        col_f32(&read_file(&d.join("out.parquet"))[0], "score"),
+        scores
+    );
+    if !cfg!(feature = "cuda") {
+        std::fs::remove_file(d.join("out.parquet")).unwrap();
+        let o = recjob(d, &[args.as_slice(), &["--device", "cuda"]].concat());
+        assert_eq!(code(&o), 1, "{}", stderr(&o));
+        assert!(stderr(&o).contains("topk.device = cuda"), "{}", stderr(&o));
+        assert!(!d.join("out.parquet").exists());
+    }
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! The BERT forward pass for CPUs, on packed sequences.
 //!
-//! candle's `BertModel` (the GPU path, see [`super::model`]) pads every row of a batch to the
+//! candle's BERT layers (the GPU path, [`super::bert_candle`]) pads every row of a batch to the
 //! longest and runs attention as thousands of tiny per-head matrix products. Here the rows of a
 //! batch are packed end to end instead, so every dense layer is one large GEMM over all real
 //! tokens and no FLOP is spent on padding:

