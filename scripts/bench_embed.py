@@ -2,10 +2,9 @@
 same thread count, in one invocation. Prints texts/s for both, their ratio, and the minimum
 cosine between the two outputs. Run by `make bench-embed`; figures go to BENCHMARKS.md.
 
-Texts: the first N distinct product/movie titles of ../shared/data (Online Retail, Amazon,
-MovieLens catalogs, in that order).
+Texts: scripts/titles.py (the first N distinct product/movie titles of the public datasets).
 """
-import argparse, glob, json, os, subprocess, tempfile, time
+import argparse, json, os, subprocess, sys, tempfile, time
 
 p = argparse.ArgumentParser()
 p.add_argument("--texts", type=int, default=10_000)
@@ -24,23 +23,8 @@ import torch  # noqa: E402
 from sentence_transformers import SentenceTransformer  # noqa: E402
 
 torch.set_num_threads(a.threads)
-titles, seen = [], set()
-for ds in ["online_retail", "amazon2018_small", "movielens_latest_small"]:
-    f = sorted(glob.glob(f"../shared/data/{ds}/parquet/catalog/*/part-0.parquet"))[0]
-    for t in pq.read_table(f, columns=["title"]).column(0).to_pylist():
-        if t and t not in seen:
-            seen.add(t)
-            titles.append(t)
-base = titles
-
-
-def make_titles(n):
-    """The first n titles; past the catalogs' distinct titles, deterministic pairs of them."""
-    out = list(base[:n])
-    while len(out) < n:
-        out.append(f"{base[len(out) % 7919]} {base[(len(out) * 31) % 7919]}")
-    return out
-
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from titles import make_titles  # noqa: E402
 
 titles = make_titles(a.texts)
 tmp = tempfile.mkdtemp(prefix="bench-embed-")

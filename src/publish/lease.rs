@@ -272,7 +272,7 @@ fn busy(date: NaiveDate, h: &Holder) -> Error {
     ))
 }
 
-#[cfg(all(test, target_os = "linux"))]
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -289,6 +289,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(target_os = "linux")]
     fn a_killed_holder_is_dead_even_before_it_is_reaped() {
         let mut child = std::process::Command::new("sleep")
             .arg("60")
@@ -311,6 +312,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(target_os = "linux")]
     fn a_reused_pid_is_not_the_holder_and_old_leases_still_count() {
         let me = std::process::id();
         let start = process_start(me).expect("this process runs");

@@ -372,6 +372,7 @@ impl SentenceEncoder {
         let candle_dtype = match dtype {
             ModelDtype::F32 => DType::F32,
             ModelDtype::Bf16 => DType::BF16,
+            ModelDtype::F16 => DType::F16,
         };
         let forward = weights.forward(&config, &device, candle_on_cpu, candle_dtype)?;
         let prefix = prefix.map_or(weights.prefix, str::to_string);
