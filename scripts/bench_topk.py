@@ -4,7 +4,7 @@ Prints times, effective GFLOP/s (2 * users * items * d / t), the ratio to FAISS,
 the machine's measured GEMM peak (examples/gemm_peak, same `gemm` kernel), and checks that both
 return the same top-K (up to score ties). Run by `make bench-topk`; figures go to BENCHMARKS.md.
 """
-import argparse, json, os, subprocess, tempfile, time
+import argparse, json, os, statistics, subprocess, tempfile, time
 
 import numpy as np
 import pyarrow as pa
@@ -18,12 +18,10 @@ p.add_argument("--k", type=int, default=50)
 p.add_argument("--exclusions", type=int, default=60_000)
 p.add_argument("--threads", type=int, default=2)
 p.add_argument("--skip-faiss", action="store_true")
+p.add_argument("--repeats", type=int, default=3, help="interleaved runs per side; medians are reported")
 a = p.parse_args()
 
 os.environ["OMP_NUM_THREADS"] = os.environ["RAYON_NUM_THREADS"] = str(a.threads)
-import faiss  # noqa: E402  (after OMP_NUM_THREADS)
-
-faiss.omp_set_num_threads(a.threads)
 rng = np.random.default_rng(42)
 
 def unit(n):
@@ -51,34 +49,67 @@ peak = json.loads(subprocess.check_output(["target/debug/examples/gemm_peak", "2
 flop = 2.0 * a.users * a.items * a.dim
 
 env = dict(os.environ, RECJOB_LOG="info", RECJOB_LOG_FORMAT="json")
-t = time.perf_counter()
-run = subprocess.run(["/usr/bin/time", "-f", "%M", "target/debug/recjob", "topk", "--users", f"{tmp}/users.parquet", "--items", f"{tmp}/items.parquet",
-                      "--k", str(a.k), "--exclude", f"{tmp}/exclude.parquet", "--output", f"{tmp}/out.parquet"],
-                     env=env, capture_output=True, text=True, check=True)
-wall = time.perf_counter() - t
-kernel = next(json.loads(l) for l in run.stderr.splitlines() if '"top-K kernel"' in l)
-ours = float(kernel["kernel_seconds"])
-print(f"users={a.users} items={a.items} d={a.dim} K={a.k} exclusions={a.exclusions} threads={a.threads}")
-print(f"GEMM peak (gemm crate, 2048^3, {a.threads} threads): {peak:.1f} GFLOP/s")
-peak_mb = int(run.stderr.strip().splitlines()[-1]) / 1024
-print(f"recjob kernel: {ours:.2f} s  {flop / ours / 1e9:.1f} GFLOP/s  ({flop / ours / 1e9 / peak:.0%} of peak); whole command {wall:.2f} s, peak RSS {peak_mb:.0f} MB")
 
+
+def run_recjob():
+    """(kernel seconds, whole-command seconds, peak RSS MB) of one `recjob topk`."""
+    t = time.perf_counter()
+    run = subprocess.run(["/usr/bin/time", "-f", "%M", "target/debug/recjob", "topk", "--users", f"{tmp}/users.parquet", "--items", f"{tmp}/items.parquet",
+                          "--k", str(a.k), "--exclude", f"{tmp}/exclude.parquet", "--output", f"{tmp}/out.parquet", "--device", "cpu"],
+                         env=env, capture_output=True, text=True, check=True)
+    wall = time.perf_counter() - t
+    kernel = next(json.loads(l) for l in run.stderr.splitlines() if '"top-K kernel"' in l)
+    return float(kernel["kernel_seconds"]), wall, int(run.stderr.strip().splitlines()[-1]) / 1024, kernel["blas"]
+
+
+# A warm-up run, which also says which OpenBLAS kernels recjob chose for this CPU: FAISS's own
+# OpenBLAS gets the same (unless OPENBLAS_CORETYPE is set), or it may fall back to SSE3 kernels
+# on a CPU model it does not know, as recjob's did before it chose.
+blas = run_recjob()[3]
+if "(" in blas and "OPENBLAS_CORETYPE" not in os.environ:
+    os.environ["OPENBLAS_CORETYPE"] = blas.split("(")[1].rstrip(")")
+import faiss  # noqa: E402  (after OMP_NUM_THREADS and OPENBLAS_CORETYPE)
+
+faiss.omp_set_num_threads(a.threads)
+
+
+excluded = {}
+for u, i in zip(ex_u, ex_i):
+    excluded.setdefault(int(u), set()).add(int(i))
+extra = max(len(s) for s in excluded.values())
 if not a.skip_faiss:
-    excluded = {}
-    for u, i in zip(ex_u, ex_i):
-        excluded.setdefault(int(u), set()).add(int(i))
-    extra = max(len(s) for s in excluded.values())
     index = faiss.IndexFlatIP(a.dim)
     index.add(items)
+
+
+def run_faiss():
+    """(seconds, filtered lists) of one FAISS search of every user."""
     t = time.perf_counter()
     D, I = index.search(users, a.k + extra)
-    theirs_lists = []
+    lists = []
     for u in range(a.users):
         ex = excluded.get(u, ())
-        keep = [(d, i) for d, i in zip(D[u], I[u]) if i not in ex][: a.k]
-        theirs_lists.append(keep)
-    theirs = time.perf_counter() - t
-    print(f"FAISS IndexFlatIP (k={a.k}+{extra}, then filtered): {theirs:.2f} s  {flop / theirs / 1e9:.1f} GFLOP/s")
+        lists.append([(d, i) for d, i in zip(D[u], I[u]) if i not in ex][: a.k])
+    return time.perf_counter() - t, lists
+
+
+ours_runs, theirs_runs = [], []
+for _ in range(a.repeats):  # interleaved: recjob, FAISS, recjob, FAISS, ...
+    ours_runs.append(run_recjob())
+    if not a.skip_faiss:
+        secs, theirs_lists = run_faiss()
+        theirs_runs.append(secs)
+ours = statistics.median(r[0] for r in ours_runs)
+wall = statistics.median(r[1] for r in ours_runs)
+peak_mb = max(r[2] for r in ours_runs)
+print(f"users={a.users} items={a.items} d={a.dim} K={a.k} exclusions={a.exclusions} threads={a.threads} repeats={a.repeats}")
+print(f"GEMM peak (gemm crate, 2048^3, {a.threads} threads): {peak:.1f} GFLOP/s")
+print(f"recjob's BLAS: {blas}; FAISS's OPENBLAS_CORETYPE: {os.environ.get('OPENBLAS_CORETYPE', 'unset')}")
+print(f"recjob kernel: median {ours:.2f} s ({', '.join(f'{r[0]:.2f}' for r in ours_runs)})  {flop / ours / 1e9:.1f} GFLOP/s  ({flop / ours / 1e9 / peak:.0%} of peak); whole command {wall:.2f} s, peak RSS {peak_mb:.0f} MB")
+
+if not a.skip_faiss:
+    theirs = statistics.median(theirs_runs)
+    print(f"FAISS IndexFlatIP (k={a.k}+{extra}, then filtered): median {theirs:.2f} s ({', '.join(f'{t:.2f}' for t in theirs_runs)})  {flop / theirs / 1e9:.1f} GFLOP/s")
     print(f"ratio recjob/FAISS speed: {theirs / ours:.2f}x")
     out = pq.read_table(f"{tmp}/out.parquet").to_pydict()
     mine = {}

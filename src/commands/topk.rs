@@ -17,7 +17,7 @@ use crate::error::{Context, Error, ExitCode, Result};
 use crate::io::{
     Location, ParquetStreamWriter, from_arrow, id_strings, parquet_stream, read_input_file,
 };
-use crate::kernels::{Adjustments, TopkParams, select_device, top_k_on};
+use crate::kernels::{Adjustments, TopkParams, blas_backend, select_device, top_k_on};
 
 #[derive(Debug, clap::Args)]
 pub(super) struct Args {
@@ -204,6 +204,7 @@ async fn rank_users(
         k = args.k,
         kernel_seconds,
         gflops = format!("{gflops:.1}"),
+        blas = blas_backend(),
         "top-K kernel"
     );
     if short > 0 {
