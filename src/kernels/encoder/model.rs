@@ -328,8 +328,8 @@ impl SentenceEncoder {
     }
 
     /// [`SentenceEncoder::load_prefixed`] in precision `dtype` (`model.dtype`) where candle's
-    /// candle's BERT layers run: on a GPU, or on a CPU with `candle_on_cpu` (tests). The CPU's packed
-    /// pass is f32 only: there `dtype` is ignored, with a warning, and the model id says f32.
+    /// BERT layers run: on a GPU, or on a CPU with `candle_on_cpu` (tests). The CPU's packed pass
+    /// is f32 only: there `dtype` is ignored, with a warning, and the model id says f32.
     pub fn load_as(
         dir: &Path,
         device: DeviceChoice,
