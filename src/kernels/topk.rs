@@ -386,6 +386,32 @@ pub(super) mod tests {
         }
     }
 
+    /// Seeded exclusions (share `ex_share`) and repeat terms (share `boost_share`, some large
+    /// enough to lift an item from the bottom); user 0 has every item excluded, some also
+    /// boosted: still excluded.
+    pub(in crate::kernels) fn random_adjustments(
+        n_users: usize,
+        n_items: usize,
+        seed: u64,
+        ex_share: f64,
+        boost_share: f64,
+    ) -> Adjustments {
+        let mut entries = Vec::new();
+        for u in 0..n_users {
+            for i in 0..n_items {
+                let draw = ((u * 31 + i * 17 + seed as usize) % 100) as f64 / 100.0;
+                if draw < ex_share {
+                    entries.push((u as u32, i as u32, f32::NEG_INFINITY));
+                } else if ((u * 7 + i * 13 + seed as usize) % 100) as f64 / 100.0 < boost_share {
+                    entries.push((u as u32, i as u32, (draw * 2.0) as f32));
+                }
+            }
+        }
+        entries.extend((0..n_items).map(|i| (0u32, i as u32, f32::NEG_INFINITY)));
+        entries.extend((0..n_items).step_by(3).map(|i| (0u32, i as u32, 0.5)));
+        Adjustments::from_entries(n_users, entries)
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
         #[test]
@@ -396,22 +422,7 @@ pub(super) mod tests {
         ) {
             let users = random_unit(n_users, dim, seed);
             let items = random_unit(n_items, dim, seed + 7);
-            let mut entries = Vec::new();
-            for u in 0..n_users {
-                for i in 0..n_items {
-                    let draw = ((u * 31 + i * 17 + seed as usize) % 100) as f64 / 100.0;
-                    if draw < ex_share {
-                        entries.push((u as u32, i as u32, f32::NEG_INFINITY));
-                    } else if ((u * 7 + i * 13 + seed as usize) % 100) as f64 / 100.0 < boost_share {
-                        // Repeat terms, some large enough to lift an item from the bottom.
-                        entries.push((u as u32, i as u32, (draw * 2.0) as f32));
-                    }
-                }
-            }
-            // One user with every item excluded, some also boosted: still excluded.
-            entries.extend((0..n_items).map(|i| (0u32, i as u32, f32::NEG_INFINITY)));
-            entries.extend((0..n_items).step_by(3).map(|i| (0u32, i as u32, 0.5)));
-            let ex = Adjustments::from_entries(n_users, entries);
+            let ex = random_adjustments(n_users, n_items, seed, ex_share, boost_share);
             let got = top_k_all(&users, &items, dim, &TopkParams { k, block_users: bu, block_items: bi, device: DeviceChoice::Cpu }, &ex);
             let want = reference(&users, &items, dim, k, &ex);
             prop_assert!(got[0].is_empty());

@@ -197,7 +197,7 @@ mod tests {
     use super::*;
     use crate::config::DeviceChoice;
     use crate::kernels::top_k_all;
-    use crate::kernels::topk::tests::{random_unit, reference, same};
+    use crate::kernels::topk::tests::{random_adjustments, random_unit, reference, same};
     use proptest::prelude::*;
 
     fn on_cpu_device(
@@ -245,19 +245,7 @@ mod tests {
         ) {
             let users = random_unit(n_users, dim, seed);
             let items = random_unit(n_items, dim, seed + 7);
-            let mut entries = Vec::new();
-            for u in 0..n_users {
-                for i in 0..n_items {
-                    let draw = ((u * 31 + i * 17 + seed as usize) % 100) as f64 / 100.0;
-                    if draw < ex_share {
-                        entries.push((u as u32, i as u32, f32::NEG_INFINITY));
-                    } else if ((u * 7 + i * 13 + seed as usize) % 100) as f64 / 100.0 < boost_share {
-                        entries.push((u as u32, i as u32, (draw * 2.0) as f32));
-                    }
-                }
-            }
-            entries.extend((0..n_items).map(|i| (0u32, i as u32, f32::NEG_INFINITY)));
-            let ex = Adjustments::from_entries(n_users, entries);
+            let ex = random_adjustments(n_users, n_items, seed, ex_share, boost_share);
             let p = params(k, bu, bi);
             let got = on_cpu_device(&users, &items, dim, &p, &ex);
             prop_assert!(got[0].is_empty());

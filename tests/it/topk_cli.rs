@@ -26,7 +26,7 @@ fn write_vectors(path: &Path, ids: &[&str], rows: &[Vec<f32>]) {
     write_file(path, &batch);
 }
 
-fn topk(dir: &Path, k: &str, exclude: bool) -> std::process::Output {
+fn topk(dir: &Path, k: &str, exclude: bool, extra: &[&str]) -> std::process::Output {
     let mut args = vec![
         "topk",
         "--users",
@@ -41,6 +41,7 @@ fn topk(dir: &Path, k: &str, exclude: bool) -> std::process::Output {
     if exclude {
         args.extend(["--exclude", "exclude.parquet"]);
     }
+    args.extend(extra);
     recjob(dir, &args)
 }
 
@@ -74,7 +75,7 @@ fn exact_lists_with_exclusions_and_short_users() {
     ])
     .unwrap();
     write_file(&d.join("exclude.parquet"), &ex);
-    let o = topk(d, "5", true);
+    let o = topk(d, "5", true, &[]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert!(
         String::from_utf8_lossy(&o.stdout).contains("2 users with fewer than 5"),
@@ -115,22 +116,7 @@ fn exact_lists_with_exclusions_and_short_users() {
     // The same lists from `--device cpu`; `--device cuda` without the `cuda` feature is a
     // configuration error naming the option, with nothing written.
     std::fs::remove_file(d.join("out.parquet")).unwrap();
-    let mut args = vec![
-        "topk",
-        "--users",
-        "users.parquet",
-        "--items",
-        "items.parquet",
-    ];
-    args.extend([
-        "--k",
-        "5",
-        "--output",
-        "out.parquet",
-        "--exclude",
-        "exclude.parquet",
-    ]);
-    let o = recjob(d, &[args.as_slice(), &["--device", "cpu"]].concat());
+    let o = topk(d, "5", true, &["--device", "cpu"]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert_eq!(
         col_f32(&read_file(&d.join("out.parquet"))[0], "score"),
@@ -138,7 +124,7 @@ fn exact_lists_with_exclusions_and_short_users() {
     );
     if !cfg!(feature = "cuda") {
         std::fs::remove_file(d.join("out.parquet")).unwrap();
-        let o = recjob(d, &[args.as_slice(), &["--device", "cuda"]].concat());
+        let o = topk(d, "5", true, &["--device", "cuda"]);
         assert_eq!(code(&o), 1, "{}", stderr(&o));
         assert!(stderr(&o).contains("topk.device = cuda"), "{}", stderr(&o));
         assert!(!d.join("out.parquet").exists());
@@ -168,7 +154,7 @@ fn bad_vectors_are_rejected_naming_the_id() {
         (vec!["u1"], vec![vec![1.0, 0.0, 0.0]], "dimension 3"),
     ] {
         write_vectors(&d.join("users.parquet"), &ids, &rows);
-        let o = topk(d, "1", false);
+        let o = topk(d, "1", false, &[]);
         assert_eq!(code(&o), 1, "{}", stderr(&o));
         assert!(stderr(&o).contains(needle), "{needle}: {}", stderr(&o));
     }
@@ -203,7 +189,7 @@ fn hostile_ids_and_k_exit_1_naming_file_and_column() {
     ])
     .unwrap();
     write_file(&d.join("users.parquet"), &batch);
-    let o = topk(d, "1", false);
+    let o = topk(d, "1", false, &[]);
     let err = stderr(&o);
     assert_eq!(code(&o), 1, "{err}");
     assert!(
@@ -216,7 +202,7 @@ fn hostile_ids_and_k_exit_1_naming_file_and_column() {
 
     write_vectors(&d.join("users.parquet"), &["u"], &[vec![1.0, 0.0]]);
     for k in ["18446744073709551615", "0", "100001"] {
-        let o = topk(d, k, false);
+        let o = topk(d, k, false, &[]);
         let err = stderr(&o);
         assert_eq!(code(&o), 1, "--k {k}: {err}");
         assert!(
@@ -239,7 +225,7 @@ fn hostile_ids_and_k_exit_1_naming_file_and_column() {
     ])
     .unwrap();
     write_file(&d.join("exclude.parquet"), &batch);
-    let o = topk(d, "1", true);
+    let o = topk(d, "1", true, &[]);
     let err = stderr(&o);
     assert_eq!(code(&o), 1, "{err}");
     assert!(err.contains("exclude.parquet, column user_id"), "{err}");
