@@ -1,9 +1,9 @@
-//! Where the heavy stages run: embedding texts and exact top-K.
+//! Where the heavy stages run: embedding texts, ALS and exact top-K.
 //!
 //! [`Engine::Local`] calls the kernels in this process ([`kernels::encode_batches`],
-//! [`kernels::top_k`]). [`Engine::Sql`] runs the same kernels as DataFusion plans over recjob's own
-//! functions ([`udf`]: `recjob_embed`, `recjob_topk`; the statements are
-//! `sql/engine/*.sql`) in a `SessionContext`; with `engine.url = "df://HOST:PORT"` that context
+//! [`kernels::als`], [`kernels::top_k`]). [`Engine::Sql`] runs the same kernels as DataFusion
+//! plans over recjob's own functions ([`udf`]: `recjob_embed`, `recjob_als`, `recjob_topk`; the
+//! statements are `sql/engine/*.sql`) in a `SessionContext`; with `engine.url = "df://HOST:PORT"` that context
 //! is a Ballista client ([`cluster`]), so the plans' tasks run on Ballista executors,
 //! which Ballista schedules, retries and re-runs when an executor is lost.
 //!
@@ -14,9 +14,11 @@
 //!
 //! Same answer by construction: the driver plans the encoder batches exactly as the local path
 //! does and each batch is one row of the embedding plan (a batch's vectors depend only on its
-//! rows), and top-K re-scores its final candidates with a fixed summation order, so its lists do
-//! not depend on how users are split into tasks.
+//! rows), every ALS row is solved against the same fixed side from the same observations
+//! ([`als`]), and top-K re-scores its final candidates with a fixed summation order, so its
+//! lists do not depend on how users are split into tasks.
 
+mod als;
 mod cluster;
 mod plans;
 mod session;
@@ -26,10 +28,12 @@ pub use cluster::{ExecutorOptions, HostPort, SchedulerOptions, executor, schedul
 pub use plans::SqlEngine;
 pub use session::context;
 
-use crate::config::Config;
+use std::ops::Range;
+
+use crate::config::{Config, HybridConfig};
 use crate::error::{Context, Result};
 use crate::io::Location;
-use crate::kernels::{self, Adjustments, EmbedStats, Encoder, Hit, TopkParams};
+use crate::kernels::{self, Adjustments, EmbedStats, Encoder, Hit, Rows, TopkParams};
 
 /// Where the heavy stages run.
 pub enum Engine {
@@ -99,6 +103,29 @@ impl Engine {
         };
         stats.log(&format!("{} ({})", engine.url, encoder.device()));
         Ok((flat, stats))
+    }
+
+    /// Implicit ALS ([`kernels::als`]) of `n_users` users, `rows(range)` making the rows of a
+    /// range of them, on `n_items` items: returns the item factors and hands the users' to
+    /// `users(first_user, factors)` (whole rows of consecutive users, in any order of calls).
+    /// On a cluster each half-sweep is a plan and neither every user's rows nor their factors
+    /// are ever held here ([`als`]); the factors are the same bits.
+    pub async fn als(
+        &self,
+        n_users: usize,
+        rows: &(dyn Fn(Range<usize>) -> Rows + Sync),
+        n_items: usize,
+        params: &HybridConfig,
+        users: &mut (dyn FnMut(usize, &[f32]) -> Result<()> + Send),
+    ) -> Result<Vec<f32>> {
+        match self {
+            Engine::Local => {
+                let factors = kernels::als(rows(0..n_users), n_items, params);
+                users(0, &factors.users)?;
+                Ok(factors.items)
+            }
+            Engine::Sql(engine) => engine.als(n_users, rows, n_items, params, users).await,
+        }
     }
 
     /// Every user's top-K (`users` is `n x dim`, `items` sorted by id), in user order.

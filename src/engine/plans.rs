@@ -8,8 +8,10 @@ use arrow::array::{
     AsArray, Float32Builder, ListBuilder, RecordBatch, StringBuilder, UInt32Array, UInt32Builder,
 };
 use arrow::datatypes::{DataType, Field, Float32Type, Schema, SchemaRef, UInt32Type};
+use datafusion::execution::SendableRecordBatchStream;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use datafusion::scalar::ScalarValue;
+use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
 
 use super::udf::hits_from_arrow;
@@ -40,12 +42,12 @@ pub struct SqlEngine {
 }
 
 /// A stage's staged inputs; [`Staged::remove`] deletes them.
-struct Staged {
-    dir: Location,
+pub(super) struct Staged {
+    pub(super) dir: Location,
 }
 
 impl Staged {
-    async fn remove(self) {
+    pub(super) async fn remove(self) {
         let files = match self.dir.list_files().await {
             Ok(files) => files,
             Err(e) => {
@@ -62,7 +64,7 @@ impl Staged {
 }
 
 impl SqlEngine {
-    fn stage(&self, name: &str) -> Staged {
+    pub(super) fn stage(&self, name: &str) -> Staged {
         let id = uuid::Uuid::new_v4().simple().to_string();
         Staged {
             dir: self.staging.child(&format!("{}-{name}", &id[..12])),
@@ -71,7 +73,7 @@ impl SqlEngine {
 
     /// Write `batches` round-robin into `partitions` files under `dir/table/`; returns the
     /// table's URL.
-    async fn write_table(
+    pub(super) async fn write_table(
         &self,
         dir: &Location,
         table: &str,
@@ -89,13 +91,28 @@ impl SqlEngine {
         Ok(location.url())
     }
 
-    async fn run(
+    /// The batches of `sql` over the table `table` registered from `url`, with `params`.
+    pub(super) async fn run(
         &self,
         sql: &str,
         table: &str,
         url: &str,
         params: Vec<(&str, ScalarValue)>,
     ) -> Result<Vec<RecordBatch>> {
+        let what = format!("engine {}: {table}", self.url);
+        let stream = self.stream(sql, table, url, params).await?;
+        stream.try_collect().await.context(what)
+    }
+
+    /// [`SqlEngine::run`] as a stream: its batches as they arrive (the caller holds what it
+    /// keeps of them). The table is deregistered once the plan is made.
+    pub(super) async fn stream(
+        &self,
+        sql: &str,
+        table: &str,
+        url: &str,
+        params: Vec<(&str, ScalarValue)>,
+    ) -> Result<SendableRecordBatchStream> {
         let what = format!("engine {}: {table}", self.url);
         self.ctx
             .register_parquet(table, url, ParquetReadOptions::default())
@@ -111,7 +128,7 @@ impl SqlEngine {
                         .map(|(k, v)| (k.to_string(), v))
                         .collect::<Vec<_>>(),
                 )?
-                .collect()
+                .execute_stream()
                 .await
         }
         .await
@@ -289,7 +306,7 @@ impl SqlEngine {
 }
 
 /// Every staged row came back (a lost or duplicated task must never go unnoticed).
-fn check_all(url: &str, what: &str, seen: &[bool]) -> Result<()> {
+pub(super) fn check_all(url: &str, what: &str, seen: &[bool]) -> Result<()> {
     let missing = seen.iter().filter(|s| !**s).count();
     if missing > 0 {
         return Err(Error::infra(

@@ -3,27 +3,38 @@
 //!
 //! - `recjob_embed(texts, model_dir, device, model_id, dtype)`: one encoder batch per row;
 //! - `recjob_topk(query, excluded, items_url, k, block_users, block_items)`: each row's exact
-//!   top-K of the staged item vectors.
+//!   top-K of the staged item vectors;
+//! - `recjob_als(other, weight, fixed_url, n_fixed, factors, alpha, lambda)`: each row's ALS
+//!   solve against the staged fixed side of a half-sweep;
+//! - `recjob_als_items(first, count, user_rows_url, fixed_url, ...)`: the same for a range of
+//!   items, their rows gathered from the staged users' rows.
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, Float32Array};
-use arrow::datatypes::{DataType, Float32Type};
+use arrow::array::{Array, ArrayRef, AsArray, Float32Array, RecordBatch};
+use arrow::datatypes::{DataType, Float32Type, UInt32Type};
 use datafusion::common::{Result, exec_err};
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 
-use crate::config::{DeviceChoice, ModelDtype};
+use crate::config::{DeviceChoice, HybridConfig, ModelDtype};
 use crate::io::{Dot, Location, from_arrow, read_parquet};
 use crate::kernels::{
-    Adjustments, Encoder, Hit, SentenceEncoder, TopkParams, encode_batches, top_k_all,
+    Adjustments, Encoder, HalfSweep, Hit, Rows, SentenceEncoder, TopkParams, encode_batches,
+    top_k_all,
 };
 
 /// Every function the engine's sessions have: in this process, the Ballista scheduler's and the
 /// executors' ([`super::cluster`]).
 pub fn all() -> Vec<ScalarUDF> {
-    vec![Dot::udf(), Embed::udf(), TopK::udf()]
+    vec![
+        Dot::udf(),
+        Embed::udf(),
+        TopK::udf(),
+        Als::udf(),
+        AlsItems::udf(),
+    ]
 }
 
 fn scalar_str(args: &[ColumnarValue], i: usize, name: &str) -> Result<String> {
@@ -44,6 +55,34 @@ fn scalar_usize(args: &[ColumnarValue], i: usize, name: &str) -> Result<usize> {
         },
         ColumnarValue::Array(_) => exec_err!("{name}: argument {} must be a constant", i + 1),
     }
+}
+
+fn scalar_f64(args: &[ColumnarValue], i: usize, name: &str) -> Result<f64> {
+    match &args[i] {
+        ColumnarValue::Scalar(s) => match s.cast_to(&DataType::Float64)? {
+            datafusion::scalar::ScalarValue::Float64(Some(v)) => Ok(v),
+            _ => exec_err!("{name}: argument {} must be a non-null number", i + 1),
+        },
+        ColumnarValue::Array(_) => exec_err!("{name}: argument {} must be a constant", i + 1),
+    }
+}
+
+/// `read` (object store I/O) run to completion from inside a function the executor's async
+/// runtime invoked: on a thread of its own, with a runtime of its own.
+fn block_on<T: Send>(
+    read: impl Future<Output = std::result::Result<T, String>> + Send,
+) -> std::result::Result<T, String> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?
+                .block_on(read)
+        })
+        .join()
+        .unwrap_or_else(|_| Err("reading staged data panicked".into()))
+    })
 }
 
 fn engine_err(e: impl std::fmt::Display) -> datafusion::error::DataFusionError {
@@ -232,34 +271,25 @@ fn items(url: &str) -> Result<Arc<(Vec<f32>, usize)>> {
     if let Some((_, v)) = cache.iter().find(|(u, _)| u == url) {
         return Ok(v.clone());
     }
-    // Invoked on the executor's async runtime: read on a thread of its own.
-    let read = std::thread::scope(|s| {
-        s.spawn(|| -> std::result::Result<(Vec<f32>, usize), String> {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())?;
-            rt.block_on(async {
-                let parent = url.rsplit_once('/').map_or(url, |(p, _)| p);
-                let name = url.rsplit('/').next().unwrap_or_default();
-                let location = Location::parse(parent).map_err(|e| e.to_string())?;
-                let path = location.path(name);
-                let batches = read_parquet(&location.store, &path)
-                    .await
-                    .map_err(|e| format!("reading {url}: {e}"))?;
-                let mut flat = Vec::new();
-                let mut dim = 0;
-                for b in &batches {
-                    let (v, d) =
-                        from_arrow(b.column(0).as_ref()).map_err(|e| format!("{url}: {e}"))?;
-                    flat.extend(v);
-                    dim = d;
-                }
-                Ok((flat, dim))
-            })
-        })
-        .join()
-        .unwrap_or_else(|_| Err("reading item vectors panicked".into()))
+    // Top-K comes after ALS: its last fixed side and the items' rows are no longer needed.
+    *SWEEP.lock().expect("lock") = None;
+    *GATHERED.lock().expect("lock") = (String::new(), Vec::new());
+    let read = block_on(async {
+        let parent = url.rsplit_once('/').map_or(url, |(p, _)| p);
+        let name = url.rsplit('/').next().unwrap_or_default();
+        let location = Location::parse(parent).map_err(|e| e.to_string())?;
+        let path = location.path(name);
+        let batches = read_parquet(&location.store, &path)
+            .await
+            .map_err(|e| format!("reading {url}: {e}"))?;
+        let mut flat = Vec::new();
+        let mut dim = 0;
+        for b in &batches {
+            let (v, d) = from_arrow(b.column(0).as_ref()).map_err(|e| format!("{url}: {e}"))?;
+            flat.extend(v);
+            dim = d;
+        }
+        Ok((flat, dim))
     })
     .map_err(|e| engine_err(format!("recjob_topk on {}: {e}", host())))?;
     let read = Arc::new(read);
@@ -331,5 +361,269 @@ impl ScalarUDFImpl for TopK {
             None,
         );
         Ok(ColumnarValue::Array(Arc::new(list)))
+    }
+}
+
+/// `recjob_als(other list<uint32>, weight list<float32>, fixed_url, n_fixed, factors, alpha,
+/// lambda) -> list<float32>`: each row's exact implicit-ALS minimiser ([`HalfSweep`]) given the
+/// fixed side staged under `fixed_url`: Parquet files of `row uint32, factor list<float32>`,
+/// `n_fixed` rows of `factors` values (a row not there is zero). The fixed side is read and
+/// prepared once per process and half-sweep.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct Als {
+    signature: Signature,
+}
+
+impl Als {
+    /// The function, to register in a session.
+    pub fn udf() -> ScalarUDF {
+        ScalarUDF::from(Als {
+            signature: Signature::any(7, Volatility::Immutable),
+        })
+    }
+}
+
+/// The rows of a staged factor table's batch (`row uint32, factor list<float32>`, `f` values a
+/// row) and their values, row-major; `None` when the types or lengths are not those.
+pub fn factor_rows(batch: &RecordBatch, f: usize) -> Option<(&[u32], &[f32])> {
+    let rows = batch.column(0).as_primitive_opt::<UInt32Type>()?;
+    let lists = batch.column(1).as_list_opt::<i32>()?;
+    let offsets = lists.value_offsets();
+    let regular = offsets.windows(2).all(|w| (w[1] - w[0]) as usize == f);
+    let values = lists.values().as_primitive_opt::<Float32Type>()?.values();
+    let (a, b) = (offsets[0] as usize, offsets[lists.len()] as usize);
+    regular.then_some((rows.values().as_ref(), &values[a..b]))
+}
+
+/// The latest half-sweep of `recjob_als`, by its fixed side's URL and parameters: kept until
+/// the next one, or until the process next reads item vectors (ALS has ended).
+static SWEEP: std::sync::Mutex<Option<(String, Arc<HalfSweep>)>> = std::sync::Mutex::new(None);
+
+/// The half-sweep against the fixed side staged under `url`.
+fn half_sweep(url: &str, n: usize, params: &HybridConfig) -> Result<Arc<HalfSweep>> {
+    let f = params.factors;
+    let key = format!("{url} {n} {f} {} {}", params.alpha, params.regularization);
+    // Held while a side loads: the tasks of one executor load it once.
+    let mut cached = SWEEP.lock().expect("lock");
+    if let Some((k, sweep)) = cached.as_ref()
+        && *k == key
+    {
+        return Ok(sweep.clone());
+    }
+    // The previous half-sweep's side is freed before the next one is read.
+    *cached = None;
+    let y = block_on(async {
+        let location = Location::parse(url).map_err(|e| e.to_string())?;
+        let mut y = vec![0f32; n * f];
+        let files = location.list_files().await.map_err(|e| e.to_string())?;
+        for file in files {
+            let batches = read_parquet(&location.store, &file.location)
+                .await
+                .map_err(|e| format!("reading {}: {e}", file.location))?;
+            for b in &batches {
+                let (rows, values) = factor_rows(b, f)
+                    .ok_or_else(|| format!("{}: not rows of {f} factors", file.location))?;
+                for (&r, x) in rows.iter().zip(values.chunks_exact(f.max(1))) {
+                    let Some(to) = y.get_mut(r as usize * f..(r as usize + 1) * f) else {
+                        return Err(format!("{}: row {r} of {n}", file.location));
+                    };
+                    to.copy_from_slice(x);
+                }
+            }
+        }
+        Ok(y)
+    })
+    .map_err(|e| engine_err(format!("recjob_als on {}: {e}", host())))?;
+    let sweep = Arc::new(HalfSweep::new(y, params));
+    *cached = Some((key, sweep.clone()));
+    Ok(sweep)
+}
+
+/// The ALS rows of a batch from its `other` and `weight` list columns; `None` when their types
+/// or lengths do not match or a row names another side's row outside `0..n`.
+fn rows_from_arrow(other: &ArrayRef, weight: &ArrayRef, n: usize) -> Option<Rows> {
+    let (other, weight) = (other.as_list_opt::<i32>()?, weight.as_list_opt::<i32>()?);
+    let mut rows = Rows::with_capacity(other.values().len());
+    for r in 0..other.len() {
+        let (o, w) = (other.value(r), weight.value(r));
+        let o = o.as_primitive_opt::<UInt32Type>()?;
+        let w = w.as_primitive_opt::<Float32Type>()?;
+        if o.len() != w.len() || o.values().iter().any(|&j| j as usize >= n) {
+            return None;
+        }
+        rows.push_row(o.values().iter().copied().zip(w.values().iter().copied()));
+    }
+    Some(rows)
+}
+
+impl ScalarUDFImpl for Als {
+    fn name(&self) -> &str {
+        "recjob_als"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::new_list(DataType::Float32, true))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let name = self.name();
+        let (url, n, params) = sweep_args(&args.args, 2, name)?;
+        let f = params.factors;
+        let arrays = ColumnarValue::values_to_arrays(&args.args[..2])?;
+        let rows = rows_from_arrow(&arrays[0], &arrays[1], n).ok_or_else(|| {
+            engine_err(format!(
+                "{name}: other must be list<uint32> with rows below {n} and weight list<float32> of equal lengths"
+            ))
+        })?;
+        let mut out = vec![0f32; rows.len() * f];
+        if !rows.is_empty() {
+            half_sweep(&url, n, &params)?.solve(&rows, &mut out);
+        }
+        Ok(float_lists(out, std::iter::repeat_n(f, rows.len())))
+    }
+}
+
+/// The half-sweep arguments from `at` on: `fixed_url, n_fixed, factors, alpha, lambda`.
+fn sweep_args(
+    args: &[ColumnarValue],
+    at: usize,
+    name: &str,
+) -> Result<(String, usize, HybridConfig)> {
+    let params = HybridConfig {
+        factors: scalar_usize(args, at + 2, name)?,
+        alpha: scalar_f64(args, at + 3, name)?,
+        regularization: scalar_f64(args, at + 4, name)?,
+        ..HybridConfig::default()
+    };
+    Ok((
+        scalar_str(args, at, name)?,
+        scalar_usize(args, at + 1, name)?,
+        params,
+    ))
+}
+
+/// A `list<float32>` column of `values` cut into rows of `lengths`.
+fn float_lists(values: Vec<f32>, lengths: impl IntoIterator<Item = usize>) -> ColumnarValue {
+    let list = arrow::array::ListArray::new(
+        Arc::new(arrow::datatypes::Field::new_list_field(
+            DataType::Float32,
+            true,
+        )),
+        arrow::buffer::OffsetBuffer::from_lengths(lengths),
+        Arc::new(Float32Array::from(values)),
+        None,
+    );
+    ColumnarValue::Array(Arc::new(list))
+}
+
+/// `recjob_als_items(first uint32, count uint32, user_rows_url, fixed_url, n_fixed, factors,
+/// alpha, lambda) -> list<float32>`: the items' half-sweep, a range of items per row. The items'
+/// rows are gathered from the users' rows staged under `user_rows_url` (Parquet files of `row,
+/// other, weight` in user order: each item's users come in user order, as
+/// [`Rows::transpose`] gives them), once per process and range; each item is solved as
+/// `recjob_als` solves a row, and the range's factors come back concatenated.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct AlsItems {
+    signature: Signature,
+}
+
+impl AlsItems {
+    /// The function, to register in a session.
+    pub fn udf() -> ScalarUDF {
+        ScalarUDF::from(AlsItems {
+            signature: Signature::any(8, Volatility::Immutable),
+        })
+    }
+}
+
+/// The items' rows gathered so far, by range, for the users' rows under one URL.
+type Gathered = std::sync::Mutex<(String, Vec<((usize, usize), Arc<Rows>)>)>;
+static GATHERED: Gathered = std::sync::Mutex::new((String::new(), Vec::new()));
+
+/// The rows of items `first..first + count` from the users' rows staged under `url`.
+fn item_rows(url: &str, first: usize, count: usize) -> Result<Arc<Rows>> {
+    let mut gathered = GATHERED.lock().expect("lock");
+    if gathered.0 != url {
+        *gathered = (url.to_string(), Vec::new());
+    }
+    if let Some((_, rows)) = gathered.1.iter().find(|(r, _)| *r == (first, count)) {
+        return Ok(rows.clone());
+    }
+    let end = first + count;
+    let rows = block_on(async {
+        let location = Location::parse(url).map_err(|e| e.to_string())?;
+        let mut items: Vec<Vec<(u32, f32)>> = vec![Vec::new(); count];
+        // Files in name order, rows in order within a file: users in order.
+        for file in location.list_files().await.map_err(|e| e.to_string())? {
+            let batches = read_parquet(&location.store, &file.location)
+                .await
+                .map_err(|e| format!("reading {}: {e}", file.location))?;
+            for b in &batches {
+                let users = b.column(0).as_primitive_opt::<UInt32Type>();
+                let rows = rows_from_arrow(b.column(1), b.column(2), u32::MAX as usize);
+                let (Some(users), Some(rows)) = (users, rows) else {
+                    return Err(format!("{}: not ALS rows", file.location));
+                };
+                for (k, &u) in users.values().iter().enumerate() {
+                    let (other, weight) = rows.row(k);
+                    for (&i, &w) in other.iter().zip(weight) {
+                        if (first..end).contains(&(i as usize)) {
+                            items[i as usize - first].push((u, w));
+                        }
+                    }
+                }
+            }
+        }
+        let mut rows = Rows::with_capacity(items.iter().map(Vec::len).sum());
+        for item in items {
+            rows.push_row(item);
+        }
+        Ok(rows)
+    })
+    .map_err(|e| engine_err(format!("recjob_als_items on {}: {e}", host())))?;
+    let rows = Arc::new(rows);
+    gathered.1.push(((first, count), rows.clone()));
+    Ok(rows)
+}
+
+impl ScalarUDFImpl for AlsItems {
+    fn name(&self) -> &str {
+        "recjob_als_items"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::new_list(DataType::Float32, true))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let name = self.name();
+        let user_rows = scalar_str(&args.args, 2, name)?;
+        let (url, n, params) = sweep_args(&args.args, 3, name)?;
+        let f = params.factors;
+        let arrays = ColumnarValue::values_to_arrays(&args.args[..2])?;
+        let (Some(firsts), Some(counts)) = (
+            arrays[0].as_primitive_opt::<UInt32Type>(),
+            arrays[1].as_primitive_opt::<UInt32Type>(),
+        ) else {
+            return exec_err!("{name}: first and count must be uint32");
+        };
+        let mut out = Vec::new();
+        let mut lengths = Vec::new();
+        for (&first, &count) in firsts.values().iter().zip(counts.values()) {
+            let rows = item_rows(&user_rows, first as usize, count as usize)?;
+            let mut x = vec![0f32; rows.len() * f];
+            half_sweep(&url, n, &params)?.solve(&rows, &mut x);
+            lengths.push(x.len());
+            out.extend(x);
+        }
+        Ok(float_lists(out, lengths))
     }
 }

@@ -41,6 +41,38 @@ impl ScratchRows {
         })
     }
 
+    /// `len` rows of `width` zeros (`width` > 0), to fill with [`ScratchRows::put`].
+    pub fn zeroed(len: usize, width: usize) -> Result<ScratchRows> {
+        assert!(width > 0, "rows of {width}");
+        let fail = |e| Error::infra("making a scratch file in TMPDIR", e);
+        let file = tempfile::tempfile().map_err(fail)?;
+        file.set_len((len * width * 4) as u64).map_err(fail)?;
+        Ok(ScratchRows { file, width, len })
+    }
+
+    /// Overwrite the rows from `first` on with `values` (whole rows, row-major).
+    pub fn put(&self, first: usize, values: &[f32]) -> Result<()> {
+        let rows = values.len() / self.width;
+        assert!(
+            values.len().is_multiple_of(self.width) && first + rows <= self.len,
+            "rows {first}..{} of {}",
+            first + rows,
+            self.len
+        );
+        // A MiB of bytes at a time: `values` may be a million users' factors.
+        const CHUNK: usize = 1 << 18;
+        let mut bytes = Vec::with_capacity(CHUNK.min(values.len()) * 4);
+        for (c, part) in values.chunks(CHUNK).enumerate() {
+            bytes.clear();
+            bytes.extend(part.iter().flat_map(|v| v.to_le_bytes()));
+            let offset = ((first * self.width + c * CHUNK) * 4) as u64;
+            self.file
+                .write_all_at(&bytes, offset)
+                .map_err(|e| Error::infra("spilling rows to a scratch file in TMPDIR", e))?;
+        }
+        Ok(())
+    }
+
     /// Values per row.
     pub fn width(&self) -> usize {
         self.width
@@ -73,6 +105,12 @@ mod tests {
         assert_eq!(rows.read(0..5).unwrap(), values);
         assert_eq!(rows.read(1..3).unwrap(), &values[3..9]);
         assert_eq!(rows.read(4..4).unwrap(), Vec::<f32>::new());
+        let put = ScratchRows::zeroed(5, 3).unwrap();
+        put.put(3, &values[9..15]).unwrap();
+        put.put(0, &values[..3]).unwrap();
+        let mut want = values.clone();
+        want[3..9].fill(0.0);
+        assert_eq!(put.read(0..5).unwrap(), want);
         let special = [f32::MIN_POSITIVE, -0.0, f32::MAX, 1e-42];
         assert_eq!(
             ScratchRows::write(&special, 2).unwrap().read(1..2).unwrap(),

@@ -77,41 +77,32 @@ pub fn als(by_user: Rows, n_items: usize, params: &HybridConfig) -> Factors {
 /// [`als`], holding whitened rows as a table up to `table_bytes`.
 fn fit(by_user: Rows, n_items: usize, params: &HybridConfig, table_bytes: usize) -> Factors {
     let (n_users, f) = (by_user.len(), params.factors);
-    let mut items: Vec<f32> = (0..n_items * f)
-        .map(|n| initial(n as u64) / (f as f32).sqrt())
-        .collect();
+    let mut items = initial_items(n_items, f);
     let mut users = vec![0f32; n_users * f];
     if f == 0 {
         return Factors { f, users, items };
     }
-    let mut white = Vec::new();
     let progress = crate::progress::Progress::new("behavior (ALS)", "sweeps", params.iterations);
     for _ in 0..params.iterations {
-        solve_rows(
-            &mut users,
-            &by_user,
-            &items,
-            &mut white,
-            table_bytes,
-            f,
-            params,
-        );
+        let fixed = HalfSweep::with_table(items, params, table_bytes);
+        fixed.solve(&by_user, &mut users);
+        items = fixed.into_factors();
         // The items' rows are made for their half-sweep only, after the users' half-sweep's table
         // of whitened item rows is freed: never both at once (0.1 GB less at a million users).
-        white = Vec::new();
         let by_item = by_user.transpose(n_items);
-        solve_rows(
-            &mut items,
-            &by_item,
-            &users,
-            &mut white,
-            table_bytes,
-            f,
-            params,
-        );
+        let fixed = HalfSweep::with_table(users, params, table_bytes);
+        fixed.solve(&by_item, &mut items);
+        users = fixed.into_factors();
         progress.inc(1);
     }
     Factors { f, users, items }
+}
+
+/// The item factors ALS starts from (`n_items x f`): they depend only on the position.
+pub fn initial_items(n_items: usize, f: usize) -> Vec<f32> {
+    (0..n_items * f)
+        .map(|n| initial(n as u64) / (f as f32).sqrt())
+        .collect()
 }
 
 /// The largest table of whitened rows a half-sweep holds (f64): 128 MiB, 131,072 rows at
@@ -219,11 +210,14 @@ fn woodbury_below(f: usize) -> usize {
     f
 }
 
-/// What a half-sweep shares between its rows, computed once from the fixed side `y`.
-struct Fixed<'a> {
+/// One half-sweep's fixed side `y` and what every row's solve shares, computed once from it
+/// (module docs). The same fixed side gives every row the same bits wherever it is solved: in
+/// this process ([`als`]) or on a cluster's executors, a part of the rows each (the engine's
+/// `recjob_als`).
+pub struct HalfSweep {
     f: usize,
     /// The fixed side's factors, `n x f`.
-    y: &'a [f32],
+    y: Vec<f32>,
     /// B = Y'Y + lambda I, f x f (upper triangle significant).
     b: Vec<f64>,
     /// Its Cholesky factor L (lower, row-major): B = L L'.
@@ -231,7 +225,7 @@ struct Fixed<'a> {
     /// L^-1 (lower, row-major).
     inv: Vec<f64>,
     /// The whitened rows L^-1 y_i, `n x f`, when held as a table; `None`: whitened as gathered.
-    white: Option<&'a [f64]>,
+    white: Option<Vec<f64>>,
     alpha: f64,
     lambda: f64,
 }
@@ -252,69 +246,79 @@ struct Scratch {
     backup: Vec<f64>,
 }
 
-/// Replace every row of `out` by its exact minimiser given the fixed factors `other` (module
-/// docs); `white` is a reusable buffer for the whitened rows, used when they take at most
-/// `table_bytes`.
-fn solve_rows(
-    out: &mut [f32],
-    rows: &Rows,
-    other: &[f32],
-    white: &mut Vec<f64>,
-    table_bytes: usize,
-    f: usize,
-    params: &HybridConfig,
-) {
-    let (alpha, lambda) = (params.alpha, params.regularization);
-    let mut b = gram(other, f);
-    for d in 0..f {
-        b[d * f + d] += lambda;
+impl HalfSweep {
+    /// The fixed side `y` (`n x params.factors`, row-major).
+    pub fn new(y: Vec<f32>, params: &HybridConfig) -> HalfSweep {
+        HalfSweep::with_table(y, params, WHITE_TABLE_BYTES)
     }
-    let mut u = b.clone();
-    cholesky(&mut u, f, lambda, &mut vec![0.0; f * f]);
-    let l = transpose(&u, f);
-    let inv = lower_inverse(&l, f);
-    let table = other.len() * size_of::<f64>() <= table_bytes;
-    if table {
-        whiten(other, &inv, f, white);
-    } else {
-        *white = Vec::new();
+
+    /// [`HalfSweep::new`], holding the whitened rows as a table when they take at most
+    /// `table_bytes`.
+    fn with_table(y: Vec<f32>, params: &HybridConfig, table_bytes: usize) -> HalfSweep {
+        let (f, alpha, lambda) = (params.factors, params.alpha, params.regularization);
+        let mut b = gram(&y, f);
+        for d in 0..f {
+            b[d * f + d] += lambda;
+        }
+        let mut u = b.clone();
+        cholesky(&mut u, f, lambda, &mut vec![0.0; f * f]);
+        let l = transpose(&u, f);
+        let inv = lower_inverse(&l, f);
+        let white = (y.len() * size_of::<f64>() <= table_bytes).then(|| {
+            let mut white = Vec::new();
+            whiten(&y, &inv, f, &mut white);
+            white
+        });
+        HalfSweep {
+            f,
+            y,
+            b,
+            l,
+            inv,
+            white,
+            alpha,
+            lambda,
+        }
     }
-    let fixed = Fixed {
-        f,
-        y: other,
-        b,
-        l,
-        inv,
-        white: table.then_some(white.as_slice()),
-        alpha,
-        lambda,
-    };
-    let simd = simd_available();
-    let cutoff = woodbury_below(f);
-    out.par_chunks_mut(f).enumerate().for_each_init(
-        || Scratch {
-            v: vec![0.0; f * cutoff.max(BLOCK)],
-            white: if table {
-                Vec::new()
-            } else {
-                vec![0.0; f * cutoff]
+
+    /// Replace every row of `out` (`rows.len() x f`) by its exact minimiser given the fixed side
+    /// (module docs), rows in parallel.
+    pub fn solve(&self, rows: &Rows, out: &mut [f32]) {
+        let f = self.f;
+        assert_eq!(out.len(), rows.len() * f, "{} rows of {f}", rows.len());
+        let simd = simd_available();
+        let cutoff = woodbury_below(f);
+        let table = self.white.is_some();
+        out.par_chunks_mut(f).enumerate().for_each_init(
+            || Scratch {
+                v: vec![0.0; f * cutoff.max(BLOCK)],
+                white: if table {
+                    Vec::new()
+                } else {
+                    vec![0.0; f * cutoff]
+                },
+                m: vec![0.0; (f * f).max(cutoff * cutoff)],
+                g: vec![0.0; f],
+                t: vec![0.0; cutoff],
+                backup: vec![0.0; (f * f).max(cutoff * cutoff)],
             },
-            m: vec![0.0; (f * f).max(cutoff * cutoff)],
-            g: vec![0.0; f],
-            t: vec![0.0; cutoff],
-            backup: vec![0.0; (f * f).max(cutoff * cutoff)],
-        },
-        |scratch, (r, x)| {
-            let (idx, w) = rows.row(r);
-            #[cfg(target_arch = "x86_64")]
-            if simd {
-                // SAFETY: the CPU has AVX2 and FMA (`simd_available`).
-                unsafe { solve_row_avx2(&fixed, idx, w, scratch, x) };
-                return;
-            }
-            solve_row(&fixed, idx, w, scratch, x);
-        },
-    );
+            |scratch, (r, x)| {
+                let (idx, w) = rows.row(r);
+                #[cfg(target_arch = "x86_64")]
+                if simd {
+                    // SAFETY: the CPU has AVX2 and FMA (`simd_available`).
+                    unsafe { solve_row_avx2(self, idx, w, scratch, x) };
+                    return;
+                }
+                solve_row(self, idx, w, scratch, x);
+            },
+        );
+    }
+
+    /// The fixed side's factors, given back.
+    pub fn into_factors(self) -> Vec<f32> {
+        self.y
+    }
 }
 
 fn simd_available() -> bool {
@@ -328,12 +332,18 @@ fn simd_available() -> bool {
 /// results are the same bits; no FMA contraction).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn solve_row_avx2(fixed: &Fixed, idx: &[u32], w: &[f32], s: &mut Scratch, x: &mut [f32]) {
+unsafe fn solve_row_avx2(
+    fixed: &HalfSweep,
+    idx: &[u32],
+    w: &[f32],
+    s: &mut Scratch,
+    x: &mut [f32],
+) {
     solve_row(fixed, idx, w, s, x);
 }
 
 #[inline(always)]
-fn solve_row(fixed: &Fixed, idx: &[u32], w: &[f32], s: &mut Scratch, x: &mut [f32]) {
+fn solve_row(fixed: &HalfSweep, idx: &[u32], w: &[f32], s: &mut Scratch, x: &mut [f32]) {
     if idx.is_empty() {
         // Nothing observed: b = 0, so the exact solution is the zero vector.
         x.fill(0.0);
@@ -351,7 +361,7 @@ fn solve_row(fixed: &Fixed, idx: &[u32], w: &[f32], s: &mut Scratch, x: &mut [f3
 
 /// x = L'^-1 (g - V' (I + V V')^-1 V g) into `s.g` (module docs), n = `idx.len()` < f.
 #[inline(always)]
-fn solve_woodbury(fixed: &Fixed, idx: &[u32], w: &[f32], s: &mut Scratch) {
+fn solve_woodbury(fixed: &HalfSweep, idx: &[u32], w: &[f32], s: &mut Scratch) {
     let (f, n) = (fixed.f, idx.len());
     let (v, m, g, t) = (
         &mut s.v[..n * f],
@@ -359,7 +369,7 @@ fn solve_woodbury(fixed: &Fixed, idx: &[u32], w: &[f32], s: &mut Scratch) {
         &mut s.g,
         &mut s.t[..n],
     );
-    let (table, stride) = match fixed.white {
+    let (table, stride) = match fixed.white.as_deref() {
         Some(table) => (table, f),
         None => {
             // Gather the rows, then whiten them all in one GEMM.
@@ -413,7 +423,7 @@ fn solve_woodbury(fixed: &Fixed, idx: &[u32], w: &[f32], s: &mut Scratch) {
 
 /// x = (B + V'V)^-1 b into `s.g`, V the rows sqrt(alpha w) y gathered in blocks.
 #[inline(always)]
-fn solve_direct(fixed: &Fixed, idx: &[u32], w: &[f32], s: &mut Scratch) {
+fn solve_direct(fixed: &HalfSweep, idx: &[u32], w: &[f32], s: &mut Scratch) {
     let f = fixed.f;
     let (v, m, g) = (&mut s.v, &mut s.m[..f * f], &mut s.g);
     m.copy_from_slice(&fixed.b);
@@ -633,28 +643,6 @@ pub(super) fn initial(n: u64) -> f32 {
     ((z >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
 }
 
-impl Factors {
-    /// The factors with one more column: `user[u]` for user u, `item[i]` for item i. Widened
-    /// in place (a million users' factors are never held twice).
-    pub fn with_column(self, user: &[f32], item: &[f32]) -> Factors {
-        let f = self.f;
-        let widen = |mut flat: Vec<f32>, extra: &[f32]| -> Vec<f32> {
-            flat.resize(extra.len() * (f + 1), 0.0);
-            // Last row first: a row's new place never overlaps an earlier row's old one.
-            for (r, e) in extra.iter().enumerate().rev() {
-                flat.copy_within(r * f..(r + 1) * f, r * (f + 1));
-                flat[r * (f + 1) + f] = *e;
-            }
-            flat
-        };
-        Factors {
-            f: f + 1,
-            users: widen(self.users, user),
-            items: widen(self.items, item),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -818,6 +806,11 @@ mod tests {
     /// The accuracy the module docs state.
     const TOLERANCE: f64 = 1e-6;
 
+    /// One half-sweep of `rows` into `out` against the fixed side `other`.
+    fn half_sweep(out: &mut [f32], rows: &Rows, other: &[f32], table: usize, p: &HybridConfig) {
+        HalfSweep::with_table(other.to_vec(), p, table).solve(rows, out);
+    }
+
     /// At the shipped f = 128, every row of a half-sweep (users against random item factors,
     /// then items against those users) and every item row of a full `als` call equals the dense
     /// f64 solve to 1e-6, on both the Woodbury path (n < f) and the direct path (n >= f, over
@@ -840,12 +833,11 @@ mod tests {
         // With the table of whitened rows, and with rows whitened as gathered.
         for table in [usize::MAX, 0] {
             let mut users = vec![0f32; n_users * f];
-            let mut white = Vec::new();
-            solve_rows(&mut users, &by_user, &items, &mut white, table, f, &p);
+            half_sweep(&mut users, &by_user, &items, table, &p);
             let e = worst_error(&users, &items, f, &by_user, &p);
             assert!(e < TOLERANCE, "users, table {table}: relative error {e:e}");
             let mut solved = vec![0f32; n_items * f];
-            solve_rows(&mut solved, &by_item, &users, &mut white, table, f, &p);
+            half_sweep(&mut solved, &by_item, &users, table, &p);
             let e = worst_error(&solved, &users, f, &by_item, &p);
             assert!(e < TOLERANCE, "items, table {table}: relative error {e:e}");
             let fit = fit(by_user.clone(), n_items, &params(f, 2), table);
@@ -879,7 +871,7 @@ mod tests {
             let y = random_factors(n_other, f, &mut state);
             for table in [usize::MAX, 0] {
                 let mut x = vec![1f32; n_rows * f];
-                solve_rows(&mut x, &rows, &y, &mut Vec::new(), table, f, &p);
+                half_sweep(&mut x, &rows, &y, table, &p);
                 let e = worst_error(&x, &y, f, &rows, &p);
                 prop_assert!(e < TOLERANCE, "table {table}: relative error {e:e}");
             }
@@ -1009,18 +1001,5 @@ mod tests {
         assert!(by_item.row(3).0.is_empty());
         // Each user's items were in item order: back again is the same rows.
         assert_eq!(by_item.transpose(3), by_user);
-    }
-
-    #[test]
-    fn a_column_is_appended_to_every_row() {
-        let factors = Factors {
-            f: 2,
-            users: vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
-            items: vec![7.0, 8.0],
-        };
-        let wide = factors.with_column(&[-1.0, -2.0, -3.0], &[-4.0]);
-        assert_eq!(wide.f, 3);
-        assert_eq!(wide.users, [1.0, 2.0, -1.0, 3.0, 4.0, -2.0, 5.0, 6.0, -3.0]);
-        assert_eq!(wide.items, [7.0, 8.0, -4.0]);
     }
 }

@@ -10,7 +10,7 @@ mod popularity;
 mod topk;
 mod topk_device;
 
-pub use als::{Factors, Rows, als};
+pub use als::{Factors, HalfSweep, Rows, als, initial_items};
 pub use blas::backend as blas_backend;
 pub use blas::warn_if_fallback as warn_if_slow_blas;
 pub use blas::{openblas_kernels_for_cpu, select_openblas_kernels};

@@ -178,7 +178,14 @@ impl Runner {
         t.lap("similar");
 
         // behavior: ALS factors of the window, blended with the text vectors
-        let (candidates, users) = hybrid(&config.hybrid, &data, &items.vectors, text_candidates)?;
+        let (candidates, users) = hybrid(
+            engine,
+            &config.hybrid,
+            &data,
+            &items.vectors,
+            text_candidates,
+        )
+        .await?;
         t.lap("behavior");
         Ok(Computed {
             ctx,

@@ -13,10 +13,11 @@
 use std::ops::Range;
 
 use crate::config::{BehaviorModel, HybridConfig};
-use crate::domain::{UserRows, UserVectors, Vectors, WindowData};
+use crate::domain::{USERS_PER_CHUNK, UserRows, UserVectors, Vectors, WindowData};
+use crate::engine::Engine;
 use crate::error::Result;
 use crate::io::ScratchRows;
-use crate::kernels::{Factors, Rows, als, ease};
+use crate::kernels::{Rows, ease};
 
 /// What the hybrid stage keeps of the users: which of the window's users have a vector (a
 /// usable text history: a positive weight on some item), and the behavior part of each one's
@@ -128,8 +129,10 @@ impl UserRows for HybridUsers<'_> {
 /// (catalog order); `text_items`: the candidates'. The popularity prior rides along as one more
 /// factor: sqrt(beta) for every user, sqrt(beta) pi_i for item i, pi_i = ln(1 + n_i) /
 /// ln(1 + max n) with n_i the item's events in the window. With `hybrid.factors = 0` and
-/// `hybrid.popularity_weight = 0` the text vectors are used unchanged.
-pub fn hybrid(
+/// `hybrid.popularity_weight = 0` the text vectors are used unchanged. ALS runs where the
+/// `engine` runs the heavy stages (in this process, or each half-sweep as a plan on a cluster).
+pub async fn hybrid(
+    engine: &Engine,
     params: &HybridConfig,
     window: &WindowData,
     items: &Vectors,
@@ -139,7 +142,7 @@ pub fn hybrid(
     let (candidates, behavior) = if params.factors == 0 && params.popularity_weight == 0.0 {
         (text_items, None)
     } else {
-        let (candidates, behavior) = learn(params, window, &rows, text_items)?;
+        let (candidates, behavior) = learn(engine, params, window, &rows, text_items).await?;
         (candidates, Some(behavior))
     };
     // The users' ids are copied once the factors are learned and spilled, not beside them.
@@ -157,8 +160,9 @@ fn users_with_text(window: &WindowData, items: &Vectors) -> Vec<u32> {
 }
 
 /// The factors of [`hybrid`]: the hybrid candidates, and the users' (`users`: positions in
-/// `window`) behavior part, spilled.
-fn learn(
+/// `window`) behavior part, spilled as it is learned.
+async fn learn(
+    engine: &Engine,
     params: &HybridConfig,
     window: &WindowData,
     users: &[u32],
@@ -171,29 +175,56 @@ fn learn(
             .zip(weights)
             .filter(|&(&r, &w)| item_row[r as usize].is_some() && w > 0.0)
     };
-    let mut by_user = Rows::with_capacity(users.iter().map(|&u| observed(u).count()).sum());
-    for &u in users {
-        by_user.push_row(observed(u).map(|(&r, &w)| {
-            let item = item_row[r as usize].expect("observed items are candidates");
-            (item, w as f32)
-        }));
-    }
-    drop(item_row);
-    let (n_users, n_items) = (users.len(), text_items.len());
-    let mut factors = if params.factors > 0 {
-        match params.model {
-            BehaviorModel::Als => als(by_user, n_items, params),
-            BehaviorModel::Ease => ease(by_user, n_items, params),
+    // The rows of users `range`: each one's candidates with a positive weight, in window order.
+    let rows = |range: Range<usize>| {
+        let users = &users[range];
+        let mut rows = Rows::with_capacity(users.iter().map(|&u| observed(u).count()).sum());
+        for &u in users {
+            rows.push_row(observed(u).map(|(&r, &w)| {
+                let item = item_row[r as usize].expect("observed items are candidates");
+                (item, w as f32)
+            }));
         }
-    } else {
-        Factors {
-            f: 0,
-            users: Vec::new(),
-            items: Vec::new(),
+        rows
+    };
+    let (n_users, n_items, f) = (users.len(), text_items.len(), params.factors);
+    let beta = params.popularity_weight;
+    let sb = beta.sqrt() as f32;
+    let width = f + usize::from(beta > 0.0);
+    // The users' part: their factors, then sqrt(beta) when the prior is on.
+    let x = ScratchRows::zeroed(n_users, width)?;
+    let mut wide = Vec::new();
+    let mut spill = |first: usize, flat: &[f32]| -> Result<()> {
+        if beta == 0.0 {
+            return x.put(first, flat);
+        }
+        for (c, part) in flat.chunks(USERS_PER_CHUNK * f).enumerate() {
+            wide.clear();
+            for row in part.chunks_exact(f) {
+                wide.extend_from_slice(row);
+                wide.push(sb);
+            }
+            x.put(first + c * USERS_PER_CHUNK, &wide)?;
+        }
+        Ok(())
+    };
+    let y = match (f, params.model) {
+        (0, _) => {
+            x.put(0, &vec![sb; n_users])?;
+            Vec::new()
+        }
+        (_, BehaviorModel::Als) => {
+            engine
+                .als(n_users, &rows, n_items, params, &mut spill)
+                .await?
+        }
+        (_, BehaviorModel::Ease) => {
+            let factors = ease(rows(0..n_users), n_items, params);
+            spill(0, &factors.users)?;
+            factors.items
         }
     };
-    let beta = params.popularity_weight;
-    if beta > 0.0 {
+    let y = if beta > 0.0 {
         let popularity = &window.popularity;
         let max = popularity.iter().map(|(_, n)| *n).max().unwrap_or(0);
         let mut prior = vec![0f32; n_items];
@@ -203,28 +234,35 @@ fn learn(
                 prior[j as usize] = ((*n as f64).ln_1p() / (max as f64).ln_1p()) as f32;
             }
         }
-        let sb = beta.sqrt() as f32;
-        let item_column: Vec<f32> = prior.iter().map(|p| sb * p).collect();
-        factors = factors.with_column(&vec![sb; n_users], &item_column);
-    }
-    let candidates = blend(params.text_weight, text_items, &factors);
+        (0..n_items)
+            .flat_map(|j| y[j * f..(j + 1) * f].iter().copied().chain([sb * prior[j]]))
+            .collect()
+    } else {
+        y
+    };
+    let candidates = blend(params.text_weight, text_items, &y, width);
     let behavior = Behavior {
-        x: ScratchRows::write(&factors.users, factors.f)?,
+        x,
         text_scale: params.text_weight.sqrt(),
     };
     Ok((candidates, behavior))
 }
 
-/// The unit item vectors of the hybrid score (module docs): `[sqrt(tau) t, factors, balance]`.
-pub fn blend(tau: f64, text_items: Vectors, factors: &Factors) -> Vectors {
-    let (t, f) = (text_items.dim, factors.f);
+/// The unit item vectors of the hybrid score (module docs): `[sqrt(tau) t, y, balance]`, `y`
+/// the items' behavior part (`f` values each, catalog order of `text_items`).
+pub fn blend(tau: f64, text_items: Vectors, y: &[f32], f: usize) -> Vectors {
+    let t = text_items.dim;
     let dim = t + f + 1;
     let st = tau.sqrt();
     let sq = |v: &[f32]| v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>();
-    let max_y2 = factors.items.chunks_exact(f).map(sq).fold(0.0f64, f64::max);
+    let row = |j: usize| &y[j * f..(j + 1) * f];
+    let max_y2 = (0..text_items.len())
+        .map(|j| sq(row(j)))
+        .fold(0.0f64, f64::max);
     let m = (tau + max_y2).sqrt().max(f64::MIN_POSITIVE);
     let mut items = Vec::with_capacity(text_items.len() * dim);
-    for (j, y) in factors.items.chunks_exact(f).enumerate() {
+    for j in 0..text_items.len() {
+        let y = row(j);
         let row: Vec<f64> = text_items
             .row(j)
             .iter()
@@ -248,8 +286,8 @@ mod tests {
 
     /// Text only plus the prior: with equal text similarity the item with more events in the
     /// window ranks first, and one with none gets no prior at all.
-    #[test]
-    fn the_popularity_prior_breaks_text_ties_towards_popular_items() {
+    #[tokio::test]
+    async fn the_popularity_prior_breaks_text_ties_towards_popular_items() {
         let items = Vectors::new(
             vec!["a".into(), "b".into(), "c".into()],
             vec![1.0, 0.0, 1.0, 0.0, 0.0, 1.0],
@@ -267,7 +305,9 @@ mod tests {
         window.add("u", 0, 2, 1.0, false);
         window.add("x", 1, 9, 0.0, false);
         let window = window.finish(&[true, true, true]);
-        let (candidates, users) = hybrid(&params, &window, &items, items.clone()).unwrap();
+        let (candidates, users) = hybrid(&Engine::Local, &params, &window, &items, items.clone())
+            .await
+            .unwrap();
         let users = users.rows(&window, &items).chunk(0..1).unwrap();
         let items = candidates;
         assert_eq!(users.vectors.ids, vec!["u"]);
@@ -289,8 +329,8 @@ mod tests {
     /// With `hybrid.model = "ease"` the behavior part follows co-occurrence: items a and b are
     /// bought together by three users, c and d by three others; a user with only a gets b first
     /// (not d, which is as popular), and every vector is unit length.
-    #[test]
-    fn ease_factors_rank_the_co_bought_item_first() {
+    #[tokio::test]
+    async fn ease_factors_rank_the_co_bought_item_first() {
         let ids: Vec<String> = ["a", "b", "c", "d"].iter().map(|s| s.to_string()).collect();
         let items = Vectors::new(ids.clone(), vec![1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0], 2);
         let users: Vec<String> = (0..7).map(|u| format!("u{u}")).collect();
@@ -317,7 +357,9 @@ mod tests {
             ..HybridConfig::default()
         };
         let window = window.finish(&[true; 4]);
-        let (candidates, users) = hybrid(&params, &window, &items, items.clone()).unwrap();
+        let (candidates, users) = hybrid(&Engine::Local, &params, &window, &items, items.clone())
+            .await
+            .unwrap();
         let users = users.rows(&window, &items).chunk(0..7).unwrap();
         let items = candidates;
         assert_eq!(users.n_events, vec![2, 2, 2, 2, 2, 2, 1]);
@@ -346,15 +388,11 @@ mod tests {
         window.add("u", 0, 1, 0.8, false);
         window.add("u", 1, 2, 0.6, false);
         let window = window.finish(&[true; 3]);
-        let factors = Factors {
-            f: 1,
-            users: vec![2.0],
-            items: vec![0.5, 0.0, 0.1],
-        };
+        let (x, y) = ([2.0f32], [0.5f32, 0.0, 0.1]);
         let tau = 0.3;
-        let items = blend(tau, text_items.clone(), &factors);
+        let items = blend(tau, text_items.clone(), &y, 1);
         let behavior = Behavior {
-            x: ScratchRows::write(&factors.users, 1).unwrap(),
+            x: ScratchRows::write(&x, 1).unwrap(),
             text_scale: tau.sqrt(),
         };
         let rows = users_with_text(&window, &text_items);
@@ -363,7 +401,7 @@ mod tests {
         assert_eq!(items.dim, 4);
         let text = [0.8f64, 0.6, 0.96];
         let want: Vec<f64> = (0..3)
-            .map(|j| tau * text[j] + 2.0 * f64::from(factors.items[j]))
+            .map(|j| tau * text[j] + 2.0 * f64::from(y[j]))
             .collect();
         let got: Vec<f64> = (0..3)
             .map(|j| crate::domain::dot(&users.vectors.flat, items.row(j)) as f64)
@@ -382,8 +420,8 @@ mod tests {
 
     /// User vectors made a chunk at a time are the same bits whatever the chunks; users with
     /// only zero weights get none; text-only vectors are the users' text vectors.
-    #[test]
-    fn user_vectors_do_not_depend_on_the_chunks() {
+    #[tokio::test]
+    async fn user_vectors_do_not_depend_on_the_chunks() {
         let ids: Vec<String> = (0..6).map(|i| format!("i{i}")).collect();
         let flat: Vec<f32> = (0..18).map(|x| ((x * 7 % 11) as f32 - 5.0) / 5.0).collect();
         let mut items = Vectors::new(ids.clone(), flat, 3);
@@ -402,7 +440,9 @@ mod tests {
                 popularity_weight: if factors == 0 { 0.0 } else { 0.2 },
                 ..HybridConfig::default()
             };
-            let (_, users) = hybrid(&params, &window, &items, items.clone()).unwrap();
+            let (_, users) = hybrid(&Engine::Local, &params, &window, &items, items.clone())
+                .await
+                .unwrap();
             let rows = users.rows(&window, &items);
             let n = rows.ids().len();
             assert_eq!(n, 40 - 5, "u00, u09, u18, u27, u36 have only zero weights");

@@ -3,13 +3,13 @@
 //! on a local `SessionContext`; `cluster.rs` runs them on Ballista.
 
 use arrow::array::{Array, AsArray};
-use recjob::config::DeviceChoice;
+use recjob::config::{DeviceChoice, HybridConfig};
 use recjob::engine::{Engine, SqlEngine};
 use recjob::error::ExitCode;
 use recjob::io::Location;
 use recjob::kernels::Encoder;
 use recjob::kernels::SentenceEncoder;
-use recjob::kernels::{Adjustments, TopkParams};
+use recjob::kernels::{Adjustments, Rows, TopkParams};
 
 use crate::common::*;
 
@@ -127,4 +127,77 @@ async fn an_executor_side_failure_is_an_infrastructure_error_naming_the_function
         !has_files(&staging),
         "staged inputs are removed after a failure"
     );
+}
+
+/// ALS with every half-sweep a plan (the users' rows staged, their transpose a plan, the fixed
+/// side staged per half-sweep) gives the in-process kernel's factors bit for bit at the shipped
+/// 128 factors: users on both solve paths (fewer and more observations than factors), users
+/// and an item nobody observed. Nothing staged is left.
+#[tokio::test(flavor = "multi_thread")]
+async fn als_as_plans_equals_the_local_kernel_bit_for_bit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let staging = tmp.path().join("_engine");
+    let sql = sql_engine(&staging, "unused");
+    let (n_users, n_items, f) = (700usize, 300usize, 128usize);
+    // User u's items, distinct, in a fixed scrambled order (not item order), item 299 never.
+    let row = |u: usize| -> Vec<(u32, f32)> {
+        let n = match u {
+            u if u % 50 == 0 => 0,
+            u if u % 97 == 1 => 150,
+            u => 1 + (u * 7919) % 23,
+        };
+        // 113 is prime to 299: distinct items for k < 299.
+        (0..n)
+            .map(|k| ((u * 31 + k * 113) % 299) as u32)
+            .map(|i| (i, 0.25 + ((u + i as usize) % 9) as f32 * 0.5))
+            .collect()
+    };
+    let rows = |range: std::ops::Range<usize>| {
+        let mut rows = Rows::with_capacity(0);
+        for u in range {
+            rows.push_row(row(u));
+        }
+        rows
+    };
+    let params = HybridConfig {
+        factors: f,
+        iterations: 3,
+        alpha: 10.0,
+        regularization: 0.5,
+        ..HybridConfig::default()
+    };
+    let mut solved = Vec::new();
+    for engine in [&Engine::Local, &sql] {
+        let mut users = vec![f32::NAN; n_users * f];
+        let mut sink = |first: usize, x: &[f32]| {
+            users[first * f..first * f + x.len()].copy_from_slice(x);
+            Ok(())
+        };
+        let items = engine
+            .als(n_users, &rows, n_items, &params, &mut sink)
+            .await
+            .unwrap();
+        solved.push((users, items));
+    }
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let ((local_users, local_items), (plan_users, plan_items)) = (&solved[0], &solved[1]);
+    assert!(local_users.iter().all(|x| x.is_finite()));
+    assert!(
+        local_users[..f].iter().all(|x| *x == 0.0),
+        "user 0 has no rows"
+    );
+    assert!(
+        local_items[299 * f..].iter().all(|x| *x == 0.0),
+        "item 299 is never seen"
+    );
+    assert!(local_items[..f].iter().any(|x| *x != 0.0));
+    assert!(
+        bits(local_users) == bits(plan_users),
+        "user factors differ between the local kernel and the plans"
+    );
+    assert!(
+        bits(local_items) == bits(plan_items),
+        "item factors differ between the local kernel and the plans"
+    );
+    assert!(!has_files(&staging), "staged inputs are removed");
 }
