@@ -17,8 +17,9 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use arrow::array::AsArray;
-use arrow::array::{Array, Float32Builder, ListBuilder, RecordBatch, UInt32Array, UInt32Builder};
+use arrow::array::{
+    Array, AsArray, Float32Builder, ListBuilder, RecordBatch, UInt32Array, UInt32Builder,
+};
 use arrow::datatypes::{DataType, Field, Float32Type, Schema, UInt32Type};
 use datafusion::scalar::ScalarValue;
 use futures::TryStreamExt;
@@ -85,7 +86,6 @@ struct Parts {
     pending: Vec<RecordBatch>,
     rows: usize,
     files: usize,
-    total: usize,
 }
 
 impl Parts {
@@ -95,13 +95,11 @@ impl Parts {
             pending: Vec::new(),
             rows: 0,
             files: 0,
-            total: 0,
         }
     }
 
     async fn push(&mut self, batch: RecordBatch) -> Result<()> {
         self.rows += batch.num_rows();
-        self.total += batch.num_rows();
         self.pending.push(batch);
         if self.rows >= USERS_PER_CHUNK {
             self.flush().await?;
@@ -121,10 +119,9 @@ impl Parts {
         Ok(())
     }
 
-    /// Writes what is pending; returns the rows written in all.
-    async fn finish(mut self) -> Result<usize> {
-        self.flush().await?;
-        Ok(self.total)
+    /// Writes what is pending.
+    async fn finish(mut self) -> Result<()> {
+        self.flush().await
     }
 }
 
@@ -266,18 +263,15 @@ impl SqlEngine {
         users: &mut (dyn FnMut(usize, &[f32]) -> Result<()> + Send),
     ) -> Result<()> {
         let f = params.factors;
-        let bad = |e: String| Error::infra(format!("engine {}: ALS user sweep", self.url), e);
+        let what = format!("engine {}: ALS user sweep", self.url);
+        let bad = |e: String| Error::infra(&what, e);
         let mut seen = vec![false; n_users];
         let mut parts = Parts::new(solved.clone());
         let sweep_params = Self::sweep_params(fixed, n_items, params);
         let mut stream = self
             .stream(ALS_SQL, "engine_als_rows", &user_rows.url(), sweep_params)
             .await?;
-        while let Some(batch) = stream
-            .try_next()
-            .await
-            .context(format!("engine {}: ALS user sweep", self.url))?
-        {
+        while let Some(batch) = stream.try_next().await.context(&what)? {
             let (ids, values) = factor_rows(&batch, f)
                 .ok_or_else(|| bad(format!("results are not rows of {f} factors")))?;
             for &r in ids {
