@@ -237,29 +237,40 @@ pub fn hits_from_arrow(hits: &ArrayRef) -> Vec<Hit> {
         .collect()
 }
 
+/// Each row of two list columns of the same shape, `list<uint32>` and `list<float32>`, as its
+/// pair of value slices; `None` when the types or a row's lengths differ. The sparse rows of
+/// `recjob_topk` (adjustments) and of `recjob_als` (observations).
+fn paired_lists<'a>(
+    keys: &'a ArrayRef,
+    values: &'a ArrayRef,
+) -> Option<Vec<(&'a [u32], &'a [f32])>> {
+    let (keys, values) = (keys.as_list_opt::<i32>()?, values.as_list_opt::<i32>()?);
+    let k = keys.values().as_primitive_opt::<UInt32Type>()?.values();
+    let v = values.values().as_primitive_opt::<Float32Type>()?.values();
+    let (ko, vo) = (keys.value_offsets(), values.value_offsets());
+    if ko.len() != vo.len() {
+        return None;
+    }
+    (0..keys.len())
+        .map(|r| {
+            let (ka, kb) = (ko[r] as usize, ko[r + 1] as usize);
+            let (va, vb) = (vo[r] as usize, vo[r + 1] as usize);
+            (kb - ka == vb - va).then(|| (&k[ka..kb], &v[va..vb]))
+        })
+        .collect()
+}
+
 /// The adjustments of a batch of rows from its `adjusted` and `adjustment` list columns; `None`
 /// when their types or lengths do not match.
 fn adjustments_from_arrow(adjusted: &ArrayRef, adjustment: &ArrayRef) -> Option<Adjustments> {
-    let (items, values) = (
-        adjusted.as_list_opt::<i32>()?,
-        adjustment.as_list_opt::<i32>()?,
-    );
-    let mut entries = Vec::new();
-    for r in 0..items.len() {
-        let (i, v) = (items.value(r), values.value(r));
-        let i = i.as_primitive_opt::<arrow::datatypes::UInt32Type>()?;
-        let v = v.as_primitive_opt::<Float32Type>()?;
-        if i.len() != v.len() {
-            return None;
-        }
-        entries.extend(
-            i.values()
-                .iter()
-                .zip(v.values().iter())
-                .map(|(&i, &v)| (r as u32, i, v)),
-        );
-    }
-    Some(Adjustments::from_entries(items.len(), entries))
+    let rows = paired_lists(adjusted, adjustment)?;
+    let entries = rows.iter().enumerate().flat_map(|(r, (items, values))| {
+        items
+            .iter()
+            .zip(*values)
+            .map(move |(&i, &v)| (r as u32, i, v))
+    });
+    Some(Adjustments::from_entries(rows.len(), entries.collect()))
 }
 
 type ItemCache = std::sync::Mutex<Vec<(String, Arc<(Vec<f32>, usize)>)>>;
@@ -442,16 +453,13 @@ fn half_sweep(url: &str, n: usize, params: &HybridConfig) -> Result<Arc<HalfSwee
 /// The ALS rows of a batch from its `other` and `weight` list columns; `None` when their types
 /// or lengths do not match or a row names another side's row outside `0..n`.
 fn rows_from_arrow(other: &ArrayRef, weight: &ArrayRef, n: usize) -> Option<Rows> {
-    let (other, weight) = (other.as_list_opt::<i32>()?, weight.as_list_opt::<i32>()?);
-    let mut rows = Rows::with_capacity(other.values().len());
-    for r in 0..other.len() {
-        let (o, w) = (other.value(r), weight.value(r));
-        let o = o.as_primitive_opt::<UInt32Type>()?;
-        let w = w.as_primitive_opt::<Float32Type>()?;
-        if o.len() != w.len() || o.values().iter().any(|&j| j as usize >= n) {
+    let lists = paired_lists(other, weight)?;
+    let mut rows = Rows::with_capacity(lists.iter().map(|(o, _)| o.len()).sum());
+    for (o, w) in lists {
+        if o.iter().any(|&j| j as usize >= n) {
             return None;
         }
-        rows.push_row(o.values().iter().copied().zip(w.values().iter().copied()));
+        rows.push_row(o.iter().copied().zip(w.iter().copied()));
     }
     Some(rows)
 }
