@@ -16,4 +16,4 @@ pub use lists::{ListRef, Lists, PreviousLists};
 pub use records::{MetricRow, RankedList, SimilarItem, Source};
 pub use template::Template;
 pub use vectors::{USERS_PER_CHUNK, UserRows, UserVectors, Vectors, dot, normalize_rows, ranges};
-pub use window::{InvalidRows, WindowBuilder, WindowData};
+pub use window::{Interactions, InvalidRows, WindowBuilder, WindowData};

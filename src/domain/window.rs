@@ -1,11 +1,25 @@
 //! What the prepare stage makes of one training window, interned: users by their position in
 //! the window's sorted user ids, items by their row in the run's catalog (sorted by id). A
-//! (user, item) interaction takes 12 bytes and an exclusion 4, so a million users' window fits
-//! in a few hundred MB instead of gigabytes of strings.
+//! (user, item) interaction takes 12 bytes and an exclusion 4.
+//!
+//! The interactions are the part that grows with events (30 million pairs for a million users
+//! is 0.36 GB), and they are only ever read a range of users at a time (the users' text vectors,
+//! the behavior model's rows, the repeat terms), so they are spilled to an unnamed scratch file
+//! in `TMPDIR` as the window is built and read back per range ([`WindowData::interactions`]).
+//! What stays in memory is per user (ids, event counts, offsets: about 60 bytes a user) plus
+//! the exclusions, which the audit, the popularity lists and the evaluation read user by user.
 
 use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
 
 use super::vectors::Vectors;
+use crate::error::{Error, Result};
+
+/// Bytes of one spilled interaction: the item's catalog row (u32), its weight (f64).
+const PAIR_BYTES: usize = 12;
 
 /// Interactions, exclusions and popularity of one training window.
 #[derive(Debug, Default)]
@@ -20,16 +34,68 @@ pub struct WindowData {
     pub popularity: Vec<(String, i64)>,
     /// The catalog row of each `popularity` entry.
     popularity_rows: Vec<u32>,
-    /// Per user, `offsets[u]..offsets[u + 1]` into `items` and `weights`.
+    /// Per user, `offsets[u]..offsets[u + 1]`: its interactions' positions in `spill`.
+    offsets: Vec<usize>,
+    /// Every interaction, users in order, each user's items ascending ([`PAIR_BYTES`] each);
+    /// `None` when there is none or once released.
+    spill: Option<File>,
+    /// Per user, `excluded_offsets[u]..excluded_offsets[u + 1]` into `excluded`.
+    excluded_offsets: Vec<usize>,
+    /// Items each user must not be recommended (catalog rows, ascending).
+    excluded: Vec<u32>,
+}
+
+/// The interactions of a range of users, read back from the window's spill
+/// ([`WindowData::interactions`]).
+#[derive(Debug)]
+pub struct Interactions {
+    /// The users (positions in the window).
+    users: Range<usize>,
+    /// Per user of `users`, `offsets[u - users.start]..offsets[u - users.start + 1]` into
+    /// `items` and `weights`.
     offsets: Vec<usize>,
     /// Items of each user's interactions (catalog rows, ascending).
     items: Vec<u32>,
     /// Sum of the decayed event weights of each interaction.
     weights: Vec<f64>,
-    /// Per user, `excluded_offsets[u]..excluded_offsets[u + 1]` into `excluded`.
-    excluded_offsets: Vec<usize>,
-    /// Items each user must not be recommended (catalog rows, ascending).
-    excluded: Vec<u32>,
+}
+
+impl Interactions {
+    /// User `u`'s interactions (`u` in the range read): catalog rows (ascending) and their
+    /// weights. Empty once [`WindowData::release_interactions`] ran.
+    pub fn of(&self, u: usize) -> (&[u32], &[f64]) {
+        assert!(self.users.contains(&u), "user {u} of {:?}", self.users);
+        match self
+            .offsets
+            .get(u - self.users.start..u - self.users.start + 2)
+        {
+            Some(&[a, b]) => (&self.items[a..b], &self.weights[a..b]),
+            _ => (&[], &[]),
+        }
+    }
+
+    /// User `u`'s text vector into `out`: the mean of the rows of `items` (catalog order) of the
+    /// items the user has a positive weight on, weighted by it, L2-normalised. `false` (and `out`
+    /// unspecified) when the user has no usable history (only zero weights, say returns).
+    pub fn text_vector(&self, u: usize, items: &Vectors, acc: &mut [f64], out: &mut [f32]) -> bool {
+        acc.fill(0.0);
+        let (rows, weights) = self.of(u);
+        for (&row, &weight) in rows.iter().zip(weights) {
+            if weight > 0.0 {
+                for (a, v) in acc.iter_mut().zip(items.row(row as usize)) {
+                    *a += weight * f64::from(*v);
+                }
+            }
+        }
+        let norm = acc.iter().map(|a| a * a).sum::<f64>().sqrt();
+        if !(norm > 1e-12 && norm.is_finite()) {
+            return false;
+        }
+        for (o, a) in out.iter_mut().zip(acc.iter()) {
+            *o = (a / norm) as f32;
+        }
+        true
+    }
 }
 
 impl WindowData {
@@ -48,13 +114,35 @@ impl WindowData {
         self.users.binary_search_by(|u| u.as_str().cmp(id)).ok()
     }
 
-    /// User `u`'s interactions: catalog rows (ascending) and their weights. Empty once
-    /// [`WindowData::release_interactions`] ran.
-    pub fn interactions(&self, u: usize) -> (&[u32], &[f64]) {
-        match self.offsets.get(u..u + 2) {
-            Some(&[a, b]) => (&self.items[a..b], &self.weights[a..b]),
-            _ => (&[], &[]),
-        }
+    /// The interactions of users `users` (positions), read from the spill: one read of 12 bytes
+    /// an interaction. Empty once [`WindowData::release_interactions`] ran.
+    pub fn interactions(&self, users: Range<usize>) -> Result<Interactions> {
+        assert!(users.end <= self.len(), "users {users:?} of {}", self.len());
+        let (Some(file), Some(offsets)) = (&self.spill, self.offsets.get(users.start..=users.end))
+        else {
+            return Ok(Interactions {
+                users,
+                offsets: Vec::new(),
+                items: Vec::new(),
+                weights: Vec::new(),
+            });
+        };
+        let first = offsets[0];
+        let mut bytes = vec![0u8; (offsets[offsets.len() - 1] - first) * PAIR_BYTES];
+        file.read_exact_at(&mut bytes, (first * PAIR_BYTES) as u64)
+            .map_err(|e| Error::infra("reading the window's interactions back from TMPDIR", e))?;
+        let pairs = bytes.chunks_exact(PAIR_BYTES);
+        Ok(Interactions {
+            offsets: offsets.iter().map(|o| o - first).collect(),
+            items: pairs
+                .clone()
+                .map(|p| u32::from_le_bytes(p[..4].try_into().expect("4 bytes")))
+                .collect(),
+            weights: pairs
+                .map(|p| f64::from_le_bytes(p[4..].try_into().expect("8 bytes")))
+                .collect(),
+            users,
+        })
     }
 
     /// Catalog rows user `u` must not be recommended (ascending).
@@ -80,34 +168,10 @@ impl WindowData {
             .take(k)
     }
 
-    /// User `u`'s text vector into `out`: the mean of the rows of `items` (catalog order) of the
-    /// items the user has a positive weight on, weighted by it, L2-normalised. `false` (and `out`
-    /// unspecified) when the user has no usable history (only zero weights, say returns).
-    pub fn text_vector(&self, u: usize, items: &Vectors, acc: &mut [f64], out: &mut [f32]) -> bool {
-        acc.fill(0.0);
-        let (rows, weights) = self.interactions(u);
-        for (&row, &weight) in rows.iter().zip(weights) {
-            if weight > 0.0 {
-                for (a, v) in acc.iter_mut().zip(items.row(row as usize)) {
-                    *a += weight * f64::from(*v);
-                }
-            }
-        }
-        let norm = acc.iter().map(|a| a * a).sum::<f64>().sqrt();
-        if !(norm > 1e-12 && norm.is_finite()) {
-            return false;
-        }
-        for (o, a) in out.iter_mut().zip(acc.iter()) {
-            *o = (a / norm) as f32;
-        }
-        true
-    }
-
     /// Drop the (user, item) weights: nothing after top-K reads them.
     pub fn release_interactions(&mut self) {
         self.offsets = Vec::new();
-        self.items = Vec::new();
-        self.weights = Vec::new();
+        self.spill = None;
     }
 }
 
@@ -159,12 +223,13 @@ impl WindowBuilder {
     }
 
     /// The window; `available[r]`: whether catalog row r can be recommended (popularity lists
-    /// only available items, those without events last with a count of 0).
-    pub fn finish(self, available: &[bool]) -> WindowData {
+    /// only available items, those without events last with a count of 0). The interactions
+    /// go to the spill as they are summed, never into memory.
+    pub fn finish(self, available: &[bool]) -> Result<WindowData> {
         let WindowBuilder {
             item_ids,
             user_index,
-            users,
+            mut users,
             user_events,
             item_events,
             mut rows,
@@ -187,35 +252,45 @@ impl WindowBuilder {
 
         let n_users = users.len();
         let mut data = WindowData {
-            users: order.iter().map(|&u| users[u as usize].clone()).collect(),
+            users: order
+                .iter()
+                .map(|&u| std::mem::take(&mut users[u as usize]))
+                .collect(),
             user_events: order.iter().map(|&u| user_events[u as usize]).collect(),
             offsets: Vec::with_capacity(n_users + 1),
             excluded_offsets: Vec::with_capacity(n_users + 1),
             ..Default::default()
         };
         drop(users);
-        let mut start = 0;
+        let fail = |e| Error::infra("spilling the window's interactions to TMPDIR", e);
+        let file = tempfile::tempfile().map_err(fail)?;
+        let mut spill = BufWriter::with_capacity(1 << 20, &file);
+        let (mut start, mut n_pairs) = (0, 0);
         for u in 0..n_users as u64 {
-            data.offsets.push(data.items.len());
+            data.offsets.push(n_pairs);
             data.excluded_offsets.push(data.excluded.len());
             while start < rows.len() && rows[start].0 >> 33 == u {
                 let pair = rows[start].0 >> 1;
-                let (mut weight, mut excluded) = (0.0, false);
+                let (mut weight, mut excluded) = (0.0f64, false);
                 while start < rows.len() && rows[start].0 >> 1 == pair {
                     weight += rows[start].1;
                     excluded |= rows[start].0 & 1 == 1;
                     start += 1;
                 }
                 let item = (pair & ((1 << 32) - 1)) as u32;
-                data.items.push(item);
-                data.weights.push(weight);
+                spill.write_all(&item.to_le_bytes()).map_err(fail)?;
+                spill.write_all(&weight.to_le_bytes()).map_err(fail)?;
+                n_pairs += 1;
                 if excluded {
                     data.excluded.push(item);
                 }
             }
         }
-        data.offsets.push(data.items.len());
+        data.offsets.push(n_pairs);
         data.excluded_offsets.push(data.excluded.len());
+        spill.flush().map_err(fail)?;
+        drop(spill);
+        data.spill = Some(file);
         drop(rows);
 
         let mut popular: Vec<u32> = (0..item_ids.len() as u32)
@@ -229,7 +304,7 @@ impl WindowBuilder {
             .collect();
         data.popularity_rows = popular;
         data.item_ids = item_ids;
-        data
+        Ok(data)
     }
 }
 
@@ -266,12 +341,17 @@ mod tests {
         b.add("u", 0, 1, 0.25, true);
         b.add("u", 1, 1, 2.0, true);
         b.add("w", 3, 1, 0.0, false);
-        let w = b.finish(&[true, true, true, false]);
+        let w = b.finish(&[true, true, true, false]).unwrap();
         assert_eq!(w.users, ids(&["u", "v", "w"]));
         assert_eq!(w.user_events, vec![4, 1, 1]);
-        assert_eq!(w.interactions(0), (&[0, 1][..], &[0.25, 3.0][..]));
-        assert_eq!(w.interactions(1), (&[2][..], &[0.5][..]));
-        assert_eq!(w.interactions(2), (&[3][..], &[0.0][..]));
+        let all = w.interactions(0..3).unwrap();
+        assert_eq!(all.of(0), (&[0, 1][..], &[0.25, 3.0][..]));
+        assert_eq!(all.of(1), (&[2][..], &[0.5][..]));
+        assert_eq!(all.of(2), (&[3][..], &[0.0][..]));
+        // Any range reads the same rows back.
+        let tail = w.interactions(1..3).unwrap();
+        assert_eq!((tail.of(1), tail.of(2)), (all.of(1), all.of(2)));
+        assert_eq!(w.interactions(2..2).unwrap().items, Vec::<u32>::new());
         assert_eq!(w.excluded(0), &[0, 1]);
         assert!(w.excluded(1).is_empty() && w.excluded(2).is_empty());
         assert_eq!(w.excluded_ids("u").collect::<Vec<_>>(), vec!["a", "b"]);
@@ -298,7 +378,7 @@ mod tests {
         ] {
             b.add(u, i, 1, weight, false);
         }
-        let w = b.finish(&[true, true]);
+        let w = b.finish(&[true, true]).unwrap().interactions(0..3).unwrap();
         let (mut acc, mut out) = (vec![0f64; 2], vec![0f32; 2]);
         assert!(w.text_vector(0, &items, &mut acc, &mut out));
         let n = 10f32.sqrt();
@@ -315,9 +395,10 @@ mod tests {
     fn released_interactions_read_empty() {
         let mut b = WindowBuilder::new(ids(&["a"]));
         b.add("u", 0, 1, 1.0, true);
-        let mut w = b.finish(&[true]);
+        let mut w = b.finish(&[true]).unwrap();
+        assert_eq!(w.interactions(0..1).unwrap().of(0), (&[0][..], &[1.0][..]));
         w.release_interactions();
-        assert_eq!(w.interactions(0), (&[][..], &[][..]));
+        assert_eq!(w.interactions(0..1).unwrap().of(0), (&[][..], &[][..]));
         assert_eq!(w.excluded(0), &[0]);
     }
 }

@@ -165,7 +165,7 @@ impl SqlEngine {
     pub(super) async fn als(
         &self,
         n_users: usize,
-        rows: &(dyn Fn(Range<usize>) -> Rows + Sync),
+        rows: &(dyn Fn(Range<usize>) -> Result<Rows> + Sync),
         n_items: usize,
         params: &HybridConfig,
         users: &mut (dyn FnMut(usize, &[f32]) -> Result<()> + Send),
@@ -182,7 +182,7 @@ impl SqlEngine {
         &self,
         dir: &Location,
         n_users: usize,
-        rows: &(dyn Fn(Range<usize>) -> Rows + Sync),
+        rows: &(dyn Fn(Range<usize>) -> Result<Rows> + Sync),
         n_items: usize,
         params: &HybridConfig,
         users: &mut (dyn FnMut(usize, &[f32]) -> Result<()> + Send),
@@ -192,7 +192,7 @@ impl SqlEngine {
         let per_file = |n: usize| n.div_ceil(self.partitions.max(1)).clamp(1, USERS_PER_CHUNK);
         let user_rows = dir.child("user_rows");
         for (p, range) in ranges(n_users, per_file(n_users)).enumerate() {
-            let batch = rows_batch(range.start, &rows(range))?;
+            let batch = rows_batch(range.start, &rows(range)?)?;
             let path = user_rows.path(&format!("part-{p:05}.parquet"));
             io::write_parquet(&user_rows.store, &path, batch.schema(), &[batch]).await?;
         }

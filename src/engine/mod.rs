@@ -25,7 +25,7 @@ mod session;
 mod udf;
 
 pub use cluster::{ExecutorOptions, HostPort, SchedulerOptions, executor, scheduler};
-pub use plans::SqlEngine;
+pub use plans::{Items, SqlEngine};
 pub use session::context;
 
 use std::ops::Range;
@@ -113,14 +113,14 @@ impl Engine {
     pub async fn als(
         &self,
         n_users: usize,
-        rows: &(dyn Fn(Range<usize>) -> Rows + Sync),
+        rows: &(dyn Fn(Range<usize>) -> Result<Rows> + Sync),
         n_items: usize,
         params: &HybridConfig,
         users: &mut (dyn FnMut(usize, &[f32]) -> Result<()> + Send),
     ) -> Result<Vec<f32>> {
         match self {
             Engine::Local => {
-                let factors = kernels::als(rows(0..n_users), n_items, params);
+                let factors = kernels::als(rows(0..n_users)?, n_items, params);
                 users(0, &factors.users)?;
                 Ok(factors.items)
             }
@@ -137,34 +137,55 @@ impl Engine {
         params: &TopkParams,
         adjustments: &Adjustments,
     ) -> Result<Vec<Vec<Hit>>> {
-        let mut out = Vec::new();
-        let mut collect = |_: usize, lists: Vec<Vec<Hit>>| {
-            out.extend(lists);
-            Ok(())
-        };
-        self.top_k_each(users, items, dim, params, adjustments, &mut collect)
-            .await?;
-        Ok(out)
+        self.with_items(items, dim, async |items| {
+            let mut out = Vec::new();
+            let mut collect = |_: usize, lists: Vec<Vec<Hit>>| {
+                out.extend(lists);
+                Ok(())
+            };
+            self.top_k_each(users, items, params, adjustments, &mut collect)
+                .await?;
+            Ok(out)
+        })
+        .await
     }
 
-    /// Every user's top-K like [`Engine::top_k`], handed to `sink(first_user, lists)` in
-    /// consecutive chunks of users as they are ready (in this process one chunk of blocks at a
-    /// time, so the caller need never hold every list twice).
+    /// `f`'s result, `f` given the item vectors `flat` (`n x dim`, sorted by id) ready for
+    /// [`Engine::top_k_each`]: on a cluster they are staged once for every call `f` makes (each
+    /// executor reads them once, not once per chunk of users) and deleted when `f` returns,
+    /// whatever it returned.
+    pub async fn with_items<R>(
+        &self,
+        flat: &[f32],
+        dim: usize,
+        f: impl AsyncFnOnce(&Items<'_>) -> Result<R>,
+    ) -> Result<R> {
+        match self {
+            Engine::Local => f(&Items::local(flat, dim)).await,
+            Engine::Sql(engine) => engine.with_items(flat, dim, f).await,
+        }
+    }
+
+    /// Every user's top-K like [`Engine::top_k`] against `items` ([`Engine::with_items`]),
+    /// handed to `sink(first_user, lists)` in consecutive chunks of users as they are ready (in
+    /// this process one chunk of blocks at a time, so the caller need never hold every list
+    /// twice).
     pub async fn top_k_each(
         &self,
         users: &[f32],
-        items: &[f32],
-        dim: usize,
+        items: &Items<'_>,
         params: &TopkParams,
         adjustments: &Adjustments,
         sink: &mut (dyn FnMut(usize, Vec<Vec<Hit>>) -> Result<()> + Send),
     ) -> Result<()> {
-        match self {
-            Engine::Local => kernels::top_k_on(users, items, dim, params, adjustments, sink),
-            Engine::Sql(engine) => {
-                let lists = engine.top_k(users, items, dim, params, adjustments).await?;
+        match (self, items.url()) {
+            (Engine::Sql(engine), Some(url)) => {
+                let lists = engine
+                    .top_k(users, url, items.dim, params, adjustments)
+                    .await?;
                 sink(0, lists)
             }
+            _ => kernels::top_k_on(users, items.flat, items.dim, params, adjustments, sink),
         }
     }
 }

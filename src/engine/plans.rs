@@ -211,10 +211,38 @@ impl SqlEngine {
         result
     }
 
+    /// [`crate::engine::Engine::with_items`] on the cluster: the item vectors staged as one
+    /// Parquet file for every top-K call of `f`.
+    pub(super) async fn with_items<R>(
+        &self,
+        flat: &[f32],
+        dim: usize,
+        f: impl AsyncFnOnce(&Items<'_>) -> Result<R>,
+    ) -> Result<R> {
+        let staged = self.stage("items");
+        let result = async {
+            let path = staged.dir.path("items.parquet");
+            let schema = Arc::new(Schema::new(vec![Field::new(
+                "embedding",
+                embedding_type(dim),
+                false,
+            )]));
+            let batch = RecordBatch::try_new(schema.clone(), vec![to_arrow(flat, dim)])
+                .context("staging item vectors")?;
+            io::write_parquet(&staged.dir.store, &path, schema, &[batch]).await?;
+            let url = staged.dir.object_url(&path);
+            f(&Items::staged(flat, dim, url)).await
+        }
+        .await;
+        staged.remove().await;
+        result
+    }
+
+    /// Every user's top-K against the item vectors staged at `items_url` ([`Self::with_items`]).
     pub(super) async fn top_k(
         &self,
         users: &[f32],
-        items: &[f32],
+        items_url: &str,
         dim: usize,
         params: &TopkParams,
         adjustments: &Adjustments,
@@ -222,16 +250,6 @@ impl SqlEngine {
         let n_users = users.len() / dim;
         let staged = self.stage("topk");
         let result = async {
-            let items_path = staged.dir.path("items.parquet");
-            let item_schema = Arc::new(Schema::new(vec![Field::new(
-                "embedding",
-                embedding_type(dim),
-                false,
-            )]));
-            let item_batch = RecordBatch::try_new(item_schema.clone(), vec![to_arrow(items, dim)])
-                .context("staging item vectors")?;
-            io::write_parquet(&staged.dir.store, &items_path, item_schema, &[item_batch]).await?;
-            let items_url = staged.dir.object_url(&items_path);
             let schema = Arc::new(Schema::new(vec![
                 Field::new("row", DataType::UInt32, false),
                 Field::new("query", embedding_type(dim), false),
@@ -279,7 +297,7 @@ impl SqlEngine {
                     "engine_queries",
                     &url,
                     vec![
-                        ("items", ScalarValue::from(items_url.as_str())),
+                        ("items", ScalarValue::from(items_url)),
                         ("k", ScalarValue::from(params.k as i64)),
                         ("block_users", ScalarValue::from(params.block_users as i64)),
                         ("block_items", ScalarValue::from(params.block_items as i64)),
@@ -315,6 +333,42 @@ pub(super) fn check_all(url: &str, what: &str, seen: &[bool]) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Candidate item vectors for the top-K calls of one stage
+/// ([`crate::engine::Engine::with_items`]).
+pub struct Items<'a> {
+    /// `n x dim`, sorted by id.
+    pub flat: &'a [f32],
+    /// Values per vector.
+    pub dim: usize,
+    /// Where a cluster's executors read them; `None` in this process.
+    url: Option<String>,
+}
+
+impl<'a> Items<'a> {
+    /// Items ranked in this process.
+    pub(super) fn local(flat: &'a [f32], dim: usize) -> Items<'a> {
+        Items {
+            flat,
+            dim,
+            url: None,
+        }
+    }
+
+    /// Items staged at `url` for a cluster's executors.
+    fn staged(flat: &'a [f32], dim: usize, url: String) -> Items<'a> {
+        Items {
+            flat,
+            dim,
+            url: Some(url),
+        }
+    }
+
+    /// Where they are staged, if they are.
+    pub(super) fn url(&self) -> Option<&str> {
+        self.url.as_deref()
+    }
 }
 
 #[cfg(test)]

@@ -419,34 +419,40 @@ async fn stage_lists(
 ) -> Result<(Listed, OwnLists)> {
     use crate::publish as p;
     let users = c.user_rows();
-    let mut recommender = Recommender::new(engine, config, &c.candidates, &users, &c.data);
     let mut audit = ListAudit::new(config.topk.k, &c.data, &c.candidates);
     let mut own = OwnLists::new(config, &c.data);
     let mut lists_out =
         publisher.partition_writer("recommendations", p::recommendations_schema())?;
     let schema = p::user_embeddings_schema(users.dim());
     let mut vectors_out = publisher.partition_writer("user_embeddings", schema)?;
-    while let Some((lists, vectors)) = recommender.next().await? {
-        audit.check(&lists, &vectors)?;
-        own.add_lists(&c.data, &lists);
-        for users in chunks(lists.len()) {
-            lists_out
-                .write(&p::recommendations(&lists, users, run_id)?)
-                .await?;
-        }
-        for rows in chunks(vectors.vectors.len()) {
-            vectors_out
-                .write(&p::user_embeddings(&vectors, rows, run_id)?)
-                .await?;
-        }
-    }
+    let (flat, dim) = (&c.candidates.flat, c.candidates.dim);
+    let (personal, popular) = engine
+        .with_items(flat, dim, async |items| {
+            let mut recommender =
+                Recommender::new(engine, config, &c.candidates, items, &users, &c.data);
+            while let Some((lists, vectors)) = recommender.next().await? {
+                audit.check(&lists, &vectors)?;
+                own.add_lists(&c.data, &lists);
+                for users in chunks(lists.len()) {
+                    lists_out
+                        .write(&p::recommendations(&lists, users, run_id)?)
+                        .await?;
+                }
+                for rows in chunks(vectors.vectors.len()) {
+                    vectors_out
+                        .write(&p::user_embeddings(&vectors, rows, run_id)?)
+                        .await?;
+                }
+            }
+            Ok(recommender.counts())
+        })
+        .await?;
     publisher.close(lists_out).await?;
     publisher.close(vectors_out).await?;
     let report = audit.finish()?;
     if report.short_users > 0 {
         tracing::warn!(short_users = report.short_users, reason = ?report.short_reason, "users with fewer than K recommendations");
     }
-    let (personal, popular) = recommender.counts();
     let listed = Listed {
         personal,
         popular,

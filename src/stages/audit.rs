@@ -280,7 +280,7 @@ mod tests {
         for &(user, item, excluded) in &c.events {
             window.add(user, item, 1, 1.0, excluded);
         }
-        let window = window.finish(&[true, true]);
+        let window = window.finish(&[true, true]).unwrap();
         let mut lists_audit = ListAudit::new(k, &window, &c.items);
         lists_audit.check(&lists, &c.users)?;
         let report = lists_audit.finish()?;
@@ -394,7 +394,7 @@ mod tests {
             window.add(user, 0, 1, 1.0, false);
             window.add(user, 1, 1, 1.0, false);
         }
-        let window = window.finish(&[true, true]);
+        let window = window.finish(&[true, true]).unwrap();
         let chunk = |user: &str| {
             let mut lists = Lists::new(items.clone());
             lists.push(user.into(), Source::Personal, c.entries.clone());

@@ -13,7 +13,7 @@
 use std::ops::Range;
 
 use crate::config::{BehaviorModel, HybridConfig};
-use crate::domain::{USERS_PER_CHUNK, UserRows, UserVectors, Vectors, WindowData};
+use crate::domain::{USERS_PER_CHUNK, UserRows, UserVectors, Vectors, WindowData, ranges};
 use crate::engine::Engine;
 use crate::error::Result;
 use crate::io::ScratchRows;
@@ -23,7 +23,7 @@ use crate::kernels::{Rows, ease};
 /// usable text history: a positive weight on some item), and the behavior part of each one's
 /// vector, spilled to a scratch file ([`ScratchRows`]). The vectors themselves are made from it
 /// a chunk of users at a time ([`UserFactors::rows`]): a user's text vector is the weighted
-/// mean of its items' text vectors ([`WindowData::text_vector`]), recomputed where it is needed,
+/// mean of its items' text vectors ([`crate::domain::Interactions::text_vector`]), recomputed where it is needed,
 /// and its factors are read back with its chunk, so neither a million users' vectors nor their
 /// factors are held at once.
 #[derive(Debug, Default)]
@@ -100,9 +100,12 @@ impl UserRows for HybridUsers<'_> {
         let mut flat = Vec::with_capacity(range.len() * dim);
         let mut row = Vec::with_capacity(dim);
         let mut n_events = Vec::with_capacity(range.len());
+        let interactions = self
+            .window
+            .interactions(window_range(&users.rows[range.clone()]))?;
         for p in range.clone() {
             let u = users.rows[p] as usize;
-            self.window.text_vector(u, self.items, &mut acc, &mut text);
+            interactions.text_vector(u, self.items, &mut acc, &mut text);
             n_events.push(self.window.user_events[u]);
             let Some((st, f, factors)) = &behavior else {
                 flat.extend_from_slice(&text);
@@ -138,7 +141,7 @@ pub async fn hybrid(
     items: &Vectors,
     text_items: Vectors,
 ) -> Result<(Vectors, UserFactors)> {
-    let rows = users_with_text(window, items);
+    let rows = users_with_text(window, items)?;
     let (candidates, behavior) = if params.factors == 0 && params.popularity_weight == 0.0 {
         (text_items, None)
     } else {
@@ -151,12 +154,27 @@ pub async fn hybrid(
 
 /// The positions in `window` of the users with a text vector over the catalog's text vectors
 /// `items`, ascending.
-fn users_with_text(window: &WindowData, items: &Vectors) -> Vec<u32> {
+fn users_with_text(window: &WindowData, items: &Vectors) -> Result<Vec<u32>> {
     let (mut acc, mut out) = (vec![0f64; items.dim], vec![0f32; items.dim]);
-    (0..window.len())
-        .filter(|&u| window.text_vector(u, items, &mut acc, &mut out))
-        .map(|u| u as u32)
-        .collect()
+    let mut users = Vec::new();
+    for range in ranges(window.len(), USERS_PER_CHUNK) {
+        let interactions = window.interactions(range.clone())?;
+        users.extend(
+            range
+                .filter(|&u| interactions.text_vector(u, items, &mut acc, &mut out))
+                .map(|u| u as u32),
+        );
+    }
+    Ok(users)
+}
+
+/// The window positions from the first to the last of `users` (ascending), to read their
+/// interactions in one go.
+fn window_range(users: &[u32]) -> Range<usize> {
+    match (users.first(), users.last()) {
+        (Some(&a), Some(&b)) => a as usize..b as usize + 1,
+        _ => 0..0,
+    }
 }
 
 /// The factors of [`hybrid`]: the hybrid candidates, and the users' (`users`: positions in
@@ -169,15 +187,16 @@ async fn learn(
     text_items: Vectors,
 ) -> Result<(Vectors, Behavior)> {
     let item_row = text_items.rows_of(&window.item_ids);
-    let observed = |u: u32| {
-        let (rows, weights) = window.interactions(u as usize);
-        rows.iter()
-            .zip(weights)
-            .filter(|&(&r, &w)| item_row[r as usize].is_some() && w > 0.0)
-    };
     // The rows of users `range`: each one's candidates with a positive weight, in window order.
-    let rows = |range: Range<usize>| {
+    let rows = |range: Range<usize>| -> Result<Rows> {
         let users = &users[range];
+        let interactions = window.interactions(window_range(users))?;
+        let observed = |u: u32| {
+            let (rows, weights) = interactions.of(u as usize);
+            rows.iter()
+                .zip(weights)
+                .filter(|&(&r, &w)| item_row[r as usize].is_some() && w > 0.0)
+        };
         let mut rows = Rows::with_capacity(users.iter().map(|&u| observed(u).count()).sum());
         for &u in users {
             rows.push_row(observed(u).map(|(&r, &w)| {
@@ -185,7 +204,7 @@ async fn learn(
                 (item, w as f32)
             }));
         }
-        rows
+        Ok(rows)
     };
     let (n_users, n_items, f) = (users.len(), text_items.len(), params.factors);
     let beta = params.popularity_weight;
@@ -219,7 +238,7 @@ async fn learn(
                 .await?
         }
         (_, BehaviorModel::Ease) => {
-            let factors = ease(rows(0..n_users), n_items, params);
+            let factors = ease(rows(0..n_users)?, n_items, params);
             spill(0, &factors.users)?;
             factors.items
         }
@@ -304,7 +323,7 @@ mod tests {
         let mut window = WindowBuilder::new(items.ids.clone());
         window.add("u", 0, 2, 1.0, false);
         window.add("x", 1, 9, 0.0, false);
-        let window = window.finish(&[true, true, true]);
+        let window = window.finish(&[true, true, true]).unwrap();
         let (candidates, users) = hybrid(&Engine::Local, &params, &window, &items, items.clone())
             .await
             .unwrap();
@@ -356,7 +375,7 @@ mod tests {
             popularity_weight: 0.0,
             ..HybridConfig::default()
         };
-        let window = window.finish(&[true; 4]);
+        let window = window.finish(&[true; 4]).unwrap();
         let (candidates, users) = hybrid(&Engine::Local, &params, &window, &items, items.clone())
             .await
             .unwrap();
@@ -387,7 +406,7 @@ mod tests {
         let mut window = WindowBuilder::new(text_items.ids.clone());
         window.add("u", 0, 1, 0.8, false);
         window.add("u", 1, 2, 0.6, false);
-        let window = window.finish(&[true; 3]);
+        let window = window.finish(&[true; 3]).unwrap();
         let (x, y) = ([2.0f32], [0.5f32, 0.0, 0.1]);
         let tau = 0.3;
         let items = blend(tau, text_items.clone(), &y, 1);
@@ -395,7 +414,7 @@ mod tests {
             x: ScratchRows::write(&x, 1).unwrap(),
             text_scale: tau.sqrt(),
         };
-        let rows = users_with_text(&window, &text_items);
+        let rows = users_with_text(&window, &text_items).unwrap();
         let users = UserFactors::new(&window, rows, Some(behavior));
         let users = users.rows(&window, &text_items).chunk(0..1).unwrap();
         assert_eq!(items.dim, 4);
@@ -433,7 +452,7 @@ mod tests {
                 window.add(&format!("u{u:02}"), (u + 2 * k) % 6, 1, weight, false);
             }
         }
-        let window = window.finish(&[true; 6]);
+        let window = window.finish(&[true; 6]).unwrap();
         for factors in [0, 3] {
             let params = HybridConfig {
                 factors,
@@ -459,7 +478,8 @@ mod tests {
             if factors == 0 {
                 let (mut acc, mut text) = (vec![0f64; 3], vec![0f32; 3]);
                 let u = window.user("u05").unwrap();
-                assert!(window.text_vector(u, &items, &mut acc, &mut text));
+                let interactions = window.interactions(u..u + 1).unwrap();
+                assert!(interactions.text_vector(u, &items, &mut acc, &mut text));
                 let p = whole.vectors.ids.iter().position(|i| i == "u05").unwrap();
                 assert_eq!(whole.vectors.row(p), &text[..]);
             } else {

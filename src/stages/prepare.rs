@@ -177,7 +177,7 @@ pub async fn prepare_window(
         }
         day += TimeDelta::days(1);
     }
-    Ok(builder.finish(&catalog.available))
+    builder.finish(&catalog.available)
 }
 
 fn window_params(window: Window) -> Vec<(&'static str, ScalarValue)> {

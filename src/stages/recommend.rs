@@ -14,7 +14,7 @@ use crate::domain::{
     Catalog, Lists, SimilarItem, Source, USERS_PER_CHUNK, UserRows, UserVectors, Vectors,
     WindowData, ranges,
 };
-use crate::engine::Engine;
+use crate::engine::{Engine, Items};
 use crate::error::{Error, Result};
 use crate::kernels::{Adjustments, Hit, TopkParams, popularity_score};
 
@@ -57,7 +57,8 @@ pub struct Recommender<'a> {
     engine: &'a Engine,
     params: TopkParams,
     repeat_weight: f64,
-    candidates: &'a Vectors,
+    /// The candidates' vectors where the engine reads them.
+    items: &'a Items<'a>,
     users: &'a dyn UserRows,
     data: &'a WindowData,
     /// The candidate position of each catalog row.
@@ -70,11 +71,12 @@ pub struct Recommender<'a> {
 }
 
 impl<'a> Recommender<'a> {
-    /// Nothing made yet.
+    /// Nothing made yet; `items`: the vectors of `candidates` ([`Engine::with_items`]).
     pub fn new(
         engine: &'a Engine,
         config: &Config,
         candidates: &'a Vectors,
+        items: &'a Items<'a>,
         users: &'a dyn UserRows,
         data: &'a WindowData,
     ) -> Recommender<'a> {
@@ -82,7 +84,7 @@ impl<'a> Recommender<'a> {
             engine,
             params: params(config, config.topk.k),
             repeat_weight: config.hybrid.repeat_weight,
-            candidates,
+            items,
             users,
             data,
             candidate: candidates.rows_of(&data.item_ids),
@@ -108,7 +110,7 @@ impl<'a> Recommender<'a> {
         self.made += 1;
         let chunk = self.users.chunk(range)?;
         let ids = &chunk.vectors.ids;
-        let adjustments = adjustments(self.repeat_weight, ids, &self.candidate, self.data);
+        let adjustments = adjustments(self.repeat_weight, ids, &self.candidate, self.data)?;
         let out = &mut self.out;
         let mut sink = |first: usize, lists: Vec<Vec<Hit>>| {
             for (offset, hits) in lists.into_iter().enumerate() {
@@ -116,12 +118,10 @@ impl<'a> Recommender<'a> {
             }
             Ok(())
         };
-        let (flat, dim) = (&chunk.vectors.flat, self.candidates.dim);
         self.engine
             .top_k_each(
-                flat,
-                &self.candidates.flat,
-                dim,
+                &chunk.vectors.flat,
+                self.items,
                 &self.params,
                 &adjustments,
                 &mut sink,
@@ -151,20 +151,25 @@ pub async fn recommend(
     users: &dyn UserRows,
     data: &WindowData,
 ) -> Result<Recommendations> {
-    let mut recommender = Recommender::new(engine, config, candidates, users, data);
-    let mut whole: Option<Lists> = None;
-    while let Some((lists, _)) = recommender.next().await? {
-        match &mut whole {
-            Some(w) => w.append(&lists),
-            None => whole = Some(lists),
-        }
-    }
-    let (n_personal, n_popular) = recommender.counts();
-    Ok(Recommendations {
-        lists: whole.expect("the last chunk always comes"),
-        n_personal,
-        n_popular,
-    })
+    let (flat, dim) = (&candidates.flat, candidates.dim);
+    engine
+        .with_items(flat, dim, async |items| {
+            let mut recommender = Recommender::new(engine, config, candidates, items, users, data);
+            let mut whole: Option<Lists> = None;
+            while let Some((lists, _)) = recommender.next().await? {
+                match &mut whole {
+                    Some(w) => w.append(&lists),
+                    None => whole = Some(lists),
+                }
+            }
+            let (n_personal, n_popular) = recommender.counts();
+            Ok(Recommendations {
+                lists: whole.expect("the last chunk always comes"),
+                n_personal,
+                n_popular,
+            })
+        })
+        .await
 }
 
 /// The sparse terms of the scores of users `ids` (README "The model"): `-inf` for the user's
@@ -176,17 +181,23 @@ fn adjustments(
     ids: &[String],
     candidate: &[Option<u32>],
     data: &WindowData,
-) -> Adjustments {
+) -> Result<Adjustments> {
+    let positions: Vec<Option<usize>> = ids.iter().map(|id| data.user(id)).collect();
+    let known = || positions.iter().flatten().copied();
+    let interactions = data.interactions(match (known().min(), known().max()) {
+        (Some(first), Some(last)) => first..last + 1,
+        _ => 0..0,
+    })?;
     let mut out = Adjustments::new();
     let mut entries = Vec::new();
-    for id in ids {
+    for &position in &positions {
         entries.clear();
-        if let Some(w) = data.user(id) {
+        if let Some(w) = position {
             let excluded = data.excluded(w).iter();
             entries.extend(
                 excluded.filter_map(|&r| Some((candidate[r as usize]?, f32::NEG_INFINITY))),
             );
-            let (rows, weights) = data.interactions(w);
+            let (rows, weights) = interactions.of(w);
             let max = weights.iter().copied().fold(0.0, f64::max);
             if repeat_weight > 0.0 && max > 0.0 {
                 let repeat = rows.iter().zip(weights).filter(|(_, w)| **w > 0.0);
@@ -200,7 +211,7 @@ fn adjustments(
         }
         out.push_user(&mut entries);
     }
-    out
+    Ok(out)
 }
 
 /// The lists of one run in the making: active users in id order, each with the personal hits
@@ -333,7 +344,7 @@ mod tests {
                 );
             }
         }
-        let data = window.finish(&[true; 8]);
+        let data = window.finish(&[true; 8]).unwrap();
         let flat: Vec<f32> = (0..24).map(|x| ((x * 5 % 13) as f32 - 6.0) / 6.0).collect();
         let mut candidates = Vectors::new(ids, flat, 3);
         normalize_rows(&mut candidates.flat, 3).unwrap();
@@ -357,23 +368,32 @@ mod tests {
             .await
             .unwrap();
         assert_eq!((whole.n_personal, whole.n_popular), (14, 9));
-        let mut streamed =
-            Recommender::new(&engine, &config, &candidates, &users, &data).chunked(4);
-        let mut appended = Lists::new(whole.lists.item_ids.clone());
-        let mut chunks = Vec::new();
-        while let Some((lists, vectors)) = streamed.next().await.unwrap() {
-            let personal: Vec<&str> = lists
-                .iter()
-                .filter(|l| l.source == Source::Personal)
-                .map(|l| l.user)
-                .collect();
-            let with_vectors: Vec<&str> = vectors.vectors.ids.iter().map(String::as_str).collect();
-            assert_eq!(personal, with_vectors);
-            chunks.push(lists.users.clone());
-            appended.append(&lists);
-        }
+        let (flat, dim) = (&candidates.flat, candidates.dim);
+        let (appended, chunks, counts) = engine
+            .with_items(flat, dim, async |items| {
+                let mut streamed =
+                    Recommender::new(&engine, &config, &candidates, items, &users, &data)
+                        .chunked(4);
+                let mut appended = Lists::new(whole.lists.item_ids.clone());
+                let mut chunks = Vec::new();
+                while let Some((lists, vectors)) = streamed.next().await? {
+                    let personal: Vec<&str> = lists
+                        .iter()
+                        .filter(|l| l.source == Source::Personal)
+                        .map(|l| l.user)
+                        .collect();
+                    let with_vectors: Vec<&str> =
+                        vectors.vectors.ids.iter().map(String::as_str).collect();
+                    assert_eq!(personal, with_vectors);
+                    chunks.push(lists.users.clone());
+                    appended.append(&lists);
+                }
+                Ok((appended, chunks, streamed.counts()))
+            })
+            .await
+            .unwrap();
         assert_eq!(appended, whole.lists);
-        assert_eq!(streamed.counts(), (14, 9));
+        assert_eq!(counts, (14, 9));
         assert_eq!(
             chunks.len(),
             5,

@@ -74,7 +74,7 @@ async fn plans_over_recjob_functions_equal_the_local_kernels_bit_for_bit() {
             ]
         })
         .collect();
-    let exclusions = Adjustments::from_entries(200, entries);
+    let exclusions = Adjustments::from_entries(200, entries.clone());
     let params = TopkParams {
         k: 25,
         block_users: 64,
@@ -104,6 +104,55 @@ async fn plans_over_recjob_functions_equal_the_local_kernels_bit_for_bit() {
     let boosted = b.iter().flatten().filter(|h| h.adjustment == 0.5).count();
     assert!(boosted > 100, "repeat terms reached {boosted} lists");
     assert!(!has_files(&staging), "staged inputs are removed");
+
+    // The items staged once serve every call of a stage (two halves of the users here): one
+    // staged items file while they run, the same lists, nothing left after, also after a failure.
+    let half = |first: u32| {
+        let part = entries
+            .iter()
+            .filter(|e| (first..first + 100).contains(&e.0));
+        Adjustments::from_entries(100, part.map(|&(u, i, v)| (u - first, i, v)).collect())
+    };
+    let items_files = || {
+        walk(&staging)
+            .filter(|f| f.file_name().is_some_and(|n| n == "items.parquet"))
+            .count()
+    };
+    let halves = sql
+        .with_items(&local, dim, async |items| {
+            let mut lists = Vec::new();
+            for first in [0u32, 100] {
+                assert_eq!(items_files(), 1, "the items are staged once");
+                let queries = &users[first as usize * dim..(first as usize + 100) * dim];
+                let mut sink = |_: usize, l: Vec<Vec<recjob::kernels::Hit>>| {
+                    lists.extend(l);
+                    Ok(())
+                };
+                sql.top_k_each(queries, items, &params, &half(first), &mut sink)
+                    .await?;
+            }
+            Ok(lists)
+        })
+        .await
+        .unwrap();
+    assert!(
+        halves == b,
+        "the halves' lists differ from the whole call's"
+    );
+    assert!(!has_files(&staging), "staged items are removed");
+    let failed = sql
+        .with_items(&local, dim, async |_| -> recjob::error::Result<()> {
+            assert_eq!(items_files(), 1);
+            Err(recjob::error::Error::Audit(
+                "a failure inside the stage".into(),
+            ))
+        })
+        .await;
+    assert!(failed.is_err());
+    assert!(
+        !has_files(&staging),
+        "staged items are removed after a failure"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -157,7 +206,7 @@ async fn als_as_plans_equals_the_local_kernel_bit_for_bit() {
         for u in range {
             rows.push_row(row(u));
         }
-        rows
+        Ok(rows)
     };
     let params = HybridConfig {
         factors: f,
