@@ -114,8 +114,8 @@ impl WindowData {
         self.users.binary_search_by(|u| u.as_str().cmp(id)).ok()
     }
 
-    /// The interactions of users `users` (positions), read from the spill: one read of 12 bytes
-    /// an interaction. Empty once [`WindowData::release_interactions`] ran.
+    /// The interactions of users `users` (positions), read from the spill in one read (12 bytes
+    /// an interaction). Empty once [`WindowData::release_interactions`] ran.
     pub fn interactions(&self, users: Range<usize>) -> Result<Interactions> {
         assert!(users.end <= self.len(), "users {users:?} of {}", self.len());
         let (Some(file), Some(offsets)) = (&self.spill, self.offsets.get(users.start..=users.end))
