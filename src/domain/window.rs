@@ -175,36 +175,53 @@ impl WindowData {
     }
 }
 
+/// Users per bucket of the builder's day aggregates (by arrival): `finish` sums one bucket at a
+/// time, so what it holds is one bucket's aggregates, not the window's.
+const BUCKET_USERS: u32 = 1 << 16;
+/// Day aggregates a bucket holds in memory before they go to the scratch file as one block.
+const BLOCK_ROWS: usize = 4096;
+/// Bytes of one day aggregate: its key (user << 33 | item << 1 | excluded) and weight.
+const ROW_BYTES: usize = 16;
+/// The excluded flag of a summed pair, in the high bit of its item row.
+const EXCLUDED: u32 = 1 << 31;
+
 /// Builds a [`WindowData`] from per-day partial aggregates of the window's events: the window's
 /// interaction of (user, item) is the sum of its days' (weights and event counts added, the
 /// item excluded when any day excludes it). Days are added in date order and each day's
 /// weights are summed in that order, so the result does not depend on the engine's row order.
+///
+/// Nothing here grows with events in memory: the day aggregates go to a scratch file in blocks,
+/// bucketed by user, as they arrive; `finish` sums a bucket at a time into a second scratch file
+/// (users in arrival order), then copies each user's pairs into the window's spill in id order.
+/// Memory is per user (the id twice, its event count and two offsets) plus a block per bucket
+/// and, in `finish`, one bucket's aggregates (about 30 MB at 30 events a user).
 pub struct WindowBuilder {
     item_ids: Vec<String>,
     user_index: HashMap<String, u32>,
     users: Vec<String>,
     user_events: Vec<i64>,
     item_events: Vec<i64>,
-    /// (user << 33 | item << 1 | excluded, weight): users in arrival order until `finish`.
-    rows: Vec<(u64, f64)>,
+    rows: Buckets,
 }
 
 impl WindowBuilder {
-    /// An empty window over the catalog `item_ids` (sorted by id).
+    /// An empty window over the catalog `item_ids` (sorted by id; fewer than 2^31).
     pub fn new(item_ids: Vec<String>) -> WindowBuilder {
         let n = item_ids.len();
+        assert!(n < EXCLUDED as usize, "a catalog of {n} items");
         WindowBuilder {
             item_ids,
             user_index: HashMap::new(),
             users: Vec::new(),
             user_events: Vec::new(),
             item_events: vec![0; n],
-            rows: Vec::new(),
+            rows: Buckets::default(),
         }
     }
 
     /// One day's aggregate of `user` on catalog row `item`: `n_events` valid events, their
-    /// decayed weights summed to `weight`, and whether they exclude the item.
+    /// decayed weights summed to `weight`, and whether they exclude the item. An error writing
+    /// the scratch file is returned by [`WindowBuilder::finish`].
     pub fn add(&mut self, user: &str, item: u32, n_events: i64, weight: f64, excluded: bool) {
         let u = match self.user_index.get(user) {
             Some(&u) => u,
@@ -219,12 +236,12 @@ impl WindowBuilder {
         self.user_events[u as usize] += n_events;
         self.item_events[item as usize] += n_events;
         let key = (u64::from(u) << 33) | (u64::from(item) << 1) | u64::from(excluded);
-        self.rows.push((key, weight));
+        self.rows.push((u / BUCKET_USERS) as usize, (key, weight));
     }
 
     /// The window; `available[r]`: whether catalog row r can be recommended (popularity lists
     /// only available items, those without events last with a count of 0). The interactions
-    /// go to the spill as they are summed, never into memory.
+    /// go to the spill, never into memory.
     pub fn finish(self, available: &[bool]) -> Result<WindowData> {
         let WindowBuilder {
             item_ids,
@@ -232,66 +249,53 @@ impl WindowBuilder {
             mut users,
             user_events,
             item_events,
-            mut rows,
+            rows,
         } = self;
         drop(user_index);
-        // Users sorted by id; rows re-keyed to the sorted positions, then grouped per
-        // (user, item) with a stable sort (days stay in order).
+        let fail = |e| Error::infra("spilling the window's interactions to TMPDIR", e);
+        let (summed, ends) = rows.sum_pairs(users.len()).map_err(fail)?;
+
+        // Users sorted by id; each user's summed pairs copied to the spill in that order.
         let mut order: Vec<u32> = (0..users.len() as u32).collect();
         order.sort_unstable_by(|&a, &b| users[a as usize].cmp(&users[b as usize]));
-        let mut rank = vec![0u32; users.len()];
-        for (r, &u) in order.iter().enumerate() {
-            rank[u as usize] = r as u32;
-        }
-        for (key, _) in rows.iter_mut() {
-            let u = rank[(*key >> 33) as usize];
-            *key = (u64::from(u) << 33) | (*key & ((1 << 33) - 1));
-        }
-        drop(rank);
-        rows.sort_by_key(|(key, _)| key >> 1);
-
-        let n_users = users.len();
         let mut data = WindowData {
             users: order
                 .iter()
                 .map(|&u| std::mem::take(&mut users[u as usize]))
                 .collect(),
             user_events: order.iter().map(|&u| user_events[u as usize]).collect(),
-            offsets: Vec::with_capacity(n_users + 1),
-            excluded_offsets: Vec::with_capacity(n_users + 1),
+            offsets: Vec::with_capacity(order.len() + 1),
+            excluded_offsets: Vec::with_capacity(order.len() + 1),
             ..Default::default()
         };
         drop(users);
-        let fail = |e| Error::infra("spilling the window's interactions to TMPDIR", e);
         let file = tempfile::tempfile().map_err(fail)?;
         let mut spill = BufWriter::with_capacity(1 << 20, &file);
-        let (mut start, mut n_pairs) = (0, 0);
-        for u in 0..n_users as u64 {
+        let (mut bytes, mut n_pairs) = (Vec::new(), 0);
+        for &u in &order {
             data.offsets.push(n_pairs);
             data.excluded_offsets.push(data.excluded.len());
-            while start < rows.len() && rows[start].0 >> 33 == u {
-                let pair = rows[start].0 >> 1;
-                let (mut weight, mut excluded) = (0.0f64, false);
-                while start < rows.len() && rows[start].0 >> 1 == pair {
-                    weight += rows[start].1;
-                    excluded |= rows[start].0 & 1 == 1;
-                    start += 1;
-                }
-                let item = (pair & ((1 << 32) - 1)) as u32;
-                spill.write_all(&item.to_le_bytes()).map_err(fail)?;
-                spill.write_all(&weight.to_le_bytes()).map_err(fail)?;
-                n_pairs += 1;
-                if excluded {
+            let (first, last) = (ends[u as usize], ends[u as usize + 1]);
+            bytes.resize((last - first) * PAIR_BYTES, 0);
+            summed
+                .read_exact_at(&mut bytes, (first * PAIR_BYTES) as u64)
+                .map_err(fail)?;
+            for pair in bytes.chunks_exact_mut(PAIR_BYTES) {
+                let raw = u32::from_le_bytes(pair[..4].try_into().expect("4 bytes"));
+                let item = raw & !EXCLUDED;
+                if raw & EXCLUDED != 0 {
                     data.excluded.push(item);
                 }
+                pair[..4].copy_from_slice(&item.to_le_bytes());
             }
+            spill.write_all(&bytes).map_err(fail)?;
+            n_pairs += last - first;
         }
         data.offsets.push(n_pairs);
         data.excluded_offsets.push(data.excluded.len());
         spill.flush().map_err(fail)?;
         drop(spill);
         data.spill = Some(file);
-        drop(rows);
 
         let mut popular: Vec<u32> = (0..item_ids.len() as u32)
             .filter(|&r| available[r as usize])
@@ -305,6 +309,120 @@ impl WindowBuilder {
         data.popularity_rows = popular;
         data.item_ids = item_ids;
         Ok(data)
+    }
+}
+
+/// The builder's day aggregates, bucketed by user: each bucket fills a block of
+/// [`BLOCK_ROWS`] in memory, and a full block goes to the end of one scratch file.
+#[derive(Default)]
+struct Buckets {
+    /// Created with the first full block.
+    file: Option<File>,
+    /// Bytes written to `file`.
+    len: u64,
+    /// Per bucket, the aggregates not yet written, in arrival order.
+    open: Vec<Vec<(u64, f64)>>,
+    /// Per bucket, where its written blocks start in `file`, in arrival order.
+    blocks: Vec<Vec<u64>>,
+    /// The first error writing `file`; nothing is written after it.
+    error: Option<std::io::Error>,
+}
+
+impl Buckets {
+    fn push(&mut self, bucket: usize, row: (u64, f64)) {
+        if bucket >= self.open.len() {
+            self.open.resize_with(bucket + 1, Vec::new);
+            self.blocks.resize_with(bucket + 1, Vec::new);
+        }
+        let open = &mut self.open[bucket];
+        if open.capacity() == 0 {
+            open.reserve_exact(BLOCK_ROWS);
+        }
+        open.push(row);
+        if open.len() == BLOCK_ROWS {
+            if let Err(e) = self.write_block(bucket) {
+                self.error.get_or_insert(e);
+            }
+            self.open[bucket].clear();
+        }
+    }
+
+    fn write_block(&mut self, bucket: usize) -> std::io::Result<()> {
+        if self.error.is_some() {
+            return Ok(());
+        }
+        let file = match &mut self.file {
+            Some(file) => file,
+            none => none.insert(tempfile::tempfile()?),
+        };
+        let bytes: Vec<u8> = self.open[bucket]
+            .iter()
+            .flat_map(|(key, weight)| key.to_le_bytes().into_iter().chain(weight.to_le_bytes()))
+            .collect();
+        file.write_all_at(&bytes, self.len)?;
+        self.blocks[bucket].push(self.len);
+        self.len += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Bucket `bucket`'s aggregates, in arrival order.
+    fn take(&mut self, bucket: usize) -> std::io::Result<Vec<(u64, f64)>> {
+        let blocks = std::mem::take(&mut self.blocks[bucket]);
+        let open = std::mem::take(&mut self.open[bucket]);
+        let mut rows = Vec::with_capacity(blocks.len() * BLOCK_ROWS + open.len());
+        let mut bytes = vec![0u8; BLOCK_ROWS * ROW_BYTES];
+        for at in blocks {
+            let file = self.file.as_ref().expect("a written block has a file");
+            file.read_exact_at(&mut bytes, at)?;
+            rows.extend(bytes.chunks_exact(ROW_BYTES).map(|r| {
+                let key = u64::from_le_bytes(r[..8].try_into().expect("8 bytes"));
+                (key, f64::from_le_bytes(r[8..].try_into().expect("8 bytes")))
+            }));
+        }
+        rows.extend(open);
+        Ok(rows)
+    }
+
+    /// Sum every (user, item) over its days, a bucket at a time, into a scratch file of
+    /// [`PAIR_BYTES`] pairs (item row with [`EXCLUDED`], weight), users in arrival order, each
+    /// user's items ascending; and `ends`: user u's pairs are `ends[u]..ends[u + 1]`.
+    fn sum_pairs(mut self, n_users: usize) -> std::io::Result<(File, Vec<usize>)> {
+        if let Some(e) = self.error.take() {
+            return Err(e);
+        }
+        let file = tempfile::tempfile()?;
+        let mut out = BufWriter::with_capacity(1 << 20, &file);
+        let mut ends = Vec::with_capacity(n_users + 1);
+        ends.push(0);
+        for bucket in 0..self.open.len() {
+            let mut rows = self.take(bucket)?;
+            // Stable: a pair's days stay in order, so its weight is summed in date order.
+            rows.sort_by_key(|(key, _)| key >> 1);
+            let mut start = 0;
+            while start < rows.len() {
+                let pair = rows[start].0 >> 1;
+                let (mut weight, mut excluded) = (0.0f64, false);
+                while start < rows.len() && rows[start].0 >> 1 == pair {
+                    weight += rows[start].1;
+                    excluded |= rows[start].0 & 1 == 1;
+                    start += 1;
+                }
+                let item = (pair & ((1 << 32) - 1)) as u32;
+                let flag = if excluded { EXCLUDED } else { 0 };
+                out.write_all(&(item | flag).to_le_bytes())?;
+                out.write_all(&weight.to_le_bytes())?;
+                let user = (pair >> 32) as usize;
+                // Every user has a pair: users end in order, one after another.
+                if ends.len() == user + 1 {
+                    ends.push(ends[user]);
+                }
+                ends[user + 1] += 1;
+            }
+        }
+        assert_eq!(ends.len(), n_users + 1, "every user has a day aggregate");
+        out.flush()?;
+        drop(out);
+        Ok((file, ends))
     }
 }
 
@@ -389,6 +507,76 @@ mod tests {
         );
         assert!(w.text_vector(2, &items, &mut acc, &mut out));
         assert_eq!(out, vec![0.0, 1.0]);
+    }
+
+    #[test]
+    fn many_buckets_and_blocks_sum_each_pair_in_day_order() {
+        // 150,000 users in arrival order other than their ids' (three buckets), buckets with
+        // many blocks, pairs repeated over days with weights whose sum depends on the order.
+        let n_items = 50u32;
+        let mut b = WindowBuilder::new((0..n_items).map(|i| format!("i{i:02}")).collect());
+        let mut expected: BTreeMap<(String, u32), (f64, bool)> = BTreeMap::new();
+        let mut events: BTreeMap<String, i64> = BTreeMap::new();
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _day in 0..4 {
+            let mut seen = std::collections::HashSet::new();
+            for _ in 0..120_000 {
+                let r = next();
+                let user = format!("u{}", r % 150_000);
+                let item = (r >> 20) as u32 % n_items;
+                if !seen.insert((user.clone(), item)) {
+                    continue; // one aggregate per (user, item) a day
+                }
+                let (n, weight, excluded) = (
+                    1 + (r >> 40) as i64 % 3,
+                    (r >> 11) as f64 * 1e-7,
+                    r >> 63 == 1,
+                );
+                b.add(&user, item, n, weight, excluded);
+                let e = expected.entry((user.clone(), item)).or_insert((0.0, false));
+                e.0 += weight;
+                e.1 |= excluded;
+                *events.entry(user).or_default() += n;
+            }
+        }
+        let w = b.finish(&vec![true; n_items as usize]).unwrap();
+        assert_eq!(w.users, events.keys().cloned().collect::<Vec<_>>());
+        assert_eq!(w.user_events, events.values().copied().collect::<Vec<_>>());
+        let all = w.interactions(0..w.len()).unwrap();
+        let mut got = BTreeMap::new();
+        for (u, user) in w.users.iter().enumerate() {
+            let (items, weights) = all.of(u);
+            assert!(
+                items.windows(2).all(|p| p[0] < p[1]),
+                "{user}: items ascending"
+            );
+            for (&item, &weight) in items.iter().zip(weights) {
+                let excluded = w.excluded(u).binary_search(&item).is_ok();
+                got.insert((user.clone(), item), (weight, excluded));
+            }
+            assert_eq!(
+                w.excluded(u).len(),
+                items
+                    .iter()
+                    .filter(|&&i| expected[&(user.clone(), i)].1)
+                    .count()
+            );
+        }
+        assert_eq!(got.len(), expected.len());
+        for (pair, (weight, excluded)) in &expected {
+            let (w2, e2) = got[pair];
+            assert_eq!(
+                (weight.to_bits(), *excluded),
+                (w2.to_bits(), e2),
+                "{pair:?}"
+            );
+        }
     }
 
     #[test]

@@ -458,9 +458,23 @@ pub(super) fn gram<T: Copy + Into<f64> + PartialEq + Default + Sync>(
     y: &[T],
     f: usize,
 ) -> Vec<f64> {
-    const ROWS: usize = 4096;
+    let mut g = vec![0f64; f * f];
+    gram_into(y, f, &mut g);
+    g
+}
+
+/// Rows of one Gram block of [`gram`].
+pub(super) const GRAM_ROWS: usize = 4096;
+
+/// [`gram`] added to `g`: the blocks are added in order, so rows given in passes of a multiple
+/// of [`GRAM_ROWS`] sum to the bits of one call over all of them.
+pub(super) fn gram_into<T: Copy + Into<f64> + PartialEq + Default + Sync>(
+    y: &[T],
+    f: usize,
+    g: &mut [f64],
+) {
     let partials: Vec<Vec<f64>> = y
-        .par_chunks(ROWS * f)
+        .par_chunks(GRAM_ROWS * f)
         .map(|chunk| {
             let mut g = vec![0f64; f * f];
             let mut t = vec![0f64; f * BLOCK];
@@ -481,13 +495,11 @@ pub(super) fn gram<T: Copy + Into<f64> + PartialEq + Default + Sync>(
             g
         })
         .collect();
-    let mut g = vec![0f64; f * f];
     for p in partials {
         for (a, b) in g.iter_mut().zip(p) {
             *a += b;
         }
     }
-    g
 }
 
 /// The inverse of the lower triangular `l` (`f x f`, row-major), itself lower triangular.

@@ -22,14 +22,23 @@
 //! eigen-decomposition of the columns' Gram matrix, twice, dropping directions below 1e-10 of the
 //! largest, so a window with fewer users than f yields fewer factors (the rest are zero).
 //!
-//! Deterministic: a fixed start, every row product gathered in a fixed order, Gram blocks summed
-//! in order, so the thread count does not change a bit.
+//! The users are read [`USERS_PER_PASS`] at a time for every product over them, and nothing
+//! per user is kept between passes: each round adds every pass's X'(X Q) to one catalog-sized
+//! sum, and the users' factors leave a pass at a time.
+//!
+//! Deterministic: a fixed start, every row product gathered in a fixed order (an item's sum runs
+//! over its users in user order, pass after pass), Gram blocks summed in order, so neither the
+//! thread count nor the passes change a bit.
+
+use std::ops::Range;
 
 use rayon::prelude::*;
 
-use super::als::{Factors, Rows, axpy, gram, initial};
+use super::als::{GRAM_ROWS, Rows, axpy, gram, gram_into, initial};
 use super::blas::dgemm;
 use crate::config::HybridConfig;
+use crate::domain::ranges;
+use crate::error::Result;
 
 /// Columns beyond f that the subspace iteration carries: the f-th eigenvector converges at the
 /// rate (e_{f+OVERSAMPLE+1} / e_f)^iterations instead of (e_{f+1} / e_f)^iterations.
@@ -38,37 +47,74 @@ const OVERSAMPLE: usize = 16;
 /// Eigenvalues below this share of the largest are treated as zero.
 const RANK_TOLERANCE: f64 = 1e-10;
 
-/// Low-rank EASE over the observations of `by_user` (one row per user) on `n_items` items
-/// (module docs): `params.factors` columns, `params.regularization` as lambda,
-/// `params.iterations` rounds of subspace iteration.
-pub fn ease(by_user: Rows, n_items: usize, params: &HybridConfig) -> Factors {
-    let (n_users, f) = (by_user.len(), params.factors);
-    let lambda = params.regularization;
-    let mut users = vec![0f32; n_users * f];
+/// Users one pass over the window reads at a time: a multiple of [`GRAM_ROWS`] and of
+/// [`times`]'s row blocks, so the passes add up to the bits of one pass over every user.
+const USERS_PER_PASS: usize = 1 << 16;
+
+/// Rows of one [`dgemm`] of [`times`].
+const TIMES_ROWS: usize = 512;
+
+const _: () =
+    assert!(USERS_PER_PASS.is_multiple_of(GRAM_ROWS) && USERS_PER_PASS.is_multiple_of(TIMES_ROWS));
+
+/// Low-rank EASE over the observations of `n_users` users (module docs), read a range of users
+/// at a time from `rows` (one row per user): `params.factors` columns, `params.regularization`
+/// as lambda, `params.iterations` rounds of subspace iteration. The users' factors go to `users`
+/// (first user, `f` values a user) a pass at a time; returns the items' (`n_items x f`).
+/// Memory is catalog-sized (a few `n_items x (f + 16)` f64 matrices) plus one pass of users,
+/// whatever the number of users.
+pub fn ease(
+    n_users: usize,
+    rows: &dyn Fn(Range<usize>) -> Result<Rows>,
+    n_items: usize,
+    params: &HybridConfig,
+    users: &mut dyn FnMut(usize, &[f32]) -> Result<()>,
+) -> Result<Vec<f32>> {
+    fit(n_users, rows, n_items, params, users, USERS_PER_PASS)
+}
+
+fn fit(
+    n_users: usize,
+    rows: &dyn Fn(Range<usize>) -> Result<Rows>,
+    n_items: usize,
+    params: &HybridConfig,
+    users: &mut dyn FnMut(usize, &[f32]) -> Result<()>,
+    pass: usize,
+) -> Result<Vec<f32>> {
+    let (f, lambda) = (params.factors, params.regularization);
     let mut items = vec![0f32; n_items * f];
-    let k = (f + OVERSAMPLE).min(n_items);
+    let mut k = (f + OVERSAMPLE).min(n_items);
+    let mut q = Vec::new();
+    if f > 0 && k > 0 {
+        let start: Vec<f64> = (0..n_items * k)
+            .map(|n| f64::from(initial(n as u64)))
+            .collect();
+        (q, k) = orthonormal(&start, k);
+        let progress =
+            crate::progress::Progress::new("behavior (EASE)", "iterations", params.iterations);
+        for _ in 0..params.iterations {
+            // X'(X Q), a pass of users at a time: each item's sum runs over its users in order.
+            let mut y = vec![0f64; n_items * k];
+            for range in ranges(n_users, pass) {
+                let by_user = rows(range)?;
+                scatter(&by_user, &gather(&by_user, &q, k), k, n_items, &mut y);
+            }
+            (q, k) = orthonormal(&y, k);
+            progress.inc(1);
+        }
+    }
     if f == 0 || k == 0 {
-        return Factors { f, users, items };
-    }
-    let by_item = by_user.transpose(n_items);
-    let start: Vec<f64> = (0..n_items * k)
-        .map(|n| f64::from(initial(n as u64)))
-        .collect();
-    let (mut q, mut k) = orthonormal(&start, k);
-    let progress =
-        crate::progress::Progress::new("behavior (EASE)", "iterations", params.iterations);
-    for _ in 0..params.iterations {
-        let z = gather(&by_user, &q, k);
-        let y = gather(&by_item, &z, k);
-        (q, k) = orthonormal(&y, k);
-        progress.inc(1);
-    }
-    if k == 0 {
-        return Factors { f, users, items };
+        for range in ranges(n_users, pass) {
+            users(range.start, &vec![0f32; range.len() * f])?;
+        }
+        return Ok(items);
     }
     // Rayleigh-Ritz: (XQ)'(XQ) = W diag(e) W', V = Q W, X V = (XQ) W.
-    let z = gather(&by_user, &q, k);
-    let (e, w) = eigen(symmetric(gram(&z, k), k), k);
+    let mut g = vec![0f64; k * k];
+    for range in ranges(n_users, pass) {
+        gram_into(&gather(&rows(range)?, &q, k), k, &mut g);
+    }
+    let (e, w) = eigen(symmetric(g, k), k);
     let r = e
         .iter()
         .take(f)
@@ -79,20 +125,36 @@ pub fn ease(by_user: Rows, n_items: usize, params: &HybridConfig) -> Factors {
         .flat_map(|row| row[..r].to_vec())
         .collect();
     let s: Vec<f64> = e[..r].iter().map(|v| v / (v + lambda)).collect();
-    let v = times(&q, k, &w, r);
-    let xv = times(&z, k, &w, r);
-    for (out, row) in users.chunks_exact_mut(f).zip(xv.chunks_exact(r.max(1))) {
-        for c in 0..r {
-            out[c] = (row[c] * s[c]) as f32;
+    for range in ranges(n_users, pass) {
+        let xv = times(&gather(&rows(range.clone())?, &q, k), k, &w, r);
+        let mut out = vec![0f32; range.len() * f];
+        for (out, row) in out.chunks_exact_mut(f).zip(xv.chunks_exact(r.max(1))) {
+            for c in 0..r {
+                out[c] = (row[c] * s[c]) as f32;
+            }
         }
+        users(range.start, &out)?;
     }
+    let v = times(&q, k, &w, r);
     for (out, row) in items.chunks_exact_mut(f).zip(v.chunks_exact(r.max(1))) {
         let d: f64 = (0..r).map(|c| s[c] * row[c] * row[c]).sum();
         for c in 0..r {
             out[c] = (row[c] / (1.0 - d)) as f32;
         }
     }
-    Factors { f, users, items }
+    Ok(items)
+}
+
+/// Add X' `dense` to `out` (`n_items x k`), X the rows of `by_user` (`dense`: one row of `k`
+/// per user of `by_user`): each item's row gets its users' rows added in user order.
+fn scatter(by_user: &Rows, dense: &[f64], k: usize, n_items: usize, out: &mut [f64]) {
+    let by_item = by_user.transpose(n_items);
+    out.par_chunks_mut(k).enumerate().for_each(|(j, o)| {
+        for &u in by_item.row(j).0 {
+            let u = u as usize;
+            axpy(1.0, &dense[u * k..(u + 1) * k], o);
+        }
+    });
 }
 
 /// Row r of the result is the sum of the rows of `dense` (`k` columns) that row r of `rows`
@@ -110,14 +172,13 @@ fn gather(rows: &Rows, dense: &[f64], k: usize) -> Vec<f64> {
 
 /// `a` (`n x k`) times `m` (`k x cols`), blocks of rows through [`dgemm`].
 fn times(a: &[f64], k: usize, m: &[f64], cols: usize) -> Vec<f64> {
-    const ROWS: usize = 512;
     let n = a.len() / k.max(1);
     let mut out = vec![0f64; n * cols];
     if cols == 0 {
         return out;
     }
-    out.par_chunks_mut(ROWS * cols)
-        .zip(a.par_chunks(ROWS * k))
+    out.par_chunks_mut(TIMES_ROWS * cols)
+        .zip(a.par_chunks(TIMES_ROWS * k))
         .for_each(|(o, rows)| {
             dgemm(
                 rows.len() / k,
@@ -225,7 +286,40 @@ fn eigen(mut a: Vec<f64>, n: usize) -> (Vec<f64>, Vec<f64>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::als::Observation;
+    use crate::kernels::als::{Factors, Observation};
+
+    /// [`fit`] of `obs`, read `pass` users at a time, the users' factors collected.
+    fn fit_all(
+        users: usize,
+        obs: &[Observation],
+        items: usize,
+        params: &HybridConfig,
+        pass: usize,
+    ) -> Factors {
+        let rows = |range: Range<usize>| {
+            let part: Vec<Observation> = obs
+                .iter()
+                .filter(|o| range.contains(&(o.user as usize)))
+                .map(|o| Observation {
+                    user: o.user - range.start as u32,
+                    ..*o
+                })
+                .collect();
+            Ok(Rows::of_users(range.len(), &part))
+        };
+        let f = params.factors;
+        let mut x = vec![0f32; users * f];
+        let mut sink = |first: usize, flat: &[f32]| {
+            x[first * f..first * f + flat.len()].copy_from_slice(flat);
+            Ok(())
+        };
+        let y = fit(users, &rows, items, params, &mut sink, pass).unwrap();
+        Factors {
+            f,
+            users: x,
+            items: y,
+        }
+    }
 
     fn uniform(state: &mut u64) -> f64 {
         *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -330,7 +424,7 @@ mod tests {
             iterations: 3,
             ..HybridConfig::default()
         };
-        let factors = ease(Rows::of_users(users, &obs), items, &params);
+        let factors = fit_all(users, &obs, items, &params, USERS_PER_PASS);
         let mut checked = 0;
         let mut max_abs = 0f64;
         for u in 0..users {
@@ -379,7 +473,7 @@ mod tests {
             iterations: 10,
             ..HybridConfig::default()
         };
-        let factors = ease(Rows::of_users(users, &obs), items, &params);
+        let factors = fit_all(users, &obs, items, &params, USERS_PER_PASS);
         let s: Vec<f64> = e[..f].iter().map(|v| v / (v + lambda)).collect();
         let mut worst = 0f64;
         for u in 0..users {
@@ -412,12 +506,29 @@ mod tests {
         };
         let on = |threads| {
             crate::kernels::on_threads(threads, || {
-                ease(Rows::of_users(users, &obs), items, &params)
+                fit_all(users, &obs, items, &params, USERS_PER_PASS)
             })
         };
         let one = on(1);
         assert!(one.users.iter().any(|v| *v != 0.0));
         assert_eq!(one, on(4));
+    }
+
+    /// More users than two passes of 4,096: the factors read a pass at a time are the bits of
+    /// one pass over every user.
+    #[test]
+    fn passes_of_users_give_the_bits_of_one_pass() {
+        let (users, items) = (9_000, 300);
+        let obs = observations(users, items, 13);
+        let params = HybridConfig {
+            factors: 16,
+            regularization: 50.0,
+            iterations: 3,
+            ..HybridConfig::default()
+        };
+        let one = fit_all(users, &obs, items, &params, USERS_PER_PASS);
+        assert!(one.users[(users - 1) * 16..].iter().any(|v| *v != 0.0));
+        assert_eq!(one, fit_all(users, &obs, items, &params, GRAM_ROWS));
     }
 
     #[test]
@@ -457,7 +568,7 @@ mod tests {
             iterations: 4,
             ..HybridConfig::default()
         };
-        let a = ease(Rows::of_users(users, &obs), items, &params);
+        let a = fit_all(users, &obs, items, &params, USERS_PER_PASS);
         for row in a.users.chunks_exact(32) {
             assert!(row[users..].iter().all(|v| *v == 0.0), "{row:?}");
         }

@@ -237,11 +237,7 @@ async fn learn(
                 .als(n_users, &rows, n_items, params, &mut spill)
                 .await?
         }
-        (_, BehaviorModel::Ease) => {
-            let factors = ease(rows(0..n_users)?, n_items, params);
-            spill(0, &factors.users)?;
-            factors.items
-        }
+        (_, BehaviorModel::Ease) => ease(n_users, &rows, n_items, params, &mut spill)?,
     };
     let y = if beta > 0.0 {
         let popularity = &window.popularity;

@@ -6,9 +6,10 @@
 //!
 //! Nothing here holds the window's events: `window_events` and `events` are views, and the
 //! window is aggregated one day at a time (`interactions.sql` over that day's `events`), each
-//! day's (user, item) rows interned into a [`WindowBuilder`] as they arrive. Memory is the
-//! interned window (12 bytes per interaction) plus one day's aggregate, whatever the number of
-//! days or events.
+//! day's (user, item) rows interned into a [`WindowBuilder`] as they arrive, which spills
+//! them to scratch files. Memory is per user (ids, counts, offsets) and per excluded pair, plus
+//! one day's aggregate and, while the window is built, a bucket of 65,536 users' aggregates,
+//! whatever the number of days or events.
 
 use std::collections::HashMap;
 use std::sync::Arc;
