@@ -326,6 +326,8 @@ struct Buckets {
     blocks: Vec<Vec<u64>>,
     /// The first error writing `file`; nothing is written after it.
     error: Option<std::io::Error>,
+    /// A block's bytes on their way to `file`.
+    bytes: Vec<u8>,
 }
 
 impl Buckets {
@@ -355,11 +357,13 @@ impl Buckets {
             Some(file) => file,
             none => none.insert(tempfile::tempfile()?),
         };
-        let bytes: Vec<u8> = self.open[bucket]
-            .iter()
-            .flat_map(|(key, weight)| key.to_le_bytes().into_iter().chain(weight.to_le_bytes()))
-            .collect();
-        file.write_all_at(&bytes, self.len)?;
+        let bytes = &mut self.bytes;
+        bytes.clear();
+        for (key, weight) in &self.open[bucket] {
+            bytes.extend_from_slice(&key.to_le_bytes());
+            bytes.extend_from_slice(&weight.to_le_bytes());
+        }
+        file.write_all_at(bytes, self.len)?;
         self.blocks[bucket].push(self.len);
         self.len += bytes.len() as u64;
         Ok(())
