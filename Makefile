@@ -12,8 +12,9 @@ help:
 demo: model build ## Set up, then run the nightly job on Online Retail (two nights) and query the output
 	./scripts/demo.sh
 
-test: setup ## Set up, then run every test (Airflow DAG check, Rust unit + integration tests)
+test: setup ## Set up, then run every test (Airflow DAG check, the quality bench's own checks, Rust unit + integration tests)
 	./scripts/airflow-check.sh
+	./scripts/bench-quality.sh --self-test
 	$(CARGO) nextest run --no-fail-fast
 
 setup: model model-multilingual pyenv build ## Model files, Python tools for cross-checks, the binary

@@ -35,6 +35,11 @@ online_retail and MovieLens to fit 2 shared cores). Where repeats are allowed (o
 each learned method also gets a `+buy_again` row: its list fused with the buy-again list by
 reciprocal rank fusion (--variants).
 
+With --recjob, recjob is tuned the same way (`recjob_stages`; or --recjob-params fixes its
+settings) and set against every peer date by date over the test dates (`print_paired`: mean
+difference, 95 % bootstrap interval over dates, share of resamples with recjob ahead);
+--compare does the same for saved --output files.
+
 Ranking inside a method: items of its training matrix (items with positive weight in the window)
 by score descending, ties item_id ascending; candidates outside the matrix follow in popularity
 order. Item ids compare as strings (byte order = code point order = recjob's).
@@ -523,15 +528,17 @@ def user_metrics(lst, g, k):
 
 
 class Acc:
-    """Means over dates of per-date means (like `recjob backtest`)."""
+    """Means over dates of per-date means (like `recjob backtest`), and each date's value."""
 
     def __init__(self):
         self.sums = {}
+        self.daily = {}
 
-    def add(self, metric, value):
+    def add(self, metric, value, date):
         s = self.sums.setdefault(metric, [0.0, 0])
         s[0] += value
         s[1] += 1
+        self.daily.setdefault(metric, {})[iso(date)] = value
 
     def mean(self, metric):
         s = self.sums.get(metric)
@@ -592,12 +599,12 @@ def replay(data, ds, first, last, methods, k, coverage, all_types=False, log=Non
                 items = set()
                 for u in users:
                     items.update(lists[u][:k])
-                acc[name].add("catalog_coverage", len(items) / max(win.n_candidates, 1))
+                acc[name].add("catalog_coverage", len(items) / max(win.n_candidates, 1), d)
             if evaluated:
                 rs = [user_metrics(lists[u], ev_truth[u], k) for u in evaluated]
-                acc[name].add("recall", sum(r for r, _ in rs) / len(rs))
-                acc[name].add("ndcg", sum(n for _, n in rs) / len(rs))
-                acc[name].add("n_users", len(rs))
+                acc[name].add("recall", sum(r for r, _ in rs) / len(rs), d + 1)
+                acc[name].add("ndcg", sum(n for _, n in rs) / len(rs), d + 1)
+                acc[name].add("n_users", len(rs), d + 1)
         if log:
             log(f"  {iso(d)}: {len(win.active)} active, {len(evaluated)} evaluated on {iso(d + 1)}, "
                 f"{len(win.mat_items)} items in the matrix, {time.time() - t0:.1f} s")
@@ -697,7 +704,8 @@ def run_dataset(name, args, log):
             val_recall=chosen[m]["recall"], val_ndcg=chosen[m]["ndcg"], val_days=chosen[m]["days"],
             val_every=every, select=f"{args.select}@{k}",
             test_recall=r, test_ndcg=nd, test_coverage=cov, test_days=n, coverage_days=ncov,
-            mean_evaluated_users=nu, k=k))
+            mean_evaluated_users=nu, k=k,
+            test_daily={x: acc[m].daily.get(x, {}) for x in ("recall", "ndcg")}))
     log(f"{name}: validation {t_val:.0f} s, test {time.time() - t1:.0f} s")
     return results, grid_rows
 
@@ -767,19 +775,29 @@ def recjob_rows(args, name, truth_types, log):
 
         def backtest(first, last, params):
             sets = base + [f"hybrid.{a}={b}" for a, b in params.items()]
+            daily = os.path.join(tmp, "daily.parquet")
             out = run_recjob(args, ["backtest", "--from", first, "--to", last, "--output",
-                                    os.path.join(tmp, "backtest.parquet")], sets, log)
+                                    os.path.join(tmp, "backtest.parquet"), "--daily", daily],
+                             sets, log)
             t = parse_backtest_table(out)
+            days = pq.read_table(daily).filter(pc.equal(pc.field("k"), int(k))).filter(
+                pc.equal(pc.field("segment"), "all")).to_pylist()
+            by_day = lambda col: {x: {r["from_dt"]: r[col] for r in days  # noqa: E731
+                                      if r["metric"] == x and r[col] is not None}
+                                  for x in ("recall", "ndcg")}
             get = lambda m, col="model": t.get((m, k), {}).get(col)  # noqa: E731
             return dict(recall=get("recall"), ndcg=get("ndcg"),
                         coverage=get("catalog_coverage"), days=t.get(("recall", k), {}).get("days"),
                         baseline_recall=get("recall", "baseline"),
                         baseline_ndcg=get("ndcg", "baseline"),
-                        baseline_coverage=get("catalog_coverage", "baseline"))
+                        baseline_coverage=get("catalog_coverage", "baseline"),
+                        daily=by_day("model"), baseline_daily=by_day("baseline"))
 
         t0 = time.time()
         grid, seen = [], set()
-        for n, stage in enumerate(recjob_stages(ds["policy"], args.quick)):
+        fixed = args.recjob_params.get(name)
+        stages_ = [] if fixed is not None else recjob_stages(ds["policy"], args.quick)
+        for n, stage in enumerate(stages_):
             for params in (stage if n == 0 else stage(best(grid, args.select)["params"])):
                 key = json.dumps(params, sort_keys=True)
                 if key in seen:
@@ -789,7 +807,8 @@ def recjob_rows(args, name, truth_types, log):
                 grid.append(dict(v, params=params))
                 log(f"  val recjob {fmt_params(params):50s} recall@{k} {fmt(v['recall'])} "
                     f"ndcg@{k} {fmt(v['ndcg'])} ({v['days']} days)")
-        chosen = best(grid, args.select)
+        chosen = best(grid, args.select) if fixed is None else dict(
+            params=fixed, recall=None, ndcg=None, days=None)
         t_val = time.time() - t0
         test = backtest(*ds["test"], chosen["params"])
         log(f"{name}: recjob validation {t_val:.0f} s, test {time.time() - t0 - t_val:.0f} s")
@@ -804,10 +823,10 @@ def recjob_rows(args, name, truth_types, log):
     rows = [
         dict(common, method="recjob", params={"set": sets},
              val_recall=chosen["recall"], val_ndcg=chosen["ndcg"], test_recall=test["recall"],
-             test_ndcg=test["ndcg"], test_coverage=test["coverage"]),
+             test_ndcg=test["ndcg"], test_coverage=test["coverage"], test_daily=test["daily"]),
         dict(common, method="recjob popularity baseline", params={},
              test_recall=test["baseline_recall"], test_ndcg=test["baseline_ndcg"],
-             test_coverage=test["baseline_coverage"]),
+             test_coverage=test["baseline_coverage"], test_daily=test["baseline_daily"]),
     ]
     grid_rows = [dict(dataset=name, kind="validation_grid", method="recjob", params=g["params"],
                       recall=g["recall"], ndcg=g["ndcg"], days=g["days"]) for g in grid]
@@ -862,6 +881,59 @@ def print_table(name, rows, k):
         print(f"| {r['method']} | {fmt_params(r['params'])} | {fmt(r.get('val_recall'))} | "
               f"{fmt(r.get('val_ndcg'))} | {fmt(r['test_recall'])} | {fmt(r['test_ndcg'])} | "
               f"{fmt(r['test_coverage'])} | {r.get('val_days', '-')}/{r['test_days']} |")
+    sys.stdout.flush()
+
+
+BOOTSTRAP = 10000
+
+
+def paired(a, b, rng):
+    """recjob minus a peer over the test dates both evaluated: the mean difference of the
+    per-date values, its 95 % interval from a bootstrap over dates (the unit the means are
+    taken over; a date's users share its catalog and its popularity), and the share of the
+    resamples where recjob is ahead."""
+    dates = sorted(set(a) & set(b))
+    if len(dates) < 2:
+        return None
+    d = np.array([a[x] - b[x] for x in dates])
+    means = d[rng.integers(0, len(d), (BOOTSTRAP, len(d)))].mean(axis=1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return dict(dates=len(dates), diff=float(d.mean()), lo=float(lo), hi=float(hi),
+                ahead=float((means > 0).mean()))
+
+
+def print_paired(rows, k):
+    """Per dataset: recjob against every peer on the test dates, date by date (rows with
+    `test_daily`; the first recjob row of a dataset is the one compared)."""
+    rng = np.random.default_rng(SEED)
+    by_ds = {}
+    for r in rows:
+        if r.get("kind") in ("test", "recjob") and r.get("test_daily"):
+            rs = by_ds.setdefault(r["dataset"], [])
+            if all(x["method"] != r["method"] for x in rs):  # a method run twice: the first
+                rs.append(r)
+    for name, rs in by_ds.items():
+        me = next((r for r in rs if r["method"] == "recjob"), None)
+        if me is None:
+            continue
+        print(f"\n### {name}: recjob minus each peer on the test dates, per date "
+              f"(95 % bootstrap interval over dates, {BOOTSTRAP} resamples; share of resamples "
+              f"with recjob ahead)\n")
+        print(f"| peer | dates | recall@{k} difference | share ahead | ndcg@{k} difference | "
+              f"share ahead |")
+        print("|---|---|---|---|---|---|")
+        for r in rs:
+            if r is me:
+                continue
+            cells = []
+            for x in ("recall", "ndcg"):
+                p = paired(me["test_daily"][x], r["test_daily"][x], rng)
+                cells.append(["-", "-"] if p is None else
+                             [f"{p['diff']:+.4f} [{p['lo']:+.4f}, {p['hi']:+.4f}]",
+                              f"{p['ahead']:.2f}"])
+                n = "-" if p is None else p["dates"]
+            print(f"| {r['method']} | {n} | {cells[0][0]} | {cells[0][1]} | {cells[1][0]} | "
+                  f"{cells[1][1]} |")
     sys.stdout.flush()
 
 
@@ -1001,6 +1073,18 @@ def self_test(args):
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
+    # The paired comparison: a constant lead is that lead with no spread; dates only one side
+    # evaluated are left out; noise around zero straddles it.
+    rng = np.random.default_rng(0)
+    p = paired({"a": 0.3, "b": 0.5, "c": 0.1}, {"a": 0.2, "b": 0.4, "c": 0.0, "d": 0.9}, rng)
+    assert p["dates"] == 3 and abs(p["diff"] - 0.1) < 1e-12 and p["ahead"] == 1.0, p
+    assert abs(p["lo"] - 0.1) < 1e-12 and abs(p["hi"] - 0.1) < 1e-12, p
+    noise = rng.normal(0, 1, 200)
+    noise -= noise.mean()
+    p = paired(dict(enumerate(noise)), dict(enumerate(np.zeros(200))), rng)
+    assert abs(p["diff"]) < 1e-12 and p["lo"] < -0.1 and p["hi"] > 0.1, p
+    assert 0.4 < p["ahead"] < 0.6, p
+
     # EASE: primal = dual; B has a zero diagonal (no item predicts itself).
     rng = np.random.default_rng(0)
     X = (rng.random((30, 12)) < 0.3) * rng.random((30, 12))
@@ -1088,19 +1172,34 @@ def main():
     ap.add_argument("--output", default="bench-quality.json", help=".json, else CSV")
     ap.add_argument("--recjob", help="recjob binary: also tune recjob on the validation dates "
                     "(`recjob backtest` per setting) and report the chosen one on the test dates")
+    ap.add_argument("--recjob-params", action="append", default=[], metavar="DATASET=JSON",
+                    help="no search for recjob on DATASET: report these hybrid.* settings (e.g. "
+                         "what an earlier run's search chose) on the test dates")
     ap.add_argument("--config", default="jobs/nightly.toml")
+    ap.add_argument("--compare", nargs="+", metavar="JSON",
+                    help="print the per-date comparison of recjob with the peers from earlier "
+                         "--output files (e.g. the peers' run and a recjob-only run) and exit")
     ap.add_argument("--self-test", action="store_true")
     ap.add_argument("--verbose", action="store_true")
     args = ap.parse_args()
     args.data_dir = os.path.normpath(args.data_dir)
     args.lookback = {a.split("=")[0]: int(a.split("=")[1]) for a in args.lookback}
     args.val_every = {a.split("=")[0]: int(a.split("=")[1]) for a in args.val_every}
+    args.recjob_params = {a.split("=", 1)[0]: json.loads(a.split("=", 1)[1])
+                          for a in args.recjob_params}
     args.methods = [m for m in args.methods.split(",") if m]
     unknown = [m for m in args.methods if m not in METHODS]
     if unknown:
         ap.error(f"unknown methods {unknown}; known: {METHODS}")
     if args.self_test:
         self_test(args)
+        return
+    if args.compare:
+        rows = []
+        for path in args.compare:
+            with open(path) as f:
+                rows += json.load(f)
+        print_paired(rows, args.k)
         return
     log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
     import implicit, scipy  # noqa: E401
@@ -1122,6 +1221,7 @@ def main():
         print(f"({name}: {time.time() - t0:.0f} s)", flush=True)
         all_rows += rows + recjob + grid_rows + recjob_grid
         write_output(args.output, all_rows)
+    print_paired(all_rows, args.k)
     print(f"\nwrote {args.output} ({len(all_rows)} rows) in {time.time() - t_all:.0f} s", flush=True)
 
 

@@ -22,6 +22,10 @@ pub(super) struct Args {
     /// <output.root>/backtests/backtest-<from>-<to>-<time>.parquet.
     #[arg(long)]
     output: Option<String>,
+    /// Also write each date's own values (the same columns, from_dt = to_dt = the date) to this
+    /// path or URL: the rows to compare two settings date by date.
+    #[arg(long)]
+    daily: Option<String>,
 }
 
 pub(super) async fn execute(args: Args) -> Result<ExitCode> {
@@ -34,7 +38,12 @@ pub(super) async fn execute(args: Args) -> Result<ExitCode> {
     let runner = Runner::new(args.config.load()?);
     let result = backtest(&runner, args.from, args.to).await?;
     print!("{}", result.table());
-    let url = result.write(&runner, args.output.as_deref()).await?;
+    let (url, daily) = result
+        .write(&runner, args.output.as_deref(), args.daily.as_deref())
+        .await?;
     println!("written to {url}");
+    if let Some(daily) = daily {
+        println!("daily values written to {daily}");
+    }
     Ok(ExitCode::Published)
 }

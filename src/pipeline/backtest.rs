@@ -2,7 +2,8 @@
 //! Each date with behavior is computed in memory exactly as `run` would (read .. recommend),
 //! then evaluated exactly as `run` evaluates: the lists of D-1 (when D-1 had behavior, like a
 //! nightly schedule) against D's behavior, beside the popularity baseline with the same
-//! exclusions. The result is the mean of every metric over the dates where it has a value.
+//! exclusions. The result is the mean of every metric over the dates where it has a value, and
+//! each date's own values (the same rows over one date), for paired comparisons of settings.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use chrono::{NaiveDate, TimeDelta, Utc};
+use object_store::path::Path;
 
 use super::run::Previous;
 use super::runner::Runner;
@@ -63,6 +65,8 @@ pub struct Backtest {
     pub evaluated: usize,
     /// Mean of every metric, model and baseline.
     pub rows: Vec<BacktestRow>,
+    /// Each computed date's own values, in date order (rows over that date alone).
+    pub daily: Vec<(NaiveDate, Vec<BacktestRow>)>,
 }
 
 /// Replay `from..=to` (D-1 of `from` is computed too, to evaluate `from`).
@@ -74,6 +78,7 @@ pub async fn backtest(runner: &Runner, from: NaiveDate, to: NaiveDate) -> Result
     let mut cached = cache::load(&root, encoder.model_id(), encoder.dim()).await?;
     let mut previous: Option<(NaiveDate, Lists)> = None;
     let mut sums = Sums::new();
+    let mut daily = Vec::new();
     let (mut computed, mut evaluated) = (0, 0);
     let mut date = from - TimeDelta::days(1);
     while date <= to {
@@ -105,13 +110,16 @@ pub async fn backtest(runner: &Runner, from: NaiveDate, to: NaiveDate) -> Result
             let rows = c
                 .evaluate(config, date, Previous::Computed(prior), &own)
                 .await?;
+            let mut day = Sums::new();
             for r in rows {
                 if let Some(v) = r.value {
+                    day.insert((r.metric, r.k, r.segment.clone()), (v, 1));
                     let e = sums.entry((r.metric, r.k, r.segment)).or_default();
                     e.0 += v;
                     e.1 += 1;
                 }
             }
+            daily.push((date, summarise(&day)));
             tracing::info!(date = %dt(date), evaluated = prior.is_some(), "backtest date done");
         }
         previous = Some((date, lists));
@@ -124,6 +132,7 @@ pub async fn backtest(runner: &Runner, from: NaiveDate, to: NaiveDate) -> Result
         computed,
         evaluated,
         rows,
+        daily,
     })
 }
 
@@ -243,55 +252,84 @@ impl Backtest {
         ]))
     }
 
-    /// The table as a batch.
+    /// The table as a batch: every row over the whole range.
     pub fn batch(&self, config_hash: &str) -> Result<RecordBatch> {
-        let n = self.rows.len();
-        let columns: Vec<ArrayRef> = vec![
-            Arc::new(StringArray::from_iter_values(
-                self.rows.iter().map(|r| r.metric),
-            )),
-            Arc::new(StringArray::from_iter_values(
-                self.rows.iter().map(|r| r.segment),
-            )),
-            Arc::new(Int32Array::from_iter(self.rows.iter().map(|r| r.k))),
-            Arc::new(Float64Array::from_iter(self.rows.iter().map(|r| r.model))),
-            Arc::new(Float64Array::from_iter(
-                self.rows.iter().map(|r| r.baseline),
-            )),
-            Arc::new(Float64Array::from_iter(self.rows.iter().map(|r| r.lift()))),
-            Arc::new(Int64Array::from_iter_values(
-                self.rows.iter().map(|r| r.days),
-            )),
-            Arc::new(StringArray::from(vec![dt(self.from); n])),
-            Arc::new(StringArray::from(vec![dt(self.to); n])),
-            Arc::new(StringArray::from(vec![config_hash; n])),
-        ];
-        RecordBatch::try_new(Self::schema(), columns).context("backtest table")
+        let rows: Vec<_> = self.rows.iter().map(|r| (self.from, self.to, r)).collect();
+        batch_of(&rows, config_hash)
+    }
+
+    /// The daily table as a batch: each date's rows, with `from_dt` = `to_dt` = the date.
+    pub fn daily_batch(&self, config_hash: &str) -> Result<RecordBatch> {
+        let rows: Vec<_> = self
+            .daily
+            .iter()
+            .flat_map(|(d, rows)| rows.iter().map(move |r| (*d, *d, r)))
+            .collect();
+        batch_of(&rows, config_hash)
     }
 
     /// Write the table to `output` (a file path or URL), or by default to
-    /// `<output.root>/backtests/backtest-<from>-<to>-<UTC time>.parquet`; returns its URL.
-    pub async fn write(&self, runner: &Runner, output: Option<&str>) -> Result<String> {
-        let (store, path, url) = match output {
-            Some(o) => {
-                let loc = Location::parse(o)?;
-                let url = loc.object_url(&loc.prefix);
-                (loc.store, loc.prefix, url)
-            }
-            None => {
-                let dir = Location::parse(&runner.config.output.root)?.child("backtests");
-                let path = dir.path(&format!(
-                    "backtest-{}-{}-{}.parquet",
-                    dt(self.from),
-                    dt(self.to),
-                    Utc::now().format("%Y%m%dT%H%M%SZ")
-                ));
-                let url = dir.object_url(&path);
-                (dir.store, path, url)
-            }
+    /// `<output.root>/backtests/backtest-<from>-<to>-<UTC time>.parquet`, and the daily table to
+    /// `daily` when given; returns their URLs.
+    pub async fn write(
+        &self,
+        runner: &Runner,
+        output: Option<&str>,
+        daily: Option<&str>,
+    ) -> Result<(String, Option<String>)> {
+        let hash = runner.config.hash();
+        let default = || {
+            let dir = Location::parse(&runner.config.output.root)?.child("backtests");
+            let path = dir.path(&format!(
+                "backtest-{}-{}-{}.parquet",
+                dt(self.from),
+                dt(self.to),
+                Utc::now().format("%Y%m%dT%H%M%SZ")
+            ));
+            Ok((dir, path))
         };
-        let batch = self.batch(&runner.config.hash())?;
-        write_parquet(&store, &path, Self::schema(), &[batch]).await?;
-        Ok(url)
+        let table = write_table(output.map_or_else(default, target)?, self.batch(&hash)?).await?;
+        let daily = match daily {
+            Some(d) => Some(write_table(target(d)?, self.daily_batch(&hash)?).await?),
+            None => None,
+        };
+        Ok((table, daily))
     }
+}
+
+/// A file path or URL as its store and the object's path in it.
+fn target(url: &str) -> Result<(Location, Path)> {
+    let loc = Location::parse(url)?;
+    let path = loc.prefix.clone();
+    Ok((loc, path))
+}
+
+/// Write one batch of [`Backtest::schema`] to an object; returns its URL.
+async fn write_table((loc, path): (Location, Path), batch: RecordBatch) -> Result<String> {
+    write_parquet(&loc.store, &path, Backtest::schema(), &[batch]).await?;
+    Ok(loc.object_url(&path))
+}
+
+/// Rows with their date range as a batch of [`Backtest::schema`].
+fn batch_of(
+    rows: &[(NaiveDate, NaiveDate, &BacktestRow)],
+    config_hash: &str,
+) -> Result<RecordBatch> {
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.2.metric),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.2.segment),
+        )),
+        Arc::new(Int32Array::from_iter(rows.iter().map(|r| r.2.k))),
+        Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.2.model))),
+        Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.2.baseline))),
+        Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.2.lift()))),
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.2.days))),
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| dt(r.0)))),
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| dt(r.1)))),
+        Arc::new(StringArray::from(vec![config_hash; rows.len()])),
+    ];
+    RecordBatch::try_new(Backtest::schema(), columns).context("backtest table")
 }

@@ -3,7 +3,8 @@
 //! August and September, BENCHMARKS.md "Recommendation quality"): a backtest must beat the
 //! strongest simple baseline, "buy it again" (recomputed here, independently, from the raw
 //! files), and the popularity baseline, on recall@20 and ndcg@20, cover at least a quarter of
-//! the catalog, and publish nothing.
+//! the catalog, and publish nothing. Its daily table holds each date's own values, whose mean is
+//! the summary.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
@@ -192,12 +193,37 @@ fn buy_again_week(data: &Path) -> (f64, f64, usize) {
     (sums.0 / days, sums.1 / days, sums.2)
 }
 
+/// `(from_dt, to_dt, metric) -> (model, baseline)` of a backtest table's rows at k = 20 over all
+/// users.
+fn at_20(table: &Path) -> BTreeMap<(String, String, String), (f64, f64)> {
+    let mut out = BTreeMap::new();
+    for b in read_file(table) {
+        let (metric, segment) = (col_strings(&b, "metric"), col_strings(&b, "segment"));
+        let (from, to) = (col_strings(&b, "from_dt"), col_strings(&b, "to_dt"));
+        let k = b.column_by_name("k").unwrap().as_primitive::<Int32Type>();
+        let value = |name| {
+            b.column_by_name(name)
+                .unwrap()
+                .as_primitive::<Float64Type>()
+        };
+        let (model, base) = (value("model"), value("baseline"));
+        for (j, m) in metric.into_iter().enumerate() {
+            if !k.is_null(j) && k.value(j) == 20 && segment[j] == "all" {
+                let key = (from[j].clone(), to[j].clone(), m);
+                out.insert(key, (model.value(j), base.value(j)));
+            }
+        }
+    }
+    out
+}
+
 #[test]
 fn shipped_config_beats_buy_again_and_popularity_on_a_test_week() {
     let data = shared_data();
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
     let table = tmp.path().join("backtest.parquet");
+    let daily = tmp.path().join("daily.parquet");
     let o = recjob(
         &repo(),
         &[
@@ -212,6 +238,8 @@ fn shipped_config_beats_buy_again_and_popularity_on_a_test_week() {
             &format!("output.root={:?}", out.display().to_string()),
             "--output",
             table.to_str().unwrap(),
+            "--daily",
+            daily.to_str().unwrap(),
         ],
     );
     assert_eq!(code(&o), 0, "{}", stderr(&o));
@@ -220,26 +248,38 @@ fn shipped_config_beats_buy_again_and_popularity_on_a_test_week() {
         stdout.contains("5 dates with behavior, 5 evaluated"),
         "{stdout}"
     );
-    let mut at20: HashMap<String, (f64, f64)> = HashMap::new();
-    for b in read_file(&table) {
-        let metric = col_strings(&b, "metric");
-        let segment = col_strings(&b, "segment");
-        let k = b.column_by_name("k").unwrap().as_primitive::<Int32Type>();
-        let model = b
-            .column_by_name("model")
-            .unwrap()
-            .as_primitive::<Float64Type>();
-        let base = b
-            .column_by_name("baseline")
-            .unwrap()
-            .as_primitive::<Float64Type>();
-        for (j, m) in metric.into_iter().enumerate() {
-            if !k.is_null(j) && k.value(j) == 20 && segment[j] == "all" {
-                at20.insert(m, (model.value(j), base.value(j)));
-            }
-        }
-    }
+    let at20: HashMap<String, (f64, f64)> = at_20(&table)
+        .into_iter()
+        .map(|((from, to, m), v)| {
+            assert_eq!((from.as_str(), to.as_str()), (FROM, TO));
+            (m, v)
+        })
+        .collect();
     let (recall, ndcg, coverage) = (at20["recall"], at20["ndcg"], at20["catalog_coverage"]);
+    // The daily table: one value a date (from_dt = to_dt), model and baseline, whose mean over
+    // the five dates is the summary's.
+    let days = at_20(&daily);
+    for metric in ["recall", "ndcg", "catalog_coverage"] {
+        let values: Vec<_> = days
+            .iter()
+            .filter(|((from, to, m), _)| {
+                m == metric && from == to && (FROM..=TO).contains(&from.as_str())
+            })
+            .map(|(_, v)| *v)
+            .collect();
+        assert_eq!(values.len(), 5, "{metric}: {days:?}");
+        let mean = |f: fn(&(f64, f64)) -> f64| values.iter().map(f).sum::<f64>() / 5.0;
+        let (model, base) = (mean(|v| v.0), mean(|v| v.1));
+        assert!(
+            (model - at20[metric].0).abs() < 1e-12 && (base - at20[metric].1).abs() < 1e-12,
+            "{metric}: daily means {model} / {base}, summary {:?}",
+            at20[metric]
+        );
+        assert!(
+            values.windows(2).any(|w| w[0] != w[1]),
+            "{metric}: every date has the same value {values:?}"
+        );
+    }
     let (ba_recall, ba_ndcg, days) = buy_again_week(&data);
     eprintln!(
         "{FROM}..{TO}: recjob recall@20 {:.4} ndcg@20 {:.4}; buy-again {ba_recall:.4} / {ba_ndcg:.4} \
