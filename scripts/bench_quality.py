@@ -925,15 +925,11 @@ def print_paired(rows, k):
         for r in rs:
             if r is me:
                 continue
-            cells = []
-            for x in ("recall", "ndcg"):
-                p = paired(me["test_daily"][x], r["test_daily"][x], rng)
-                cells.append(["-", "-"] if p is None else
-                             [f"{p['diff']:+.4f} [{p['lo']:+.4f}, {p['hi']:+.4f}]",
-                              f"{p['ahead']:.2f}"])
-                n = "-" if p is None else p["dates"]
-            print(f"| {r['method']} | {n} | {cells[0][0]} | {cells[0][1]} | {cells[1][0]} | "
-                  f"{cells[1][1]} |")
+            ps = [paired(me["test_daily"][x], r["test_daily"][x], rng) for x in ("recall", "ndcg")]
+            cells = [f"{p['diff']:+.4f} [{p['lo']:+.4f}, {p['hi']:+.4f}] | {p['ahead']:.2f}"
+                     if p else "- | -" for p in ps]
+            n = ps[0]["dates"] if ps[0] else "-"
+            print(f"| {r['method']} | {n} | {cells[0]} | {cells[1]} |")
     sys.stdout.flush()
 
 
