@@ -22,7 +22,7 @@ pub use functions::Dot;
 pub use partitions::{is_data_file, partition_files, partitions};
 pub use scratch::ScratchRows;
 pub use sql::{
-    from_datafusion, int_table, listing_table, mem_table, query, register, register_view,
-    string_table, utf8,
+    from_datafusion, int_table, listing_table, mem_table, pinned_table, query, register,
+    register_view, string_table, utf8,
 };
 pub use storage::Location;

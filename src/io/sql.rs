@@ -5,11 +5,17 @@ use std::sync::Arc;
 
 use arrow::array::{Int32Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::TableReference;
 use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig};
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::execution::cache::TableScopedPath;
+use datafusion::execution::cache::cache_manager::CachedFileList;
 use datafusion::prelude::SessionContext;
 use datafusion::scalar::ScalarValue;
+use object_store::ObjectMeta;
 
 use super::storage::Location;
 use crate::error::{Context, Error, Result};
@@ -98,10 +104,49 @@ pub fn utf8(s: &str) -> ScalarValue {
 }
 
 /// A Parquet listing table over `root`: with `dt` as a partition column of type `dt_type`
-/// when given, and with `schema` when given (else inferred from the files).
+/// when given, and with `schema` when given (else inferred from the files). Every scan lists
+/// `root` afresh.
 pub async fn listing_table(
     ctx: &SessionContext,
     root: &Location,
+    schema: Option<SchemaRef>,
+    dt_type: Option<DataType>,
+) -> Result<ListingTable> {
+    table_at(ctx, root, root.listing_url()?, schema, dt_type).await
+}
+
+/// A listing table like [`listing_table`] whose scans read exactly `files` (objects below
+/// `root`) for the rest of the session: `root` is not listed again, and a file that appears
+/// under it later is not read. Inputs a run has checked file by file are opened this way.
+pub async fn pinned_table(
+    ctx: &SessionContext,
+    root: &Location,
+    schema: SchemaRef,
+    dt_type: Option<DataType>,
+    files: Vec<ObjectMeta>,
+) -> Result<ListingTable> {
+    let url = root
+        .listing_url()?
+        .with_table_ref(TableReference::bare(root.url()));
+    let key = TableScopedPath {
+        table: url.get_table_ref().clone(),
+        path: url.prefix().clone(),
+    };
+    let listings = ctx.runtime_env().cache_manager.get_list_files_cache();
+    let Some(listings) = listings else {
+        return Err(Error::infra(
+            format!("cannot pin the files of {}", root.url()),
+            "the session keeps no listings (not made by engine::context): this is a bug",
+        ));
+    };
+    listings.put(&key, CachedFileList::new(files));
+    table_at(ctx, root, url, Some(schema), dt_type).await
+}
+
+async fn table_at(
+    ctx: &SessionContext,
+    root: &Location,
+    url: ListingTableUrl,
     schema: Option<SchemaRef>,
     dt_type: Option<DataType>,
 ) -> Result<ListingTable> {
@@ -110,7 +155,7 @@ pub async fn listing_table(
     if let Some(t) = dt_type {
         options = options.with_table_partition_cols(vec![("dt".to_string(), t)]);
     }
-    let config = ListingTableConfig::new(root.listing_url()?).with_listing_options(options);
+    let config = ListingTableConfig::new(url).with_listing_options(options);
     let config = match schema {
         Some(s) => config.with_schema(s),
         None => config

@@ -1,10 +1,11 @@
 //! Read stage: finds the input partitions of a run, checks every file's schema against the
 //! data contract (ARCHITECTURE.md "Inputs") and registers the inputs with DataFusion.
 //!
-//! - `behavior` is a listing table over the Hive-partitioned root with `dt` as a partition
-//!   column; queries filter on `dt`, so only the window's partitions are listed and read. Only
-//!   the footers of the window's files are read here, to check their schemas.
-//! - `catalog` is the newest catalog partition `<= D`.
+//! - `behavior` is a table over the Hive-partitioned root with `dt` as a partition column,
+//!   pinned to the window's files: the footers of those files are read here to check their
+//!   schemas, and queries read exactly those files (filtered on `dt`) without listing the
+//!   root again.
+//! - `catalog` is the newest catalog partition `<= D`, pinned to its checked files likewise.
 //!
 //! Every contract violation is an [`Error::Input`] naming table, partition, file and column.
 
@@ -20,8 +21,8 @@ use crate::config::Config;
 use crate::domain::{Catalog, InputFile, Inputs, Template, dt};
 use crate::error::{Context, Error, Result};
 use crate::io::{
-    Columns, Kind, Location, from_datafusion, listing_table, parquet_footer, partition_files,
-    partitions, strings,
+    Columns, Kind, Location, from_datafusion, parquet_footer, partition_files, partitions,
+    pinned_table, strings,
 };
 
 /// Is the behavior partition of `date` present (with at least one data file)?
@@ -50,8 +51,8 @@ pub async fn register_inputs(
             behavior_root.url()
         )));
     }
-    let mut files = check_behavior(config, &behavior_root, first, date).await?;
-    register_behavior(ctx, config, &behavior_root).await?;
+    let (mut files, metas) = check_behavior(config, &behavior_root, first, date).await?;
+    register_behavior(ctx, config, &behavior_root, metas).await?;
     let catalog = check_catalog(config, &catalog_root, date).await?;
     register_catalog(ctx, config, &catalog).await?;
     files.extend(catalog.files);
@@ -62,15 +63,17 @@ pub async fn register_inputs(
     })
 }
 
-/// The schema of every behavior file of `[first, date]` against the contract.
+/// The schema of every behavior file of `[first, date]` against the contract: the files,
+/// as the manifest records them and as the store lists them.
 async fn check_behavior(
     config: &Config,
     root: &Location,
     first: NaiveDate,
     date: NaiveDate,
-) -> Result<Vec<InputFile>> {
+) -> Result<(Vec<InputFile>, Vec<ObjectMeta>)> {
     let cols = &config.input.columns;
     let mut files = Vec::new();
+    let mut metas = Vec::new();
     let mut day = first;
     while day <= date {
         for meta in partition_files(root, day).await? {
@@ -96,14 +99,21 @@ async fn check_behavior(
                 url: root.object_url(&meta.location),
                 size_bytes: meta.size,
             });
+            metas.push(meta);
         }
         day = day.succ_opt().expect("date in range: this is a bug");
     }
-    Ok(files)
+    Ok((files, metas))
 }
 
-/// Register `behavior`: the files' columns cast to the contract's types, renamed to ours.
-async fn register_behavior(ctx: &SessionContext, config: &Config, root: &Location) -> Result<()> {
+/// Register `behavior`: the checked `files` (and no others), their columns cast to the
+/// contract's types, renamed to ours.
+async fn register_behavior(
+    ctx: &SessionContext,
+    config: &Config,
+    root: &Location,
+    files: Vec<ObjectMeta>,
+) -> Result<()> {
     let cols = &config.input.columns;
     let schema = Arc::new(Schema::new(vec![
         Field::new(&cols.user_id, DataType::Utf8, true),
@@ -116,7 +126,7 @@ async fn register_behavior(ctx: &SessionContext, config: &Config, root: &Locatio
         ),
         Field::new(&cols.value, DataType::Float64, true),
     ]));
-    let table = listing_table(ctx, root, Some(schema), Some(DataType::Utf8)).await?;
+    let table = pinned_table(ctx, root, schema, Some(DataType::Utf8), files).await?;
     ctx.register_table("behavior_files", Arc::new(table))
         .context("registering behavior")?;
     // SELECT "<user_id>" AS user_id, ..., dt FROM behavior_files
@@ -143,6 +153,8 @@ struct CatalogSnapshot {
     date: NaiveDate,
     dir: Location,
     files: Vec<InputFile>,
+    /// The same files as the store lists them: the only ones `catalog` reads.
+    metas: Vec<ObjectMeta>,
     /// Text columns the template reads that exist in the snapshot (`title` first).
     text_columns: Vec<String>,
     has_category: bool,
@@ -177,6 +189,7 @@ async fn check_catalog(
         date: snapshot,
         dir,
         files: Vec::new(),
+        metas: Vec::new(),
         text_columns: Vec::new(),
         has_category: false,
         has_available: false,
@@ -220,6 +233,7 @@ async fn check_catalog(
             size_bytes: meta.size,
         });
     }
+    out.metas = metas;
     if rows == 0 {
         return Err(Error::Input(format!(
             "table catalog, partition dt={}: the snapshot has no rows ({})",
@@ -254,13 +268,9 @@ async fn register_catalog(
     if snapshot.has_available {
         fields.push(Field::new(available_column, DataType::Boolean, true));
     }
-    let table = listing_table(
-        ctx,
-        &snapshot.dir,
-        Some(Arc::new(Schema::new(fields))),
-        None,
-    )
-    .await?;
+    let schema = Arc::new(Schema::new(fields));
+    let files = snapshot.metas.clone();
+    let table = pinned_table(ctx, &snapshot.dir, schema, None, files).await?;
     ctx.register_table("catalog_files", Arc::new(table))
         .context("registering catalog")?;
     let available = if snapshot.has_available {
@@ -383,4 +393,84 @@ pub async fn load_catalog(
         )));
     }
     Ok(catalog)
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::datatypes::Int64Type;
+
+    use super::*;
+
+    async fn behavior_rows(ctx: &SessionContext) -> Result<i64> {
+        let batches = ctx
+            .sql("SELECT count(*) FROM behavior WHERE dt >= '2024-01-01' AND dt <= '2024-01-03'")
+            .await
+            .context("counting")?
+            .collect()
+            .await
+            .map_err(|e| from_datafusion("table behavior", e))?;
+        Ok(batches[0].column(0).as_primitive::<Int64Type>().value(0))
+    }
+
+    /// The input scans read the files the read stage checked and no others: a corrupt file that
+    /// lands in a window partition or the catalog snapshot afterwards is not listed, so not
+    /// read, by this run's queries; a new session (the next run) checks it and fails on it.
+    #[tokio::test]
+    async fn input_scans_read_exactly_the_checked_files() {
+        let dir = tempfile::tempdir().unwrap();
+        for table in ["behavior", "catalog"] {
+            let out = std::process::Command::new("cp")
+                .arg("-r")
+                .arg(format!(
+                    "{}/fixtures/tiny/{table}",
+                    env!("CARGO_MANIFEST_DIR")
+                ))
+                .arg(dir.path())
+                .status()
+                .unwrap();
+            assert!(out.success());
+        }
+        let root = dir.path().display();
+        let config = Config::from_parts(
+            &format!(
+                "[input]\nbehavior = \"{root}/behavior\"\ncatalog = \"{root}/catalog\"\n[output]\nroot = \"{root}/out\"\n"
+            ),
+            "t",
+            &[],
+            &[],
+        )
+        .unwrap();
+        let (first, date) = (
+            NaiveDate::from_ymd_opt(2024, 1, 1).unwrap(),
+            NaiveDate::from_ymd_opt(2024, 1, 3).unwrap(),
+        );
+        let ctx = crate::engine::context();
+        let inputs = register_inputs(&ctx, &config, first, date).await.unwrap();
+        assert_eq!(
+            inputs
+                .files
+                .iter()
+                .filter(|f| f.table == "behavior")
+                .count(),
+            3
+        );
+        let before = behavior_rows(&ctx).await.unwrap();
+        assert!(before > 0);
+
+        for late in ["behavior/dt=2024-01-02", "catalog/dt=2024-01-01"] {
+            std::fs::write(dir.path().join(late).join("late.parquet"), b"not parquet").unwrap();
+        }
+        assert_eq!(behavior_rows(&ctx).await.unwrap(), before);
+        let catalog = load_catalog(&ctx, &config, &inputs).await.unwrap();
+        assert!(!catalog.ids.is_empty());
+
+        let next = crate::engine::context();
+        let err = register_inputs(&next, &config, first, date)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Input(m) if m.contains("late.parquet")),
+            "{err}"
+        );
+    }
 }
