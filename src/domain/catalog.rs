@@ -1,5 +1,8 @@
 //! The inputs of a run as the read stage found them, and the catalog snapshot in memory.
 
+use std::collections::BTreeMap;
+
+use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
 /// One input file, as recorded in the manifest.
@@ -20,6 +23,8 @@ pub struct InputFile {
 pub struct Inputs {
     /// Every file read, behavior then catalog.
     pub files: Vec<InputFile>,
+    /// Rows of each behavior partition read, as its files' footers state them.
+    pub behavior_rows: BTreeMap<NaiveDate, u64>,
     /// The catalog partition the run uses.
     pub catalog_dt: String,
     /// Text columns the template reads that exist in the catalog.

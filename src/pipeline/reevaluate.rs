@@ -86,14 +86,14 @@ impl Runner {
         let inputs = register_inputs(&ctx, config, previous_window.first, date).await?;
         let catalog = load_catalog(&ctx, config, &inputs).await?;
         register_window_events(&ctx, config, previous_window.first, date).await?;
-        let mut data = prepare_window(&ctx, config, &catalog, window).await?;
+        let mut data = prepare_window(&ctx, config, &catalog, &inputs, window).await?;
         data.release_interactions();
         let mut own = OwnLists::new(config, &data);
         visit_published_lists(root, date, &mut |user, items| {
             own.add(&data, user, items.iter().map(String::as_str))
         })
         .await?;
-        let previous_data = prepare_previous_window(&ctx, config, &catalog, date).await?;
+        let previous_data = prepare_previous_window(&ctx, config, &catalog, &inputs, date).await?;
         let truth = truth(&ctx, config, date).await?;
         let keep = truth_users(&truth);
         let previous = published_previous(root, date - TimeDelta::days(1), &keep).await?;

@@ -97,7 +97,7 @@ impl Computed {
         own: &OwnLists,
     ) -> Result<Vec<MetricRow>> {
         let previous_window =
-            prepare_previous_window(&self.ctx, config, &self.catalog, date).await?;
+            prepare_previous_window(&self.ctx, config, &self.catalog, &self.inputs, date).await?;
         let truth = truth(&self.ctx, config, date).await?;
         let keep = truth_users(&truth);
         let previous = match previous {
@@ -150,7 +150,7 @@ impl Runner {
         // prepare
         register_window_events(&ctx, config, previous_window.first, date).await?;
         let invalid = check_invalid_rows(&ctx, config, window).await?;
-        let data = prepare_window(&ctx, config, &catalog, window).await?;
+        let data = prepare_window(&ctx, config, &catalog, &inputs, window).await?;
         t.lap("prepare");
 
         // embed
@@ -482,10 +482,11 @@ pub(crate) async fn prepare_previous_window(
     ctx: &SessionContext,
     config: &Config,
     catalog: &Catalog,
+    inputs: &Inputs,
     date: NaiveDate,
 ) -> Result<WindowData> {
     let window = Window::ending(date - TimeDelta::days(1), config.window.lookback_days);
-    let mut data = prepare_window(ctx, config, catalog, window).await?;
+    let mut data = prepare_window(ctx, config, catalog, inputs, window).await?;
     data.release_interactions();
     Ok(data)
 }

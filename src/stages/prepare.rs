@@ -5,23 +5,26 @@
 //! D-1's window (`[D - lookback_days, D - 1]`) to rebuild the popularity baseline of D-1.
 //!
 //! Nothing here holds the window's events: `window_events` and `events` are views, and the
-//! window is aggregated one day at a time (`interactions.sql` over that day's `events`), each
-//! day's (user, item) rows interned into a [`WindowBuilder`] as they arrive, which spills
-//! them to scratch files. Memory is per user (ids, counts, offsets) and per excluded pair, plus
-//! one day's aggregate and, while the window is built, a bucket of 65,536 users' aggregates,
-//! whatever the number of days or events.
+//! window is aggregated a run of consecutive days at a time (`interactions.sql` over those
+//! days' `events`, grouped by day), each day's (user, item) rows interned into a
+//! [`WindowBuilder`] in date order as they arrive, which spills them to scratch files. A run
+//! holds days whose files have at most [`ROWS_PER_QUERY`] rows together (their footers say how
+//! many), or a single day: a small shop's whole window is one query, a large shop's day is one
+//! query. Memory is per user (ids, counts, offsets) and per excluded pair, plus one run's
+//! aggregate and, while the window is built, a bucket of 65,536 users' aggregates, whatever
+//! the number of days or events.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{AsArray, Float64Array, StringArray};
 use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema};
-use chrono::{NaiveDate, TimeDelta};
+use chrono::NaiveDate;
 use datafusion::prelude::SessionContext;
 use datafusion::scalar::ScalarValue;
 
 use crate::config::{Config, ExclusionPolicy};
-use crate::domain::{Catalog, InvalidRows, Window, WindowBuilder, WindowData, dt};
+use crate::domain::{Catalog, Inputs, InvalidRows, Window, WindowBuilder, WindowData, dt};
 use crate::error::{Error, Result};
 use crate::io::{mem_table, query, register, register_view, strings, utf8};
 
@@ -41,6 +44,10 @@ const INTERACTIONS_SQL: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/sql/prepare/interactions.sql"
 ));
+
+/// Behavior rows (by the files' footers, invalid rows included) one `interactions.sql` query
+/// aggregates at most, unless a single day has more.
+pub const ROWS_PER_QUERY: u64 = 1 << 18;
 
 /// Register `window_events` over `[first, last]` (all windows of the run read these rows).
 pub async fn register_window_events(
@@ -119,11 +126,12 @@ pub async fn check_invalid_rows(
 }
 
 /// Interactions, exclusions and popularity of one window (needs `window_events`), over the
-/// items of `catalog`.
+/// items of `catalog`; `inputs` says how many behavior rows each day has.
 pub async fn prepare_window(
     ctx: &SessionContext,
     config: &Config,
     catalog: &Catalog,
+    inputs: &Inputs,
     window: Window,
 ) -> Result<WindowData> {
     let policy = match config.exclusions.policy {
@@ -138,11 +146,10 @@ pub async fn prepare_window(
         .map(|(r, id)| (id.as_str(), r as u32))
         .collect();
     let mut builder = WindowBuilder::new(catalog.ids.clone());
-    let mut day = window.first;
-    while day <= window.last {
+    for days in window.chunks(&inputs.behavior_rows, ROWS_PER_QUERY) {
         let params = vec![
-            ("first_dt", utf8(&dt(day))),
-            ("last_dt", utf8(&dt(day))),
+            ("first_dt", utf8(&dt(days.first))),
+            ("last_dt", utf8(&dt(days.last))),
             ("end_epoch", ScalarValue::Float64(Some(window.end_epoch()))),
             (
                 "half_life_days",
@@ -176,7 +183,6 @@ pub async fn prepare_window(
                 builder.add(user, row, n.value(i), w.value(i), excluded.value(i));
             }
         }
-        day += TimeDelta::days(1);
     }
     builder.finish(&catalog.available)
 }

@@ -9,6 +9,7 @@
 //!
 //! Every contract violation is an [`Error::Input`] naming table, partition, file and column.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray};
@@ -51,33 +52,37 @@ pub async fn register_inputs(
             behavior_root.url()
         )));
     }
-    let (mut files, metas) = check_behavior(config, &behavior_root, first, date).await?;
+    let (mut files, metas, behavior_rows) =
+        check_behavior(config, &behavior_root, first, date).await?;
     register_behavior(ctx, config, &behavior_root, metas).await?;
     let catalog = check_catalog(config, &catalog_root, date).await?;
     register_catalog(ctx, config, &catalog).await?;
     files.extend(catalog.files);
     Ok(Inputs {
         files,
+        behavior_rows,
         catalog_dt: dt(catalog.date),
         text_columns: catalog.text_columns,
     })
 }
 
 /// The schema of every behavior file of `[first, date]` against the contract: the files,
-/// as the manifest records them and as the store lists them.
+/// as the manifest records them and as the store lists them, and the rows of each day.
 async fn check_behavior(
     config: &Config,
     root: &Location,
     first: NaiveDate,
     date: NaiveDate,
-) -> Result<(Vec<InputFile>, Vec<ObjectMeta>)> {
+) -> Result<(Vec<InputFile>, Vec<ObjectMeta>, BTreeMap<NaiveDate, u64>)> {
     let cols = &config.input.columns;
     let mut files = Vec::new();
     let mut metas = Vec::new();
+    let mut rows = BTreeMap::new();
     let mut day = first;
     while day <= date {
         for meta in partition_files(root, day).await? {
-            let (schema, _) = footer(root, &meta, "behavior", day).await?;
+            let (schema, n) = footer(root, &meta, "behavior", day).await?;
+            *rows.entry(day).or_insert(0) += n as u64;
             let columns = Columns {
                 schema: &schema,
                 at: |column: &str| {
@@ -103,7 +108,7 @@ async fn check_behavior(
         }
         day = day.succ_opt().expect("date in range: this is a bug");
     }
-    Ok((files, metas))
+    Ok((files, metas, rows))
 }
 
 /// Register `behavior`: the checked `files` (and no others), their columns cast to the
