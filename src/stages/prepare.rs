@@ -193,3 +193,147 @@ fn window_params(window: Window) -> Vec<(&'static str, ScalarValue)> {
         ("last_dt", utf8(&dt(window.last))),
     ]
 }
+
+#[cfg(test)]
+mod tests {
+    use std::fs::File;
+
+    use arrow::array::{RecordBatch, TimestampMicrosecondArray};
+    use arrow::datatypes::TimeUnit;
+    use parquet::arrow::ArrowWriter;
+
+    use super::*;
+    use crate::stages::read::{load_catalog, register_inputs};
+
+    /// `days` of behavior under `dir/behavior`: every day, 40 users each with a few events on
+    /// 5 items at pseudo-random times, so most (user, item) pairs have events on many days.
+    fn write_behavior(dir: &std::path::Path, first: NaiveDate, days: i64) {
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for d in 0..days {
+            let day = first + chrono::TimeDelta::days(d);
+            let midnight = day
+                .and_hms_opt(0, 0, 0)
+                .unwrap()
+                .and_utc()
+                .timestamp_micros();
+            let (mut users, mut items, mut types, mut ts) = (vec![], vec![], vec![], vec![]);
+            for u in 0..40 {
+                for _ in 0..1 + next() % 4 {
+                    users.push(format!("U{u:02}"));
+                    items.push(format!("I{:03}", 1 + next() % 5));
+                    types.push(if next() % 3 == 0 { "purchase" } else { "view" });
+                    ts.push(midnight + (next() % 86_400_000_000) as i64);
+                }
+            }
+            let schema = Arc::new(Schema::new(vec![
+                Field::new("user_id", DataType::Utf8, true),
+                Field::new("item_id", DataType::Utf8, true),
+                Field::new("event_type", DataType::Utf8, true),
+                Field::new(
+                    "ts",
+                    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                    true,
+                ),
+            ]));
+            let batch = RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(StringArray::from(users)),
+                    Arc::new(StringArray::from(items)),
+                    Arc::new(StringArray::from(types)),
+                    Arc::new(TimestampMicrosecondArray::from(ts).with_timezone("UTC")),
+                ],
+            )
+            .unwrap();
+            let partition = dir.join(format!("behavior/dt={}", dt(day)));
+            std::fs::create_dir_all(&partition).unwrap();
+            let file = File::create(partition.join("part-0.parquet")).unwrap();
+            let mut writer = ArrowWriter::try_new(file, schema, None).unwrap();
+            writer.write(&batch).unwrap();
+            writer.close().unwrap();
+        }
+    }
+
+    /// The window is the same, bit for bit, whether its days are aggregated in one query or a
+    /// query each: the days are merged in date order either way. A pair's weight sums one
+    /// aggregate per day over up to 24 days, decayed over orders of magnitude, so an order
+    /// other than the date order would change the last bits of some sums.
+    #[tokio::test]
+    async fn a_window_is_the_same_whatever_the_days_per_query() {
+        let dir = tempfile::tempdir().unwrap();
+        let window = Window {
+            first: NaiveDate::from_ymd_opt(2024, 1, 1).unwrap(),
+            last: NaiveDate::from_ymd_opt(2024, 1, 24).unwrap(),
+        };
+        write_behavior(dir.path(), window.first, 24);
+        let root = dir.path().display();
+        let tiny = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/tiny");
+        for (policy, half_life) in [("seen_in_window", 14.0), ("allow_repeats", 1.9)] {
+            let config = Config::from_parts(
+                &format!(
+                    "[input]\nbehavior = \"{root}/behavior\"\ncatalog = \"{tiny}/catalog\"\n\
+                     [output]\nroot = \"{root}/out\"\n\
+                     [exclusions]\npolicy = \"{policy}\"\nrepeat_after_days = 3\n\
+                     [window]\nhalf_life_days = {half_life}\n\
+                     [events.weights]\nview = 0.3\npurchase = 1.7\n"
+                ),
+                "t",
+                &[],
+                &[],
+            )
+            .unwrap();
+            let ctx = crate::engine::context();
+            let mut inputs = register_inputs(&ctx, &config, window.first, window.last)
+                .await
+                .unwrap();
+            let catalog = load_catalog(&ctx, &config, &inputs).await.unwrap();
+            register_window_events(&ctx, &config, window.first, window.last)
+                .await
+                .unwrap();
+
+            assert_eq!(inputs.behavior_rows.len(), 24);
+            assert_eq!(
+                window.chunks(&inputs.behavior_rows, ROWS_PER_QUERY).len(),
+                1
+            );
+            let one = prepare_window(&ctx, &config, &catalog, &inputs, window)
+                .await
+                .unwrap();
+            for rows in inputs.behavior_rows.values_mut() {
+                *rows = ROWS_PER_QUERY;
+            }
+            assert_eq!(
+                window.chunks(&inputs.behavior_rows, ROWS_PER_QUERY).len(),
+                24
+            );
+            let each = prepare_window(&ctx, &config, &catalog, &inputs, window)
+                .await
+                .unwrap();
+
+            assert_eq!(one.len(), 40);
+            assert_eq!(one.users, each.users);
+            assert_eq!(one.user_events, each.user_events);
+            assert_eq!(one.popularity, each.popularity);
+            let (a, b) = (
+                one.interactions(0..one.len()).unwrap(),
+                each.interactions(0..each.len()).unwrap(),
+            );
+            let bits = |w: &[f64]| w.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            let mut excluded = 0;
+            for u in 0..one.len() {
+                let ((items_a, weights_a), (items_b, weights_b)) = (a.of(u), b.of(u));
+                assert_eq!(items_a, items_b, "user {}", one.users[u]);
+                assert_eq!(bits(weights_a), bits(weights_b), "user {}", one.users[u]);
+                assert_eq!(one.excluded(u), each.excluded(u), "user {}", one.users[u]);
+                excluded += one.excluded(u).len();
+            }
+            assert!(excluded > 0, "{policy}");
+        }
+    }
+}
