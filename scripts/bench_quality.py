@@ -99,7 +99,7 @@ DATASETS = {
     "amazon2018_small": dict(
         weights={"purchase": 1.0, "return": 0.0, "rating": 1.0}, policy="seen_in_window",
         repeat_after_days=0, available_column="available", lookback=60, half_life=14.0,
-        validation=("2016-08-01", "2016-11-30"), test=("2016-12-01", "2017-03-31"),
+        validation=("2016-08-01", "2016-11-30"), test=("2016-12-01", "2018-08-22"),
         recjob_set=["catalog.available_column=available", "events.weights.rating=1.0",
                     "exclusions.policy=seen_in_window"]),
     "movielens_latest_small": dict(
@@ -718,17 +718,18 @@ def recjob_stages(policy, quick=False):
     """recjob's `hybrid.*` settings, searched like the peers' (coordinate stages on the validation
     dates): the behavior model with its alpha or lambda (ALS at alpha 10, 1, 40 with lambda 1,
     the first being the settings shipped before this search chose Online Retail's; low-rank EASE
-    at lambda 50, 200, 1000), then lambda x0.1 and x10 around the best, the text and popularity
-    weights, and where repeats are allowed the repeat weight. Unlisted keys keep
-    `jobs/nightly.toml`'s values."""
+    at lambda 50, 200, 1000), then lambda x0.1 and x10 around the best, then the text and
+    popularity weights jointly (every pair of the two grids: the weights trade against each
+    other, and one at a time the search stopped short of the better corners), and where repeats
+    are allowed the repeat weight. Unlisted keys keep `jobs/nightly.toml`'s values."""
     if quick:
         return [[{}]]
     st = [
         [dict(alpha=a, regularization=1.0) for a in (10.0, 1.0, 40.0)]
         + [dict(model="ease", regularization=lam) for lam in (50.0, 200.0, 1000.0)],
         lambda b: [dict(b, regularization=b["regularization"] * m) for m in (0.1, 10.0)],
-        lambda b: [dict(b, text_weight=t) for t in (0.0, 0.03, 0.1, 1.0)],
-        lambda b: [dict(b, popularity_weight=p) for p in (0.0, 0.03, 1.0)],
+        lambda b: [dict(b, text_weight=t, popularity_weight=p)
+                   for t in (0.0, 0.03, 0.1, 0.3, 1.0) for p in (0.0, 0.03, 0.3, 1.0)],
     ]
     if policy == "allow_repeats":
         st.append(lambda b: [dict(b, repeat_weight=r) for r in (0.0, 0.2)])
