@@ -196,18 +196,16 @@ fn window_params(window: Window) -> Vec<(&'static str, ScalarValue)> {
 
 #[cfg(test)]
 mod tests {
-    use std::fs::File;
-
     use arrow::array::{RecordBatch, TimestampMicrosecondArray};
     use arrow::datatypes::TimeUnit;
-    use parquet::arrow::ArrowWriter;
 
     use super::*;
+    use crate::io::{Location, write_parquet};
     use crate::stages::read::{load_catalog, register_inputs};
 
-    /// `days` of behavior under `dir/behavior`: every day, 40 users each with a few events on
-    /// 5 items at pseudo-random times, so most (user, item) pairs have events on many days.
-    fn write_behavior(dir: &std::path::Path, first: NaiveDate, days: i64) {
+    /// `days` of behavior under `root`: every day, 40 users each with a few events on 5 items
+    /// at pseudo-random times, so most (user, item) pairs have events on many days.
+    async fn write_behavior(root: &Location, first: NaiveDate, days: i64) {
         let mut seed = 0x9E37_79B9_7F4A_7C15u64;
         let mut next = move || {
             seed ^= seed << 13;
@@ -251,12 +249,10 @@ mod tests {
                 ],
             )
             .unwrap();
-            let partition = dir.join(format!("behavior/dt={}", dt(day)));
-            std::fs::create_dir_all(&partition).unwrap();
-            let file = File::create(partition.join("part-0.parquet")).unwrap();
-            let mut writer = ArrowWriter::try_new(file, schema, None).unwrap();
-            writer.write(&batch).unwrap();
-            writer.close().unwrap();
+            let path = root.path(&format!("dt={}/part-0.parquet", dt(day)));
+            write_parquet(&root.store, &path, schema, &[batch])
+                .await
+                .unwrap();
         }
     }
 
@@ -271,8 +267,9 @@ mod tests {
             first: NaiveDate::from_ymd_opt(2024, 1, 1).unwrap(),
             last: NaiveDate::from_ymd_opt(2024, 1, 24).unwrap(),
         };
-        write_behavior(dir.path(), window.first, 24);
         let root = dir.path().display();
+        let behavior = Location::parse(&format!("{root}/behavior")).unwrap();
+        write_behavior(&behavior, window.first, 24).await;
         let tiny = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/tiny");
         for (policy, half_life) in [("seen_in_window", 14.0), ("allow_repeats", 1.9)] {
             let config = Config::from_parts(
