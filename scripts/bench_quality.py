@@ -229,6 +229,7 @@ class Window:
 
     def __init__(self, data, d, lookback, half_life, policy, repeat_after_days):
         self.d = d
+        self.data = data
         idx = data.rows(d - lookback + 1, d, d)
         n_items = data.n_items
         self.available = data.available[data.snapshot(d)]
@@ -291,10 +292,10 @@ class Window:
 # Lists
 # --------------------------------------------------------------------------------------------
 
-def popular_list(win, excluded, k, skip=()):
+def popular_list(win, excluded, k, skip=(), order=None):
     out = []
     excl = set(excluded.tolist()) | set(skip)
-    for it in win.pop_order:
+    for it in win.pop_order if order is None else order:
         if len(out) == k:
             break
         if it not in excl:
@@ -337,9 +338,9 @@ def make_lists(win, method, model, users, k):
             out[u] = popular_list(win, win.excluded(u), k)
     if not personal:
         return out
-    if method == "popularity":
+    if method == "popularity":  # model: fit_popularity's order (None: the window's)
         for u in personal:
-            out[u] = popular_list(win, win.excluded(u), k)
+            out[u] = popular_list(win, win.excluded(u), k, order=model)
         return out
     if method == "buy_again":
         for u in personal:
@@ -374,6 +375,19 @@ def fuse_rrf(a, b, k):
 # --------------------------------------------------------------------------------------------
 # Methods: fit(win, params) -> score function rows -> dense scores over win.mat_items
 # --------------------------------------------------------------------------------------------
+
+def fit_popularity(win, p):
+    """The popularity list's order with {"days": N}: available items by their events on the
+    window's last N days (ties: events in the window, then item_id), what is in demand now;
+    {}: None, the window's order (recjob's baseline and fallback)."""
+    if "days" not in p:
+        return None
+    data = win.data
+    idx = data.rows(win.d - p["days"] + 1, win.d, win.d)
+    recent = np.bincount(data.i[idx], minlength=data.n_items)
+    cand = np.flatnonzero(win.available)
+    return cand[np.lexsort((cand, -win.counts[cand], -recent[cand]))]
+
 
 def fit_als(win, p):
     from implicit.cpu.als import AlternatingLeastSquares
@@ -477,7 +491,8 @@ def fit_itemknn(win, p):
 
 
 VARIANT = "+buy_again"  # the method's list fused with the buy-again list (fuse_rrf)
-FITS = {"als": fit_als, "ease": fit_ease, "rp3beta": fit_rp3beta, "itemknn": fit_itemknn}
+FITS = {"popularity": fit_popularity, "als": fit_als, "ease": fit_ease, "rp3beta": fit_rp3beta, "itemknn": fit_itemknn}
+POPULARITY_DAYS = [{"days": n} for n in (1, 3, 7)]
 METHODS = ["popularity", "buy_again", "als", "ease", "rp3beta", "itemknn"]
 
 
@@ -665,6 +680,8 @@ def run_dataset(name, args, log):
         args.variants == "on" or (args.variants == "auto" and ds["policy"] == "allow_repeats")) else []
     methods = args.methods + variants
     cands = [(m, m, {}) for m in ("popularity", "buy_again") if m in args.methods]
+    if "popularity" in args.methods and not args.quick:  # its horizon, tuned like the rest
+        cands += [(pname("popularity", p), "popularity", p) for p in POPULARITY_DAYS]
     for m in learned:
         cands += [(pname(m, p), m, p) for p in st[m][0]]
     cands += [(pname(m + VARIANT, p), m + VARIANT, p) for _, m, p in list(cands) if m in learned
@@ -720,8 +737,10 @@ def recjob_stages(policy, quick=False):
     the first being the settings shipped before this search chose Online Retail's; low-rank EASE
     at lambda 50, 200, 1000), then lambda x0.1 and x10 around the best, then the text and
     popularity weights jointly (every pair of the two grids: the weights trade against each
-    other, and one at a time the search stopped short of the better corners), and where repeats
-    are allowed the repeat weight. Unlisted keys keep `jobs/nightly.toml`'s values."""
+    other, and one at a time the search stopped short of the better corners), then a recent
+    prior (the popularity prior counted over the window's last 1, 3 or 7 days, each with
+    popularity weight 0.03, 0.3 and 1), and where repeats are allowed the repeat weight.
+    Unlisted keys keep `jobs/nightly.toml`'s values."""
     if quick:
         return [[{}]]
     st = [
@@ -730,6 +749,8 @@ def recjob_stages(policy, quick=False):
         lambda b: [dict(b, regularization=b["regularization"] * m) for m in (0.1, 10.0)],
         lambda b: [dict(b, text_weight=t, popularity_weight=p)
                    for t in (0.0, 0.03, 0.1, 0.3, 1.0) for p in (0.0, 0.03, 0.3, 1.0)],
+        lambda b: [dict(b, popularity_days=d, popularity_weight=p)
+                   for d in (1, 3, 7) for p in (0.03, 0.3, 1.0)],
     ]
     if policy == "allow_repeats":
         st.append(lambda b: [dict(b, repeat_weight=r) for r in (0.0, 0.2)])
@@ -1014,6 +1035,16 @@ def self_test(args):
         u1, u2, u3 = ucode["u1"], ucode["u2"], ucode["u3"]
         lists = make_lists(win, "popularity", None, [u1, u2, u3], k)
         assert [name(i) for i in lists[u1]] == ["a", "b", "c"]
+        # The recent order: events of the last N days, ties by the window's events, then id.
+        from types import SimpleNamespace as NS
+        days = NS(n_items=4, i=np.array([0, 1, 2, 2, 3, 1]),
+                  rows=lambda f, l, s: np.arange(1, 5) if (f, l, s) == (8, 10, 10) else None)
+        toy = NS(d=10, data=days, available=np.array([True, True, True, False]),
+                 counts=np.array([5, 1, 1, 9]))
+        assert fit_popularity(toy, {"days": 3}).tolist() == [2, 1, 0], "c 2, b 1, a 0 (p unavailable)"
+        assert fit_popularity(win, {}) is None
+        lists = make_lists(win, "popularity", np.array([code["c"], code["b"], code["a"]]), [u1], k)
+        assert [name(i) for i in lists[u1]] == ["c", "b", "a"], "the order it is given"
         ba = make_lists(win, "buy_again", None, [u1, u2, u3], k)
         # u1: a (38 h old) and b (36 h): b is fresher, so heavier; p is not available.
         assert [name(i) for i in ba[u1]] == ["b", "a", "c"], [name(i) for i in ba[u1]]
