@@ -480,11 +480,18 @@ pub struct HybridConfig {
     /// the window.
     pub popularity_weight: f64,
     /// Days the popularity prior counts events over: the last N days of the window (the run
-    /// date and the N - 1 before it), what is in demand now; 0 = the whole window.
+    /// date and the N - 1 before it), what is in demand now; 0 = the whole window. Left out of
+    /// the serialised config when 0, so the `config_hash` of configs that do not set it stays
+    /// what it was before the key existed.
+    #[serde(skip_serializing_if = "is_zero")]
     pub popularity_days: u32,
     /// Weight rho of the repeat term rho * w_ui / max_j w_uj, added to the score of every item
     /// the user has a positive decayed weight w_ui on in the window (README "The model").
     pub repeat_weight: f64,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Default for HybridConfig {
@@ -621,9 +628,17 @@ impl Config {
         if !errors.is_empty() {
             return Err(Error::Config(errors.join("; ")));
         }
-        let config: Config = toml::Value::Table(value)
-            .try_into()
-            .map_err(|e: toml::de::Error| Error::Config(format!("{origin}: {}", e.message())))?;
+        // The path names the key a bad value came from (a file, an override or the environment).
+        let config: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(value)).map_err(|e| {
+                let key = e.path().to_string();
+                let key = if key == "." {
+                    String::new()
+                } else {
+                    format!("{key}: ")
+                };
+                Error::Config(format!("{origin}: {key}{}", e.inner().message()))
+            })?;
         config.validate()?;
         Ok(config)
     }
@@ -816,6 +831,14 @@ mod tests {
         );
         let k = Config::from_parts(MINIMAL, "t", &[], &["topk.k=7".into()]).unwrap();
         assert_ne!(k.hash(), local.hash());
+        let recent =
+            Config::from_parts(MINIMAL, "t", &[], &["hybrid.popularity_days=7".into()]).unwrap();
+        assert_ne!(recent.hash(), local.hash());
+        let json = serde_json::to_string(&local).unwrap();
+        assert!(
+            json.contains("popularity_weight") && !json.contains("popularity_days"),
+            "a config without the key keeps the hash it had before the key existed: {json}"
+        );
         for bad in [
             "engine.url=http://sched:50050",
             "engine.url=df://sched",
@@ -876,6 +899,22 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("nothing would rank"), "{e}");
+    }
+
+    #[test]
+    fn values_of_the_wrong_type_are_rejected_by_key() {
+        for (set, key) in [
+            ("topk.k=-1", "topk.k: "),
+            ("hybrid.popularity_days=-1", "hybrid.popularity_days: "),
+            ("window.half_life_days=soon", "window.half_life_days: "),
+            ("exclusions.policy=3", "exclusions.policy: "),
+        ] {
+            let e = Config::from_parts(MINIMAL, "t", &[], &[set.into()]).unwrap_err();
+            assert!(e.to_string().contains(key), "{set}: {e}");
+        }
+        let env = vec![("evaluate.ks".to_string(), "[10, x]".to_string())];
+        let e = Config::from_parts(MINIMAL, "t", &env, &[]).unwrap_err();
+        assert!(e.to_string().contains("evaluate.ks"), "{e}");
     }
 
     #[test]
