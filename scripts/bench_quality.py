@@ -825,10 +825,13 @@ def recjob_rows(args, name, truth_types, log):
                 if key in seen:
                     continue
                 seen.add(key)
-                v = backtest(*ds["validation"], params)
+                v = args.recjob_reuse.get((name, key))
+                if v is None:
+                    v = backtest(*ds["validation"], params)
                 grid.append(dict(v, params=params))
                 log(f"  val recjob {fmt_params(params):50s} recall@{k} {fmt(v['recall'])} "
-                    f"ndcg@{k} {fmt(v['ndcg'])} ({v['days']} days)")
+                    f"ndcg@{k} {fmt(v['ndcg'])} ({v['days']} days)"
+                    + (" (reused)" if (name, key) in args.recjob_reuse else ""))
         chosen = best(grid, args.select) if fixed is None else dict(
             params=fixed, recall=None, ndcg=None, days=None)
         t_val = time.time() - t0
@@ -1203,6 +1206,10 @@ def main():
     ap.add_argument("--recjob-params", action="append", default=[], metavar="DATASET=JSON",
                     help="no search for recjob on DATASET: report these hybrid.* settings (e.g. "
                          "what an earlier run's search chose) on the test dates")
+    ap.add_argument("--recjob-reuse", action="append", default=[], metavar="JSON",
+                    help="recjob's validation rows of an earlier --output: a candidate setting "
+                         "found there is not backtested again. Only with a build whose backtests "
+                         "of those settings are unchanged (e.g. after adding a key they omit)")
     ap.add_argument("--config", default="jobs/nightly.toml")
     ap.add_argument("--compare", nargs="+", metavar="JSON",
                     help="print the per-date comparison of recjob with the peers from earlier "
@@ -1215,6 +1222,9 @@ def main():
     args.val_every = {a.split("=")[0]: int(a.split("=")[1]) for a in args.val_every}
     args.recjob_params = {a.split("=", 1)[0]: json.loads(a.split("=", 1)[1])
                           for a in args.recjob_params}
+    args.recjob_reuse = {(r["dataset"], json.dumps(r["params"], sort_keys=True)): r
+                         for f in args.recjob_reuse for r in json.load(open(f))
+                         if r["kind"] == "validation_grid" and r["method"] == "recjob"}
     args.methods = [m for m in args.methods.split(",") if m]
     unknown = [m for m in args.methods if m not in METHODS]
     if unknown:
