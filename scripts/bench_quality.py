@@ -29,7 +29,8 @@ src/kernels/popularity.rs, src/stages/recommend.rs):
   d in range with behavior, for every active user of d, / available items of d; mean over those
   dates (recjob: "of D's own lists").
 
-Hyperparameters: a grid, then coordinate stages around the best (see `stages()`), chosen by
+Hyperparameters: a grid, then coordinate stages around the best (see `stages()`; the popularity
+list's horizon: the whole window, or its last 1, 3 or 7 days, `fit_popularity`), chosen by
 validation ndcg@K (--select) on every N-th evaluated validation date (--val-every; 2 on
 online_retail and MovieLens to fit 2 shared cores). Where repeats are allowed (online_retail),
 each learned method also gets a `+buy_again` row: its list fused with the buy-again list by
@@ -491,7 +492,8 @@ def fit_itemknn(win, p):
 
 
 VARIANT = "+buy_again"  # the method's list fused with the buy-again list (fuse_rrf)
-FITS = {"popularity": fit_popularity, "als": fit_als, "ease": fit_ease, "rp3beta": fit_rp3beta, "itemknn": fit_itemknn}
+FITS = {"popularity": fit_popularity, "als": fit_als, "ease": fit_ease, "rp3beta": fit_rp3beta,
+        "itemknn": fit_itemknn}
 POPULARITY_DAYS = [{"days": n} for n in (1, 3, 7)]
 METHODS = ["popularity", "buy_again", "als", "ease", "rp3beta", "itemknn"]
 
@@ -737,10 +739,8 @@ def recjob_stages(policy, quick=False):
     the first being the settings shipped before this search chose Online Retail's; low-rank EASE
     at lambda 50, 200, 1000), then lambda x0.1 and x10 around the best, then the text and
     popularity weights jointly (every pair of the two grids: the weights trade against each
-    other, and one at a time the search stopped short of the better corners), then a recent
-    prior (the popularity prior counted over the window's last 1, 3 or 7 days, each with
-    popularity weight 0.03, 0.3 and 1), and where repeats are allowed the repeat weight.
-    Unlisted keys keep `jobs/nightly.toml`'s values."""
+    other, and one at a time the search stopped short of the better corners), and where repeats
+    are allowed the repeat weight. Unlisted keys keep `jobs/nightly.toml`'s values."""
     if quick:
         return [[{}]]
     st = [
@@ -749,8 +749,6 @@ def recjob_stages(policy, quick=False):
         lambda b: [dict(b, regularization=b["regularization"] * m) for m in (0.1, 10.0)],
         lambda b: [dict(b, text_weight=t, popularity_weight=p)
                    for t in (0.0, 0.03, 0.1, 0.3, 1.0) for p in (0.0, 0.03, 0.3, 1.0)],
-        lambda b: [dict(b, popularity_days=d, popularity_weight=p)
-                   for d in (1, 3, 7) for p in (0.03, 0.3, 1.0)],
     ]
     if policy == "allow_repeats":
         st.append(lambda b: [dict(b, repeat_weight=r) for r in (0.0, 0.2)])

@@ -479,19 +479,9 @@ pub struct HybridConfig {
     /// Weight beta of the popularity prior pi_i = ln(1 + events of i) / ln(1 + max events), in
     /// the window.
     pub popularity_weight: f64,
-    /// Days the popularity prior counts events over: the last N days of the window (the run
-    /// date and the N - 1 before it), what is in demand now; 0 = the whole window. Left out of
-    /// the serialised config when 0, so the `config_hash` of configs that do not set it stays
-    /// what it was before the key existed.
-    #[serde(skip_serializing_if = "is_zero")]
-    pub popularity_days: u32,
     /// Weight rho of the repeat term rho * w_ui / max_j w_uj, added to the score of every item
     /// the user has a positive decayed weight w_ui on in the window (README "The model").
     pub repeat_weight: f64,
-}
-
-fn is_zero(n: &u32) -> bool {
-    *n == 0
 }
 
 impl Default for HybridConfig {
@@ -504,7 +494,6 @@ impl Default for HybridConfig {
             iterations: 10,
             text_weight: 0.3,
             popularity_weight: 0.3,
-            popularity_days: 0,
             repeat_weight: 0.05,
         }
     }
@@ -650,13 +639,6 @@ impl Config {
         }
         if self.window.lookback_days == 0 {
             errors.push("window.lookback_days must be at least 1".to_string());
-        }
-        if self.hybrid.popularity_days > self.window.lookback_days {
-            errors.push(format!(
-                "hybrid.popularity_days ({}) must be at most window.lookback_days ({}); 0 counts \
-                 the whole window",
-                self.hybrid.popularity_days, self.window.lookback_days
-            ));
         }
         if !(self.window.half_life_days > 0.0 && self.window.half_life_days.is_finite()) {
             errors.push("window.half_life_days must be a positive number of days".to_string());
@@ -831,14 +813,6 @@ mod tests {
         );
         let k = Config::from_parts(MINIMAL, "t", &[], &["topk.k=7".into()]).unwrap();
         assert_ne!(k.hash(), local.hash());
-        let recent =
-            Config::from_parts(MINIMAL, "t", &[], &["hybrid.popularity_days=7".into()]).unwrap();
-        assert_ne!(recent.hash(), local.hash());
-        let json = serde_json::to_string(&local).unwrap();
-        assert!(
-            json.contains("popularity_weight") && !json.contains("popularity_days"),
-            "a config without the key keeps the hash it had before the key existed: {json}"
-        );
         for bad in [
             "engine.url=http://sched:50050",
             "engine.url=df://sched",
@@ -885,7 +859,6 @@ mod tests {
             ("hybrid.iterations=0", "hybrid.iterations"),
             ("hybrid.popularity_weight=-0.5", "hybrid.popularity_weight"),
             ("hybrid.repeat_weight=-1", "hybrid.repeat_weight"),
-            ("hybrid.popularity_days=61", "hybrid.popularity_days"),
         ] {
             let e = Config::from_parts(MINIMAL, "t", &[], &[set.into()]).unwrap_err();
             assert!(e.to_string().contains(name), "{set}: {e}");
@@ -905,7 +878,7 @@ mod tests {
     fn values_of_the_wrong_type_are_rejected_by_key() {
         for (set, key) in [
             ("topk.k=-1", "topk.k: "),
-            ("hybrid.popularity_days=-1", "hybrid.popularity_days: "),
+            ("hybrid.factors=-1", "hybrid.factors: "),
             ("window.half_life_days=soon", "window.half_life_days: "),
             ("exclusions.policy=3", "exclusions.policy: "),
         ] {

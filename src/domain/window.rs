@@ -34,10 +34,6 @@ pub struct WindowData {
     pub popularity: Vec<(String, i64)>,
     /// The catalog row of each `popularity` entry.
     popularity_rows: Vec<u32>,
-    /// Events of each catalog row (`item_ids` order) that the popularity prior counts: those of
-    /// the window's last `hybrid.popularity_days` days ([`WindowBuilder::add_recent`]), or of
-    /// the whole window.
-    pub prior_events: Vec<i64>,
     /// Per user, `offsets[u]..offsets[u + 1]`: its interactions' positions in `spill`.
     offsets: Vec<usize>,
     /// Every interaction, users in order, each user's items ascending ([`PAIR_BYTES`] each);
@@ -205,9 +201,6 @@ pub struct WindowBuilder {
     users: Vec<String>,
     user_events: Vec<i64>,
     item_events: Vec<i64>,
-    /// Events per catalog row on the window's last days; `None`: the prior counts the whole
-    /// window.
-    recent_events: Option<Vec<i64>>,
     rows: Buckets,
 }
 
@@ -222,23 +215,7 @@ impl WindowBuilder {
             users: Vec::new(),
             user_events: Vec::new(),
             item_events: vec![0; n],
-            recent_events: None,
             rows: Buckets::default(),
-        }
-    }
-
-    /// The same builder, its popularity prior counting only the events given to
-    /// [`WindowBuilder::add_recent`] (`hybrid.popularity_days` > 0).
-    pub fn with_recent_prior(mut self) -> WindowBuilder {
-        self.recent_events = Some(vec![0; self.item_ids.len()]);
-        self
-    }
-
-    /// `n_events` of a day that the popularity prior counts on catalog row `item` (a day within
-    /// `hybrid.popularity_days` of the window's end), beside their [`WindowBuilder::add`].
-    pub fn add_recent(&mut self, item: u32, n_events: i64) {
-        if let Some(recent) = &mut self.recent_events {
-            recent[item as usize] += n_events;
         }
     }
 
@@ -272,7 +249,6 @@ impl WindowBuilder {
             mut users,
             user_events,
             item_events,
-            recent_events,
             rows,
         } = self;
         drop(user_index);
@@ -331,7 +307,6 @@ impl WindowBuilder {
             .map(|&r| (item_ids[r as usize].clone(), item_events[r as usize]))
             .collect();
         data.popularity_rows = popular;
-        data.prior_events = recent_events.unwrap_or(item_events);
         data.item_ids = item_ids;
         Ok(data)
     }

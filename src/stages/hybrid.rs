@@ -131,8 +131,7 @@ impl UserRows for HybridUsers<'_> {
 /// hybrid candidates and what makes the user vectors. `items`: the catalog's text vectors
 /// (catalog order); `text_items`: the candidates'. The popularity prior rides along as one more
 /// factor: sqrt(beta) for every user, sqrt(beta) pi_i for item i, pi_i = ln(1 + n_i) /
-/// ln(1 + max n) with n_i the item's events in the window, or in its last
-/// `hybrid.popularity_days` days. With `hybrid.factors = 0` and
+/// ln(1 + max n) with n_i the item's events in the window. With `hybrid.factors = 0` and
 /// `hybrid.popularity_weight = 0` the text vectors are used unchanged. ALS runs where the
 /// `engine` runs the heavy stages (in this process, or each half-sweep as a plan on a cluster).
 pub async fn hybrid(
@@ -241,21 +240,15 @@ async fn learn(
         (_, BehaviorModel::Ease) => ease(n_users, &rows, n_items, params, &mut spill)?,
     };
     let y = if beta > 0.0 {
-        // The candidates' counts (catalog rows to candidate rows), relative to the largest.
-        let mut events = vec![0i64; n_items];
-        for (r, j) in item_row.iter().enumerate() {
-            if let Some(j) = j {
-                events[*j as usize] = window.prior_events[r];
+        let popularity = &window.popularity;
+        let max = popularity.iter().map(|(_, n)| *n).max().unwrap_or(0);
+        let mut prior = vec![0f32; n_items];
+        let index = text_items.index();
+        for (item, n) in popularity {
+            if let (Some(&j), true) = (index.get(item.as_str()), max > 0) {
+                prior[j as usize] = ((*n as f64).ln_1p() / (max as f64).ln_1p()) as f32;
             }
         }
-        let max = events.iter().copied().max().unwrap_or(0);
-        let prior: Vec<f32> = events
-            .iter()
-            .map(|&n| match max {
-                0 => 0.0,
-                _ => ((n as f64).ln_1p() / (max as f64).ln_1p()) as f32,
-            })
-            .collect();
         (0..n_items)
             .flat_map(|j| y[j * f..(j + 1) * f].iter().copied().chain([sb * prior[j]]))
             .collect()
@@ -345,45 +338,6 @@ mod tests {
         let ratio = score(0) / score(1);
         let want = (1.0 + 0.5 * 3f64.ln() / 10f64.ln()) / 1.5;
         assert!((f64::from(ratio) - want).abs() < 1e-5, "{ratio} vs {want}");
-        assert!(score(2).abs() < 1e-6);
-    }
-
-    /// With a recent prior (`hybrid.popularity_days`) the prior counts what the builder was
-    /// given as recent: b's 9 events are old, a's 2 recent, so a now ranks first, at the full
-    /// prior, and b gets none.
-    #[tokio::test]
-    async fn a_recent_prior_counts_only_the_recent_events() {
-        let items = Vectors::new(
-            vec!["a".into(), "b".into(), "c".into()],
-            vec![1.0, 0.0, 1.0, 0.0, 0.0, 1.0],
-            2,
-        );
-        let params = HybridConfig {
-            factors: 0,
-            text_weight: 1.0,
-            popularity_weight: 0.5,
-            popularity_days: 1,
-            ..HybridConfig::default()
-        };
-        let mut window = WindowBuilder::new(items.ids.clone()).with_recent_prior();
-        window.add("u", 0, 2, 1.0, false);
-        window.add_recent(0, 2);
-        window.add("x", 1, 9, 0.0, false);
-        let window = window.finish(&[true, true, true]).unwrap();
-        assert_eq!(window.prior_events, vec![2, 0, 0]);
-        assert_eq!(
-            window.popularity[0],
-            ("b".to_string(), 9),
-            "the list counts every day"
-        );
-        let (candidates, users) = hybrid(&Engine::Local, &params, &window, &items, items.clone())
-            .await
-            .unwrap();
-        let users = users.rows(&window, &items).chunk(0..1).unwrap();
-        let score = |j: usize| crate::domain::dot(&users.vectors.flat, candidates.row(j));
-        // s = 1 + 0.5 for a, 1 + 0 for b (same text), 0 for c.
-        let ratio = score(1) / score(0);
-        assert!((f64::from(ratio) - 1.0 / 1.5).abs() < 1e-5, "{ratio}");
         assert!(score(2).abs() < 1e-6);
     }
 

@@ -1,6 +1,5 @@
 //! Prepare stage: runs `sql/prepare/*.sql` over the registered inputs and returns what the
-//! later stages need for one training window: interaction weights, exclusions, popularity
-//! (of the whole window, and of its last `hybrid.popularity_days` days for the prior).
+//! later stages need for one training window: interaction weights, exclusions, popularity.
 //!
 //! The window of a run of date D is `[D - lookback_days + 1, D]`; evaluation also prepares
 //! D-1's window (`[D - lookback_days, D - 1]`) to rebuild the popularity baseline of D-1.
@@ -147,13 +146,6 @@ pub async fn prepare_window(
         .map(|(r, id)| (id.as_str(), r as u32))
         .collect();
     let mut builder = WindowBuilder::new(catalog.ids.clone());
-    // The popularity prior's days: those from `recent_from` on (dt strings order as dates).
-    let days = config.hybrid.popularity_days;
-    let recent_from =
-        (days > 0).then(|| dt(window.last - chrono::TimeDelta::days(i64::from(days) - 1)));
-    if recent_from.is_some() {
-        builder = builder.with_recent_prior();
-    }
     for days in window.chunks(&inputs.behavior_rows, ROWS_PER_QUERY) {
         let params = vec![
             ("first_dt", utf8(&dt(days.first))),
@@ -173,11 +165,10 @@ pub async fn prepare_window(
             // Ids are Utf8 by the read stage's schema; a cast keeps any engine spelling safe.
             let utf8_column = |c: usize| {
                 arrow::compute::cast(b.column(c), &DataType::Utf8)
-                    .map_err(|e| Error::Audit(format!("interactions: column {c}: {e}")))
+                    .map_err(|e| Error::Audit(format!("interactions: id column: {e}")))
             };
-            let (users, items, days) = (utf8_column(0)?, utf8_column(1)?, utf8_column(5)?);
+            let (users, items) = (utf8_column(0)?, utf8_column(1)?);
             let (users, items) = (users.as_string::<i32>(), items.as_string::<i32>());
-            let days = days.as_string::<i32>();
             let n = b.column(2).as_primitive::<Int64Type>();
             let w = b.column(3).as_primitive::<Float64Type>();
             let excluded = b.column(4).as_boolean();
@@ -190,12 +181,6 @@ pub async fn prepare_window(
                 };
                 let user = users.value(i);
                 builder.add(user, row, n.value(i), w.value(i), excluded.value(i));
-                if recent_from
-                    .as_deref()
-                    .is_some_and(|from| days.value(i) >= from)
-                {
-                    builder.add_recent(row, n.value(i));
-                }
             }
         }
     }
@@ -346,58 +331,6 @@ mod tests {
                 excluded += one.excluded(u).len();
             }
             assert!(excluded > 0, "{policy}");
-        }
-    }
-
-    /// With `hybrid.popularity_days = 7` the prior counts the events of the window's last 7 days:
-    /// exactly what a 7-day window counts over all of its days, whichever run of days each
-    /// query covers; the popularity list still counts the whole window.
-    #[tokio::test]
-    async fn the_recent_prior_counts_the_last_days_of_the_window() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().display();
-        let behavior = Location::parse(&format!("{root}/behavior")).unwrap();
-        let last = NaiveDate::from_ymd_opt(2024, 1, 24).unwrap();
-        write_behavior(&behavior, NaiveDate::from_ymd_opt(2024, 1, 1).unwrap(), 24).await;
-        let tiny = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/tiny");
-        let prepare = |lookback: u32, days: u32, one_query: bool| {
-            let text = format!(
-                "[input]\nbehavior = \"{root}/behavior\"\ncatalog = \"{tiny}/catalog\"\n\
-                 [output]\nroot = \"{root}/out\"\n[window]\nlookback_days = {lookback}\n\
-                 [hybrid]\npopularity_days = {days}\n\
-                 [events.weights]\nview = 0.3\npurchase = 1.7\n"
-            );
-            async move {
-                let config = Config::from_parts(&text, "t", &[], &[]).unwrap();
-                let window = Window::ending(last, lookback);
-                let ctx = crate::engine::context();
-                let mut inputs = register_inputs(&ctx, &config, window.first, window.last)
-                    .await
-                    .unwrap();
-                let catalog = load_catalog(&ctx, &config, &inputs).await.unwrap();
-                register_window_events(&ctx, &config, window.first, window.last)
-                    .await
-                    .unwrap();
-                if !one_query {
-                    for rows in inputs.behavior_rows.values_mut() {
-                        *rows = ROWS_PER_QUERY;
-                    }
-                }
-                prepare_window(&ctx, &config, &catalog, &inputs, window)
-                    .await
-                    .unwrap()
-            }
-        };
-        let whole = prepare(24, 0, true).await;
-        let short = prepare(7, 0, true).await;
-        let total = |w: &WindowData| w.prior_events.iter().sum::<i64>();
-        assert!(total(&short) > 0 && total(&short) < total(&whole));
-        assert_eq!(total(&whole), whole.user_events.iter().sum::<i64>());
-        for one_query in [true, false] {
-            let recent = prepare(24, 7, one_query).await;
-            assert_eq!(recent.prior_events, short.prior_events);
-            assert_eq!(recent.popularity, whole.popularity);
-            assert_eq!(recent.users, whole.users);
         }
     }
 }
