@@ -1038,8 +1038,11 @@ def self_test(args):
         assert [name(i) for i in lists[u1]] == ["a", "b", "c"]
         # The recent order: events of the last N days, ties by the window's events, then id.
         from types import SimpleNamespace as NS
-        days = NS(n_items=4, i=np.array([0, 1, 2, 2, 3, 1]),
-                  rows=lambda f, l, s: np.arange(1, 5) if (f, l, s) == (8, 10, 10) else None)
+        def last_3_days(first, last, snapshot):  # rows of days 8..10 of a run of date 10
+            assert (first, last, snapshot) == (8, 10, 10)
+            return np.arange(1, 5)
+
+        days = NS(n_items=4, i=np.array([0, 1, 2, 2, 3, 1]), rows=last_3_days)
         toy = NS(d=10, data=days, available=np.array([True, True, True, False]),
                  counts=np.array([5, 1, 1, 9]))
         assert fit_popularity(toy, {"days": 3}).tolist() == [2, 1, 0], "c 2, b 1, a 0 (p unavailable)"
