@@ -851,8 +851,11 @@ def recjob_rows(args, name, truth_types, log):
              test_recall=test["baseline_recall"], test_ndcg=test["baseline_ndcg"],
              test_coverage=test["baseline_coverage"], test_daily=test["baseline_daily"]),
     ]
+    # Each candidate's validation values date by date (None where reused): what a rule that
+    # moves the setting only on a gain clear of the validation dates' noise would need.
     grid_rows = [dict(dataset=name, kind="validation_grid", method="recjob", params=g["params"],
-                      recall=g["recall"], ndcg=g["ndcg"], days=g["days"]) for g in grid]
+                      recall=g["recall"], ndcg=g["ndcg"], days=g["days"], daily=g.get("daily"))
+                 for g in grid]
     return rows, grid_rows
 
 
