@@ -780,6 +780,13 @@ mod tests {
 
     const MINIMAL: &str = "[input]\nbehavior = \"b\"\ncatalog = \"c\"\n[output]\nroot = \"o\"\n";
 
+    /// `--set set` over [`MINIMAL`] is a configuration error (exit 1) whose message has `name`.
+    fn rejected_naming(set: &str, name: &str) {
+        let e = Config::from_parts(MINIMAL, "t", &[], &[set.into()]).unwrap_err();
+        assert!(e.to_string().contains(name), "{set}: {e}");
+        assert_eq!(e.exit_code() as u8, 1, "{set}");
+    }
+
     #[test]
     fn overrides_apply_in_order_env_then_set() {
         let env = vec![("topk.k".to_string(), "7".to_string())];
@@ -860,9 +867,7 @@ mod tests {
             ("hybrid.popularity_weight=-0.5", "hybrid.popularity_weight"),
             ("hybrid.repeat_weight=-1", "hybrid.repeat_weight"),
         ] {
-            let e = Config::from_parts(MINIMAL, "t", &[], &[set.into()]).unwrap_err();
-            assert!(e.to_string().contains(name), "{set}: {e}");
-            assert_eq!(e.exit_code() as u8, 1);
+            rejected_naming(set, name);
         }
         let e = Config::from_parts(
             MINIMAL,
@@ -882,8 +887,7 @@ mod tests {
             ("window.half_life_days=soon", "window.half_life_days: "),
             ("exclusions.policy=3", "exclusions.policy: "),
         ] {
-            let e = Config::from_parts(MINIMAL, "t", &[], &[set.into()]).unwrap_err();
-            assert!(e.to_string().contains(key), "{set}: {e}");
+            rejected_naming(set, key);
         }
         let env = vec![("evaluate.ks".to_string(), "[10, x]".to_string())];
         let e = Config::from_parts(MINIMAL, "t", &env, &[]).unwrap_err();
