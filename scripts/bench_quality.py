@@ -823,13 +823,11 @@ def recjob_rows(args, name, truth_types, log):
                 if key in seen:
                     continue
                 seen.add(key)
-                v = args.recjob_reuse.get((name, key))
-                if v is None:
-                    v = backtest(*ds["validation"], params)
+                reused = args.recjob_reuse.get((name, key))
+                v = reused or backtest(*ds["validation"], params)
                 grid.append(dict(v, params=params))
                 log(f"  val recjob {fmt_params(params):50s} recall@{k} {fmt(v['recall'])} "
-                    f"ndcg@{k} {fmt(v['ndcg'])} ({v['days']} days)"
-                    + (" (reused)" if (name, key) in args.recjob_reuse else ""))
+                    f"ndcg@{k} {fmt(v['ndcg'])} ({v['days']} days)" + (" (reused)" if reused else ""))
         chosen = best(grid, args.select) if fixed is None else dict(
             params=fixed, recall=None, ndcg=None, days=None)
         t_val = time.time() - t0
