@@ -39,7 +39,9 @@ reciprocal rank fusion (--variants).
 With --recjob, recjob is tuned the same way (`recjob_stages`; or --recjob-params fixes its
 settings) and set against every peer date by date over the test dates (`print_paired`: mean
 difference, 95 % bootstrap interval over dates, share of resamples with recjob ahead);
---compare does the same for saved --output files.
+--compare does the same for saved --output files. --peer METHOD=JSON skips every search and
+reports only the named peers, with those settings, on the test dates (the CI quality test runs
+the strongest peer this way, tests/it/quality.rs).
 
 Ranking inside a method: items of its training matrix (items with positive weight in the window)
 by score descending, ties item_id ascending; candidates outside the matrix follow in popularity
@@ -680,28 +682,35 @@ def run_dataset(name, args, log):
     # +buy_again variants where repeats are allowed (with seen_in_window, buy-again = popularity).
     variants = [m + VARIANT for m in learned] if (
         args.variants == "on" or (args.variants == "auto" and ds["policy"] == "allow_repeats")) else []
-    methods = args.methods + variants
-    cands = [(m, m, {}) for m in ("popularity", "buy_again") if m in args.methods]
-    if "popularity" in args.methods and not args.quick:  # its horizon, tuned like the rest
-        cands += [(pname("popularity", p), "popularity", p) for p in POPULARITY_DAYS]
-    for m in learned:
-        cands += [(pname(m, p), m, p) for p in st[m][0]]
-    cands += [(pname(m + VARIANT, p), m + VARIANT, p) for _, m, p in list(cands) if m in learned
-              and m + VARIANT in variants]
-    validate(cands)
-    for n_stage in range(1, max([len(st[m]) for m in learned] + [1])):
-        seen = {(r["method"], json.dumps(r["params"], sort_keys=True)) for r in grid_rows}
-        cands = []
+    if args.peer:  # no search: the given settings, on the test dates only
+        methods = list(args.peer)
+        for m in methods:
+            if m not in METHODS and not (m.endswith(VARIANT) and m[:-len(VARIANT)] in METHODS):
+                raise SystemExit(f"--peer {m}: no such method (known: {METHODS}, and each with {VARIANT})")
+        chosen = {m: dict(params=p, recall=None, ndcg=None, days=0) for m, p in args.peer.items()}
+    else:
+        methods = args.methods + variants
+        cands = [(m, m, {}) for m in ("popularity", "buy_again") if m in args.methods]
+        if "popularity" in args.methods and not args.quick:  # its horizon, tuned like the rest
+            cands += [(pname("popularity", p), "popularity", p) for p in POPULARITY_DAYS]
         for m in learned:
-            if n_stage < len(st[m]):
-                for p in st[m][n_stage](best_of(m)["params"]):
-                    if (m, json.dumps(p, sort_keys=True)) not in seen:
-                        cands.append((pname(m, p), m, p))
-                        if m + VARIANT in variants:  # the variant follows its method's search
-                            cands.append((pname(m + VARIANT, p), m + VARIANT, p))
-        if cands:
-            validate(cands)
-    chosen = {m: best_of(m) for m in methods}
+            cands += [(pname(m, p), m, p) for p in st[m][0]]
+        cands += [(pname(m + VARIANT, p), m + VARIANT, p) for _, m, p in list(cands) if m in learned
+                  and m + VARIANT in variants]
+        validate(cands)
+        for n_stage in range(1, max([len(st[m]) for m in learned] + [1])):
+            seen = {(r["method"], json.dumps(r["params"], sort_keys=True)) for r in grid_rows}
+            cands = []
+            for m in learned:
+                if n_stage < len(st[m]):
+                    for p in st[m][n_stage](best_of(m)["params"]):
+                        if (m, json.dumps(p, sort_keys=True)) not in seen:
+                            cands.append((pname(m, p), m, p))
+                            if m + VARIANT in variants:  # the variant follows its method's search
+                                cands.append((pname(m + VARIANT, p), m + VARIANT, p))
+            if cands:
+                validate(cands)
+        chosen = {m: best_of(m) for m in methods}
     t_val = time.time() - t0
 
     log(f"{name}: test {ds['test'][0]}..{ds['test'][1]} with the chosen configurations")
@@ -1212,6 +1221,9 @@ def main():
                     help="recjob's validation rows of an earlier --output: a candidate setting "
                          "found there is not backtested again. Only with a build whose backtests "
                          "of those settings are unchanged (e.g. after adding a key they omit)")
+    ap.add_argument("--peer", action="append", default=[], metavar="METHOD=JSON",
+                    help="no search: report only these peers, with these settings, on the test "
+                         "dates (e.g. the strongest peer of an earlier run; the CI quality test)")
     ap.add_argument("--config", default="jobs/nightly.toml")
     ap.add_argument("--compare", nargs="+", metavar="JSON",
                     help="print the per-date comparison of recjob with the peers from earlier "
@@ -1227,6 +1239,7 @@ def main():
     args.recjob_reuse = {(r["dataset"], json.dumps(r["params"], sort_keys=True)): r
                          for f in args.recjob_reuse for r in json.load(open(f))
                          if r["kind"] == "validation_grid" and r["method"] == "recjob"}
+    args.peer = {a.split("=", 1)[0]: json.loads(a.split("=", 1)[1]) for a in args.peer}
     args.methods = [m for m in args.methods.split(",") if m]
     unknown = [m for m in args.methods if m not in METHODS]
     if unknown:
