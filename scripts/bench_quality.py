@@ -686,7 +686,8 @@ def run_dataset(name, args, log):
         methods = list(args.peer)
         for m in methods:
             if m not in METHODS and not (m.endswith(VARIANT) and m[:-len(VARIANT)] in METHODS):
-                raise SystemExit(f"--peer {m}: no such method (known: {METHODS}, and each with {VARIANT})")
+                raise SystemExit(f"--peer {m}: no such method (known: {METHODS}, "
+                                 f"and each with {VARIANT})")
         chosen = {m: dict(params=p, recall=None, ndcg=None, days=0) for m, p in args.peer.items()}
     else:
         methods = args.methods + variants

@@ -1,6 +1,7 @@
 -- Each day's user-item interactions: prepare runs this over the `events` of a run of
--- consecutive days of the window and merges the days in date order (the window's n_events and
--- weight are the sums over its days; an item is excluded when any day's events exclude it).
+-- consecutive days of the window and merges the days in date order, which it puts the rows in
+-- when the run has more than one day (the window's n_events and weight are the sums over its
+-- days; an item is excluded when any day's events exclude it).
 -- Duplicates are removed in `events`, and two rows of different days are never duplicates
 -- (dt is part of the event).
 -- Exclusions, by exclusions.policy:
@@ -10,11 +11,10 @@
 -- Params:  $policy                'seen_in_window' | 'allow_repeats'
 --          $repeat_cutoff_epoch   events at or after this instant (seconds, UTC) still exclude
 -- Output:  user_id, item_id, n_events, weight (sum of decayed event weights), excluded, dt;
---          in dt order
+--          in no particular order
 SELECT user_id, item_id, count(*) AS n_events, sum(decayed_weight) AS weight,
        bool_or($policy = 'seen_in_window' OR date_part('epoch', ts) >= $repeat_cutoff_epoch)
            AS excluded,
        dt
 FROM events
 GROUP BY dt, user_id, item_id
-ORDER BY dt

@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::{AsArray, Float64Array, StringArray};
+use arrow::array::{AsArray, Float64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema};
 use chrono::NaiveDate;
 use datafusion::prelude::SessionContext;
@@ -25,7 +25,7 @@ use datafusion::scalar::ScalarValue;
 
 use crate::config::{Config, ExclusionPolicy};
 use crate::domain::{Catalog, Inputs, InvalidRows, Window, WindowBuilder, WindowData, dt};
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
 use crate::io::{mem_table, query, register, register_view, strings, utf8};
 
 const WINDOW_EVENTS_SQL: &str = include_str!(concat!(
@@ -161,7 +161,8 @@ pub async fn prepare_window(
             ("policy", utf8(policy)),
             ("repeat_cutoff_epoch", ScalarValue::Float64(Some(cutoff))),
         ];
-        for b in query(ctx, "interactions", INTERACTIONS_SQL, params).await? {
+        let run = query(ctx, "interactions", INTERACTIONS_SQL, params).await?;
+        for b in in_date_order(run, days)? {
             // Ids are Utf8 by the read stage's schema; a cast keeps any engine spelling safe.
             let utf8_column = |c: usize| {
                 arrow::compute::cast(b.column(c), &DataType::Utf8)
@@ -185,6 +186,22 @@ pub async fn prepare_window(
         }
     }
     builder.finish(&catalog.available)
+}
+
+/// A run's aggregate (`interactions.sql` over `days`) in date order, so that each (user, item)
+/// pair's days reach the [`WindowBuilder`] in the same order whatever order the engine returned
+/// them in, and its weights sum the same way every run. A single day's needs no sort.
+fn in_date_order(batches: Vec<RecordBatch>, days: Window) -> Result<Vec<RecordBatch>> {
+    let Some(first) = batches.first().filter(|_| days.first < days.last) else {
+        return Ok(batches);
+    };
+    let all = arrow::compute::concat_batches(&first.schema(), &batches)
+        .context("interactions: joining a run's days")?;
+    let order = arrow::compute::sort_to_indices(all.column(5), None, None)
+        .context("interactions: ordering a run's days")?;
+    let sorted = arrow::compute::take_record_batch(&all, &order)
+        .context("interactions: ordering a run's days")?;
+    Ok(vec![sorted])
 }
 
 fn window_params(window: Window) -> Vec<(&'static str, ScalarValue)> {
