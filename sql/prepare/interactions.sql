@@ -1,7 +1,7 @@
 -- Each day's user-item interactions: prepare runs this over the `events` of a run of
--- consecutive days of the window and merges the days in date order, which it puts the rows in
--- when the run has more than one day (the window's n_events and weight are the sums over its
--- days; an item is excluded when any day's events exclude it).
+-- consecutive days of the window, puts a run of several days in date order itself (a single
+-- day needs no sort), and merges the days in that order (the window's n_events and weight are
+-- the sums over its days; an item is excluded when any day's events exclude it).
 -- Duplicates are removed in `events`, and two rows of different days are never duplicates
 -- (dt is part of the event).
 -- Exclusions, by exclusions.policy:

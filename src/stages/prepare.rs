@@ -197,7 +197,10 @@ fn in_date_order(batches: Vec<RecordBatch>, days: Window) -> Result<Vec<RecordBa
     };
     let all = arrow::compute::concat_batches(&first.schema(), &batches)
         .context("interactions: joining a run's days")?;
-    let order = arrow::compute::sort_to_indices(all.column(5), None, None)
+    let dt = all
+        .column_by_name("dt")
+        .ok_or_else(|| Error::Audit("interactions: no dt column".into()))?;
+    let order = arrow::compute::sort_to_indices(dt, None, None)
         .context("interactions: ordering a run's days")?;
     let sorted = arrow::compute::take_record_batch(&all, &order)
         .context("interactions: ordering a run's days")?;
