@@ -99,7 +99,7 @@ fn catalog(data: &Path) -> (BTreeSet<String>, BTreeSet<String>) {
 /// decayed weight (purchase 1, return 0, half-life 14 days, 60-day window), heaviest first,
 /// then the window's most frequent available items; K = 20.
 fn buy_again(
-    window: &[Event],
+    window: &[&Event],
     day: NaiveDate,
     available: &BTreeSet<String>,
 ) -> HashMap<String, Vec<String>> {
@@ -111,7 +111,7 @@ fn buy_again(
     let mut weight: BTreeMap<(&str, &str), f64> = BTreeMap::new();
     let mut counts: HashMap<&str, i64> = HashMap::new();
     let mut users: BTreeSet<&str> = BTreeSet::new();
-    for (u, i, e, ts) in window {
+    for (u, i, e, ts) in window.iter().copied() {
         users.insert(u);
         *counts.entry(i).or_default() += 1;
         let w = if e == "purchase" { 1.0 } else { 0.0 };
@@ -181,23 +181,22 @@ fn buy_again_dates(data: &Path) -> BTreeMap<String, (f64, f64)> {
     let (all, available) = catalog(data);
     let day = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
     let (from, to) = (day(FROM), day(TO));
-    let mut cache: HashMap<NaiveDate, Vec<Event>> = HashMap::new();
-    let mut events_of = |d: NaiveDate| {
-        cache
-            .entry(d)
-            .or_insert_with(|| events(data, &all, d))
-            .clone()
-    };
+    // Every day a window of the range reads, read once.
+    let days: HashMap<NaiveDate, Vec<Event>> = (0..=(to - from).num_days() + 60)
+        .map(|back| to - Duration::days(back))
+        .map(|d| (d, events(data, &all, d)))
+        .collect();
+    let events_of = |d: NaiveDate| days.get(&d).map_or(&[][..], Vec::as_slice);
     let mut out = BTreeMap::new();
     let mut d = from;
     while d <= to {
         let prev = d - Duration::days(1);
         let (today, yesterday) = (events_of(d), events_of(prev));
         if !today.is_empty() && !yesterday.is_empty() {
-            let window: Vec<Event> = (0..60)
+            let window: Vec<&Event> = (0..60)
                 .flat_map(|back| events_of(prev - Duration::days(back)))
                 .collect();
-            if let Some(v) = evaluate(&buy_again(&window, prev, &available), &today) {
+            if let Some(v) = evaluate(&buy_again(&window, prev, &available), today) {
                 out.insert(d.to_string(), v);
             }
         }
