@@ -749,8 +749,10 @@ def recjob_stages(policy, quick=False):
     the first being the settings shipped before this search chose Online Retail's; low-rank EASE
     at lambda 50, 200, 1000), then lambda x0.1 and x10 around the best, then the text and
     popularity weights jointly (every pair of the two grids: the weights trade against each
-    other, and one at a time the search stopped short of the better corners), and where repeats
-    are allowed the repeat weight. Unlisted keys keep `jobs/nightly.toml`'s values."""
+    other, and one at a time the search stopped short of the better corners), where repeats
+    are allowed the repeat weight, and last the number of factors (32, 64 or 256 beside the
+    shipped 128; the peers' ALS searches it too). Unlisted keys keep `jobs/nightly.toml`'s
+    values."""
     if quick:
         return [[{}]]
     st = [
@@ -762,6 +764,7 @@ def recjob_stages(policy, quick=False):
     ]
     if policy == "allow_repeats":
         st.append(lambda b: [dict(b, repeat_weight=r) for r in (0.0, 0.2)])
+    st.append(lambda b: [dict(b, factors=f) for f in (32, 64, 256)])
     return st
 
 
