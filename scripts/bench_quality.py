@@ -9,7 +9,8 @@ recjob's definitions, replicated here (sql/prepare/*.sql, sql/evaluate/*.sql, sr
 src/kernels/popularity.rs, src/stages/recommend.rs):
 
 - Window of run date d: behavior partitions [d - lookback + 1, d]. Valid rows: user, item and ts
-  present, event type in the weights map, item in the catalog snapshot (newest catalog dt <= d).
+  present, user not empty, ts before the end of its partition's day, event type in the weights
+  map, item in the catalog snapshot (newest catalog dt <= d).
   Deduplicated on (user, item, event_type, ts, dt). Event weight = weights[type] *
   0.5^(age / half_life), age in days from the end (exclusive, midnight UTC) of d, never negative.
   w_ui = sum of the decayed weights of u's events on i.
@@ -140,6 +141,7 @@ class Data:
         known = pa.array(sorted(self.weights), pa.string())
         keep = pc.and_(pc.and_(pc.is_valid(users), pc.is_valid(items)),
                        pc.and_(pc.is_valid(t["ts"]), pc.is_in(types, value_set=known)))
+        keep = pc.and_(keep, pc.not_equal(users, ""))
         keep = pc.fill_null(keep, False)
         users, items, types = (pc.filter(c, keep) for c in (users, items, types))
         ts_us = pc.filter(t["ts"], keep).cast(pa.int64()).to_numpy()
@@ -181,6 +183,9 @@ class Data:
         i = np.fromiter((i_code[s] for s in i_str), np.int64, len(i_str))
         ty = np.fromiter((type_code[s] for s in types.to_pylist()), np.int64, len(u_str))
         day = np.array([day_of(s) for s in dts], np.int64) if len(dts) else np.zeros(0, np.int64)
+        # An event after the end of its partition's day is invalid.
+        ok = ts_us < (day + 1) * DAY_S * 1_000_000
+        u, i, ty, ts_us, day = u[ok], i[ok], ty[ok], ts_us[ok], day[ok]
         # SELECT DISTINCT user_id, item_id, event_type, ts, dt (+ weight, a function of the type)
         order = np.lexsort((ts_us, ty, i, u, day))
         u, i, ty, ts_us, day = u[order], i[order], ty[order], ts_us[order], day[order]

@@ -512,6 +512,9 @@ impl HybridConfig {
         if !(h.repeat_weight.is_finite() && h.repeat_weight >= 0.0) {
             errors.push("hybrid.repeat_weight must be a finite number >= 0".to_string());
         }
+        if h.factors > MAX_FACTORS {
+            errors.push(format!("hybrid.factors must be within 0..={MAX_FACTORS}"));
+        }
         if h.factors == 0 && h.text_weight <= 0.0 {
             errors.push(
                 "hybrid.text_weight must be > 0 when hybrid.factors = 0 (nothing would rank)"
@@ -557,6 +560,10 @@ impl Default for EvaluateConfig {
 /// The largest list length (`topk.k`, `similar_items.k`, `recjob topk --k`): lists are held per
 /// user while they are ranked, so K is bounded.
 pub const MAX_K: usize = 100_000;
+
+/// The most behavior factors (`hybrid.factors`): ALS solves an f x f system per user and item and
+/// holds f + 1 floats per user, so f is bounded well before memory or time run out.
+pub const MAX_FACTORS: usize = 1024;
 
 /// A list length K on the command line (clap value parser): 1..=[`MAX_K`].
 pub fn k_arg(s: &str) -> std::result::Result<usize, String> {
@@ -617,16 +624,29 @@ impl Config {
         if !errors.is_empty() {
             return Err(Error::Config(errors.join("; ")));
         }
-        // The path names the key a bad value came from (a file, an override or the environment).
+        // The path names the key a bad value came from, and the message where it was set: the
+        // last `--set` of it, else the environment, else the file.
         let config: Config =
             serde_path_to_error::deserialize(toml::Value::Table(value)).map_err(|e| {
                 let key = e.path().to_string();
+                let set = sets
+                    .iter()
+                    .rev()
+                    .find(|s| s.split_once('=').is_some_and(|(k, _)| k.trim() == key));
+                let source = match (set, env.iter().any(|(k, _)| *k == key)) {
+                    (Some(set), _) => format!("--set {set}"),
+                    (None, true) => format!(
+                        "environment {ENV_PREFIX}{}",
+                        key.replace('.', "__").to_uppercase()
+                    ),
+                    (None, false) => origin.to_string(),
+                };
                 let key = if key == "." {
                     String::new()
                 } else {
                     format!("{key}: ")
                 };
-                Error::Config(format!("{origin}: {key}{}", e.inner().message()))
+                Error::Config(format!("{source}: {key}{}", e.inner().message()))
             })?;
         config.validate()?;
         Ok(config)
@@ -636,6 +656,14 @@ impl Config {
         let mut errors = Vec::new();
         if !(0.0..=1.0).contains(&self.input.max_invalid_fraction) {
             errors.push("input.max_invalid_fraction must be within [0, 1]".to_string());
+        }
+        let c = &self.input.columns;
+        let names = [&c.user_id, &c.item_id, &c.event_type, &c.ts, &c.value];
+        if (1..names.len()).any(|i| names[..i].contains(&names[i])) {
+            errors.push(format!(
+                "input.columns must name five different columns, found user_id {:?}, item_id {:?}, event_type {:?}, ts {:?}, value {:?}",
+                c.user_id, c.item_id, c.event_type, c.ts, c.value
+            ));
         }
         if self.window.lookback_days == 0 {
             errors.push("window.lookback_days must be at least 1".to_string());
@@ -866,6 +894,14 @@ mod tests {
             ("hybrid.iterations=0", "hybrid.iterations"),
             ("hybrid.popularity_weight=-0.5", "hybrid.popularity_weight"),
             ("hybrid.repeat_weight=-1", "hybrid.repeat_weight"),
+            (
+                "hybrid.factors=1025",
+                "hybrid.factors must be within 0..=1024",
+            ),
+            (
+                "input.columns.user_id=item_id",
+                "input.columns must name five different columns",
+            ),
         ] {
             rejected_naming(set, name);
         }
@@ -892,6 +928,32 @@ mod tests {
         let env = vec![("evaluate.ks".to_string(), "[10, x]".to_string())];
         let e = Config::from_parts(MINIMAL, "t", &env, &[]).unwrap_err();
         assert!(e.to_string().contains("evaluate.ks"), "{e}");
+        // The message says where the bad value was set.
+        let env = vec![("topk.k".to_string(), "abc".to_string())];
+        let e = Config::from_parts(MINIMAL, "t", &env, &[]).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("configuration error: environment RECJOB_TOPK__K: topk.k: "),
+            "{e}"
+        );
+        let e = Config::from_parts(MINIMAL, "t", &env, &["topk.k=x".into()]).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("configuration error: --set topk.k=x: topk.k: "),
+            "{e}"
+        );
+        let e = Config::from_parts(
+            &format!("{MINIMAL}\n[similar_items]\nk = \"x\"\n"),
+            "t",
+            &[],
+            &[],
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("configuration error: t: similar_items.k: "),
+            "{e}"
+        );
     }
 
     #[test]

@@ -88,7 +88,11 @@ async fn read_items(url: &str) -> Result<Vectors> {
         flat.extend(batch_flat);
     }
     drop(batches);
-    let dim = dim.max(1);
+    if ids.is_empty() {
+        return Err(Error::Input(format!(
+            "items {url}: no item vectors (the file has no rows)"
+        )));
+    }
     let unsorted = Vectors::new(ids, flat, dim);
     let mut order: Vec<usize> = (0..unsorted.len()).collect();
     order.sort_by(|&a, &b| unsorted.ids[a].cmp(&unsorted.ids[b]));

@@ -11,7 +11,7 @@ use crate::error::Result;
 pub fn is_data_file(meta: &ObjectMeta) -> bool {
     meta.location
         .filename()
-        .is_some_and(|n| n.ends_with(".parquet") && !n.starts_with('_') && !n.starts_with('.'))
+        .is_some_and(|n| n.ends_with(".parquet") && !is_hidden(n))
 }
 
 /// The `dt=YYYY-MM-DD` partitions of a table root, sorted by date. Other folders are not
@@ -32,8 +32,19 @@ pub async fn partitions(root: &Location) -> Result<Vec<NaiveDate>> {
     Ok(dates)
 }
 
-/// Data files of one partition of a table.
+/// Data files of one partition of a table: the files directly in its folder. Sub-folders are
+/// not read: hidden ones (`_temporary/` of a write in progress, `.` folders) silently, others
+/// with a warning that names them.
 pub async fn partition_files(root: &Location, date: NaiveDate) -> Result<Vec<ObjectMeta>> {
-    let files = root.child(&format!("dt={}", dt(date))).list_files().await?;
+    let dir = root.child(&format!("dt={}", dt(date)));
+    let (files, dirs) = dir.list_dir().await?;
+    let ignored: Vec<&String> = dirs.iter().filter(|d| !is_hidden(d)).collect();
+    if !ignored.is_empty() {
+        tracing::warn!(partition = %dir.url(), folders = ?ignored, "ignoring sub-folders of a partition: only the files directly in it are read");
+    }
     Ok(files.into_iter().filter(is_data_file).collect())
+}
+
+fn is_hidden(name: &str) -> bool {
+    name.starts_with('_') || name.starts_with('.')
 }

@@ -179,18 +179,26 @@ impl Location {
 
     /// Names of the immediate sub-directories of this location.
     pub async fn list_dirs(&self) -> Result<Vec<String>> {
+        Ok(self.list_dir().await?.1)
+    }
+
+    /// The objects directly in this location, sorted by path, and the names of its immediate
+    /// sub-directories, sorted.
+    pub async fn list_dir(&self) -> Result<(Vec<ObjectMeta>, Vec<String>)> {
         let listing = self
             .store
             .list_with_delimiter(Some(&self.prefix))
             .await
             .context(format!("cannot list {}", self.url()))?;
+        let mut files = listing.objects;
+        files.sort_by(|a, b| a.location.cmp(&b.location));
         let mut dirs: Vec<String> = listing
             .common_prefixes
             .iter()
             .filter_map(|p| p.filename().map(str::to_string))
             .collect();
         dirs.sort();
-        Ok(dirs)
+        Ok((files, dirs))
     }
 
     /// Does the object exist?

@@ -40,7 +40,8 @@ impl Runner {
             .find(|d| **d <= date)
             .map_or("none".to_string(), |d| dt(*d));
         let inputs = format!(
-            "behavior dt={}..{}: {n_behavior} partitions; catalog dt={catalog}",
+            "behavior dt={}..{}: {n_behavior} partitions (the window and, one day earlier, \
+             D-1's for the evaluation's baseline); catalog dt={catalog}",
             dt(first),
             dt(date)
         );

@@ -44,7 +44,17 @@ impl Runner {
     pub(crate) async fn report(&self, date: NaiveDate) {
         match write_reports(&self.config, &[date]).await {
             Ok(urls) => tracing::info!(report = %urls.join(", "), "report written"),
-            Err(e) => tracing::warn!(error = %format!("{e:#}"), "could not write the report"),
+            Err(e) => {
+                let error = format!("{e:#}");
+                tracing::warn!(error = %error, "could not write the report");
+                let page = async {
+                    let root = Location::parse(&self.config.output.root)?;
+                    put(&root, &report_path(date), page::unavailable(date, &error)?).await
+                };
+                if let Err(e) = page.await {
+                    tracing::warn!(error = %format!("{e:#}"), "could not write the page that says so");
+                }
+            }
         }
     }
 

@@ -119,9 +119,13 @@ async fn read_holder(root: &Location, path: &Path) -> Result<Option<Holder>> {
                 .bytes()
                 .await
                 .context(format!("reading {}", root.object_url(path)))?;
-            // An unreadable lease (a crash while writing cannot leave one: puts are atomic)
-            // holds nothing.
-            Ok(serde_json::from_slice(&bytes).ok())
+            // Content that is not a lease (a crash while writing cannot leave one: puts are
+            // atomic, so something else wrote it) holds nothing, and the run says so.
+            let holder = serde_json::from_slice(&bytes).ok();
+            if holder.is_none() {
+                tracing::warn!(lease = %root.object_url(path), bytes = bytes.len(), "not a lease recjob wrote: it holds nothing");
+            }
+            Ok(holder)
         }
         Err(object_store::Error::NotFound { .. }) => Ok(None),
         // Unreadable: whoever holds it may be alive, so the date stays taken; the operator who

@@ -3,7 +3,8 @@
 //! Registers `recommendations`, `user_embeddings`, `item_vectors`, `similar_items`, `metrics`
 //! (published partitions only: a `dt` is visible exactly when its manifest exists, so a run in
 //! progress or a crashed one is never seen), `item_embeddings`, and the inputs `behavior` and
-//! `catalog`, each with `dt` as a DATE column; `runs` (one row per published date, from its
+//! `catalog`, each with `dt` as a DATE column (the last three only where their files read as one
+//! table: else a warning says why); `runs` (one row per published date, from its
 //! manifest) and the `run_catalog` view (each published date's catalog snapshot:
 //! `publish/runs.rs`). DDL, DML, `COPY ... TO` and other statements are
 //! refused (exit 1): analysts cannot damage the outputs.
@@ -23,7 +24,7 @@ use super::schemas::ITEM_EMBEDDINGS;
 use crate::config::Config;
 use crate::domain::dt;
 use crate::error::{Context, Error, Result};
-use crate::io::{Dot, Location, from_datafusion, is_data_file, listing_table};
+use crate::io::{Dot, Location, from_datafusion, is_data_file, listing_table, parquet_footer};
 
 /// Tables published per date, in the order `SHOW TABLES` lists them.
 pub const PUBLISHED_TABLES: [&str; 5] = [
@@ -54,14 +55,14 @@ pub async fn session(config: &Config) -> Result<SessionContext> {
                 .context(format!("registering {table}"))?;
         }
     }
-    register_listing(&ctx, "item_embeddings", &root.child(ITEM_EMBEDDINGS), false).await?;
+    register_or_warn(&ctx, "item_embeddings", &root.child(ITEM_EMBEDDINGS), false).await;
     for (name, url) in [
         ("behavior", &config.input.behavior),
         ("catalog", &config.input.catalog),
     ] {
         let loc = Location::parse(url)?;
         loc.register(&ctx);
-        register_listing(&ctx, name, &loc, true).await?;
+        register_or_warn(&ctx, name, &loc, true).await;
     }
     super::runs::register_runs(&ctx, &runs).await?;
     Ok(ctx)
@@ -90,6 +91,27 @@ fn published_rows(runs: &[(NaiveDate, Manifest)], table: &str) -> String {
     } else {
         terms.join(" OR ")
     }
+}
+
+/// Register a table that no published table depends on (the inputs, the embedding cache) if it
+/// can be read: a file that does not decode, or files whose schemas disagree (one day's ids
+/// written as integers, the next as text), leave it out with a warning naming the file or the
+/// column, and the published tables stay readable.
+async fn register_or_warn(ctx: &SessionContext, name: &str, loc: &Location, partitioned: bool) {
+    let Err(e) = register_listing(ctx, name, loc, partitioned).await else {
+        return;
+    };
+    let mut why = format!("{e:#}");
+    if let Ok(files) = loc.list_files().await {
+        for meta in files.iter().filter(|m| is_data_file(m)) {
+            if let Err(bad) = parquet_footer(&loc.store, meta).await {
+                let url = loc.object_url(&meta.location);
+                why = format!("file {url}: not a readable Parquet file: {bad}");
+                break;
+            }
+        }
+    }
+    tracing::warn!(table = name, url = %loc.url(), error = %why, "table not registered: its files cannot be read as one table");
 }
 
 /// Register a Parquet listing table if it has files; returns whether it was registered.

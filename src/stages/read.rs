@@ -246,6 +246,14 @@ async fn check_catalog(
             out.dir.url()
         )));
     }
+    let absent: Vec<String> = template
+        .columns()
+        .into_iter()
+        .filter(|c| c != "title" && !out.text_columns.contains(c))
+        .collect();
+    if !absent.is_empty() {
+        tracing::warn!(catalog = %out.dir.url(), columns = ?absent, template = %config.text.template, "text template columns that no catalog file has: they render empty");
+    }
     if !out.text_columns.iter().any(|c| c == "title") {
         out.text_columns.insert(0, "title".into());
     }
@@ -372,9 +380,16 @@ pub async fn load_catalog(
                 .push((!category.is_null(r)).then(|| category_strings[r].clone()));
         }
     }
+    let files: Vec<&str> = inputs
+        .files
+        .iter()
+        .filter(|f| f.table == "catalog")
+        .map(|f| f.url.as_str())
+        .collect();
+    let files = files.join(", ");
     if null_ids > 0 {
         return Err(Error::Input(format!(
-            "{at}, column item_id: {null_ids} rows have a null item_id"
+            "{at} ({files}), column item_id: {null_ids} rows have a null item_id"
         )));
     }
     let duplicates: Vec<&String> = catalog
@@ -384,15 +399,8 @@ pub async fn load_catalog(
         .map(|w| &w[0])
         .collect();
     if !duplicates.is_empty() {
-        let files: Vec<&str> = inputs
-            .files
-            .iter()
-            .filter(|f| f.table == "catalog")
-            .map(|f| f.url.as_str())
-            .collect();
         return Err(Error::Input(format!(
-            "{at} ({}), column item_id: {} duplicate ids, e.g. {:?}",
-            files.join(", "),
+            "{at} ({files}), column item_id: {} duplicate ids, e.g. {:?}",
             duplicates.len(),
             duplicates.iter().take(5).collect::<Vec<_>>()
         )));

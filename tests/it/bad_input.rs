@@ -237,25 +237,65 @@ fn duplicate_catalog_ids_are_bad_input() {
 }
 
 #[test]
-fn unknown_event_types_and_unknown_items_count_against_the_threshold() {
+fn a_null_catalog_id_is_bad_input_naming_the_files() {
     let tmp = tempfile::tempdir().unwrap();
     dataset(tmp.path());
+    write(
+        &tmp.path().join("catalog/dt=2024-01-01/part-0.parquet"),
+        vec![
+            (
+                "item_id",
+                Arc::new(StringArray::from(vec![Some("a"), None, Some("c")])) as ArrayRef,
+            ),
+            ("title", strings(&["x", "y", "z"])),
+        ],
+    );
+    let (code, err) = run(tmp.path(), "2024-01-02", &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("table catalog")
+            && err.contains("catalog/dt=2024-01-01/part-0.parquet")
+            && err.contains("column item_id: 1 rows have a null item_id"),
+        "{err}"
+    );
+    assert_nothing_published(tmp.path());
+}
+
+#[test]
+fn unknown_types_unknown_items_empty_users_and_future_events_count_against_the_threshold() {
+    let tmp = tempfile::tempdir().unwrap();
+    dataset(tmp.path());
+    // The fourth row's timestamp, 2024-01-05T00:00:00Z, is after its partition's day; the
+    // fifth has an empty user id.
     let ts: ArrayRef = Arc::new(
-        TimestampMicrosecondArray::from(vec![1_704_200_000_000_000i64; 3]).with_timezone("UTC"),
+        TimestampMicrosecondArray::from(vec![
+            1_704_200_000_000_000i64,
+            1_704_200_000_000_000,
+            1_704_200_000_000_000,
+            1_704_412_800_000_000,
+            1_704_200_000_000_000,
+        ])
+        .with_timezone("UTC"),
     );
     write(
         &tmp.path().join("behavior/dt=2024-01-02/part-0.parquet"),
         vec![
-            ("user_id", strings(&["u1", "u2", "u3"])),
-            ("item_id", strings(&["a", "zzz", "b"])),
-            ("event_type", strings(&["purchase", "purchase", "teleport"])),
+            ("user_id", strings(&["u1", "u2", "u3", "u1", ""])),
+            ("item_id", strings(&["a", "zzz", "b", "c", "d"])),
+            (
+                "event_type",
+                strings(&["purchase", "purchase", "teleport", "purchase", "purchase"]),
+            ),
             ("ts", ts),
         ],
     );
     let (code, err) = run(tmp.path(), "2024-01-02", &[]);
     assert_eq!(code, 1, "{err}");
     assert!(
-        err.contains("unknown_event_type: 1") && err.contains("item_not_in_catalog: 1"),
+        err.contains("unknown_event_type: 1")
+            && err.contains("item_not_in_catalog: 1")
+            && err.contains("ts_after_partition: 1")
+            && err.contains("empty_user_id: 1"),
         "{err}"
     );
     assert_nothing_published(tmp.path());
@@ -263,7 +303,7 @@ fn unknown_event_types_and_unknown_items_count_against_the_threshold() {
     let (code, err) = run(
         tmp.path(),
         "2024-01-02",
-        &["--set", "input.max_invalid_fraction=0.5"],
+        &["--set", "input.max_invalid_fraction=0.6"],
     );
     assert_eq!(code, 0, "{err}");
     let manifest: serde_json::Value = serde_json::from_slice(
@@ -282,6 +322,90 @@ fn unknown_event_types_and_unknown_items_count_against_the_threshold() {
         manifest["invalid_rows"]["by_reason"]["item_not_in_catalog"],
         1
     );
+    assert_eq!(
+        manifest["invalid_rows"]["by_reason"]["ts_after_partition"],
+        1
+    );
+    assert_eq!(manifest["invalid_rows"]["by_reason"]["empty_user_id"], 1);
+}
+
+#[test]
+fn only_the_files_directly_in_a_partition_are_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    dataset(tmp.path());
+    let put = |path: &str| {
+        let path = tmp.path().join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, b"not parquet").unwrap();
+    };
+    // A sub-folder of a behavior partition is not read (this file would not decode).
+    put("behavior/dt=2024-01-02/sub/part-0.parquet");
+    let (code, err) = run(tmp.path(), "2024-01-02", &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("ignoring sub-folders of a partition"), "{err}");
+    let manifest = std::fs::read_to_string(
+        tmp.path()
+            .join("out/_manifests/dt=2024-01-02/manifest.json"),
+    )
+    .unwrap();
+    assert!(!manifest.contains("sub/"), "{manifest}");
+    // A catalog snapshot whose only file is a write in progress has no data files: the run
+    // says so of the catalog (it used to read the file and blame behavior).
+    put("catalog/dt=2024-01-02/_temporary/part-0.parquet");
+    let (code, err) = run(tmp.path(), "2024-01-02", &["--force"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("table catalog, partition dt=2024-01-02: no data files"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_unreadable_input_file_leaves_the_published_tables_and_the_report_readable() {
+    let tmp = tempfile::tempdir().unwrap();
+    dataset(tmp.path());
+    let (status, err) = run(tmp.path(), "2024-01-02", &[]);
+    assert_eq!(status, 0, "{err}");
+    // A day the published run never read; `recjob sql` and the report list every partition.
+    let bad = tmp.path().join("behavior/dt=2024-01-03/x.parquet");
+    std::fs::create_dir_all(bad.parent().unwrap()).unwrap();
+    std::fs::write(&bad, b"not parquet").unwrap();
+    let config = tmp.path().join("job.toml");
+    let cfg = config.to_str().unwrap();
+    let sql = |q: &str| {
+        recjob(
+            tmp.path(),
+            &["sql", "--config", cfg, "--format", "csv", "-c", q],
+        )
+    };
+    let o = sql("SELECT count(*) AS n FROM recommendations");
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    let n: u64 = stdout
+        .lines()
+        .nth(1)
+        .unwrap_or("")
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    assert!(n > 0, "the published rows: {stdout}");
+    assert!(
+        stderr(&o).contains("table not registered")
+            && stderr(&o).contains("dt=2024-01-03/x.parquet"),
+        "the warning names the file: {}",
+        stderr(&o)
+    );
+    let o = sql("SELECT count(*) FROM behavior");
+    assert_eq!(code(&o), 1, "behavior is not a table: {}", stderr(&o));
+    let o = recjob(tmp.path(), &["report", "--config", cfg]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let report =
+        std::fs::read_to_string(tmp.path().join("out/reports/dt=2024-01-02/report.html")).unwrap();
+    let run_id = manifest(&tmp.path().join("out"), "2024-01-02")["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(report.contains(&run_id), "the report is this run's");
 }
 
 #[test]

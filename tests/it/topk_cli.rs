@@ -9,7 +9,7 @@ use arrow::datatypes::{DataType, Field};
 use crate::common::*;
 
 fn write_vectors(path: &Path, ids: &[&str], rows: &[Vec<f32>]) {
-    let dim = rows[0].len();
+    let dim = rows.first().map_or(2, Vec::len);
     let values = Float32Array::from(rows.iter().flatten().copied().collect::<Vec<_>>());
     // pyarrow-style child name, to prove it is not relied on.
     let emb = FixedSizeListArray::new(
@@ -158,6 +158,11 @@ fn bad_vectors_are_rejected_naming_the_id() {
         assert_eq!(code(&o), 1, "{}", stderr(&o));
         assert!(stderr(&o).contains(needle), "{needle}: {}", stderr(&o));
     }
+    // No items at all.
+    write_vectors(&d.join("items.parquet"), &[], &[]);
+    let o = topk(d, "1", false, &[]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(stderr(&o).contains("no item vectors"), "{}", stderr(&o));
 }
 
 /// Hostile inputs are bad input (exit 1) with a message naming the file and column, never a

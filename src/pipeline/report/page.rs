@@ -36,6 +36,10 @@ fn environment() -> Environment<'static> {
             include_str!("../../../templates/report.html"),
         ),
         ("index.html", include_str!("../../../templates/index.html")),
+        (
+            "unavailable.html",
+            include_str!("../../../templates/unavailable.html"),
+        ),
     ] {
         env.add_template(name, text)
             .expect("the embedded templates parse: this is a bug");
@@ -48,6 +52,15 @@ fn render(name: &str, ctx: minijinja::Value) -> Result<String> {
         .get_template(name)
         .and_then(|t| t.render(ctx))
         .map_err(|e| Error::infra(format!("rendering {name}"), e))
+}
+
+/// The page that stands in for the report of `date` when it could not be built: the manifest
+/// links it, and the previous run's report must not stay there.
+pub(super) fn unavailable(date: NaiveDate, error: &str) -> Result<String> {
+    render(
+        "unavailable.html",
+        context! { date => dt(date), error => error },
+    )
 }
 
 /// The report of `date`.
@@ -568,6 +581,18 @@ pub(super) fn index(history: &History, k: i32) -> Result<String> {
 mod tests {
     use super::*;
     use crate::pipeline::report::checks::tests::history;
+
+    #[test]
+    fn the_stand_in_page_says_why_escaped() {
+        let date = NaiveDate::from_ymd_opt(2024, 1, 2).unwrap();
+        let html = unavailable(date, "file <x>.parquet: not Parquet").unwrap();
+        assert!(html.contains("recjob 2024-01-02") && html.contains("could not be built"));
+        assert!(
+            html.contains("file &lt;x&gt;.parquet: not Parquet"),
+            "{html}"
+        );
+        assert!(html.contains("recjob report --date 2024-01-02"));
+    }
 
     #[test]
     fn the_page_has_every_section_and_escapes_what_it_shows() {
