@@ -1,11 +1,13 @@
 -- Catalog coverage by category: per published date, the share of each category's available
 -- items that appear in at least one user's list ('(none)' for items without a category).
--- Items are those of the catalog snapshot each date's run used (run_catalog), not the newest.
--- Tables: recommendations, run_catalog
+-- Available items are those the run scored (item_vectors), with their categories from the
+-- catalog snapshot each date's run used (run_catalog), not the newest.
+-- Tables: recommendations, item_vectors, run_catalog
 -- Output: dt, category, n_items, n_recommended, coverage
 WITH items AS (
-    SELECT dt, item_id, coalesce(category, '(none)') AS category
-    FROM run_catalog
+    SELECT v.dt, v.item_id, coalesce(c.category, '(none)') AS category
+    FROM item_vectors v
+    LEFT JOIN run_catalog c ON c.dt = v.dt AND c.item_id = v.item_id
 ),
 recommended AS (
     SELECT DISTINCT dt, item_id FROM recommendations

@@ -4,6 +4,7 @@ use chrono::{NaiveDate, TimeDelta, Utc};
 
 use super::run::{new_run_id, prepare_previous_window};
 use super::runner::Runner;
+use crate::config::Config;
 use crate::domain::MetricRow;
 use crate::domain::{Window, dt};
 use crate::error::{Error, Result};
@@ -37,26 +38,37 @@ impl Runner {
         .await?;
         let result = self.reevaluate_leased(&root, date, &eval_id, &lease).await;
         lease.release().await;
-        let rows = result?;
-        self.report(date).await;
+        let (rows, config) = result?;
+        self.report_with(&config, date).await;
         tracing::info!(date = %dt(date), rows, "metrics republished");
         Ok(rows)
     }
 
     /// Under the date's lease: recompute the metrics and publish them as a new file of
     /// `metrics/dt=D/`, whose rows carry `eval_id` as their `run_id`; the manifest switches to
-    /// it and the previous metrics file is removed.
+    /// it and the previous metrics file is removed. Returns the rows and the configuration they
+    /// were computed under (the published lists' K).
     async fn reevaluate_leased(
         &self,
         root: &Location,
         date: NaiveDate,
         eval_id: &str,
         lease: &Lease,
-    ) -> Result<usize> {
+    ) -> Result<(usize, Config)> {
         let Some(mut manifest) = read_manifest(root, date).await? else {
             return Err(not_published(root, date));
         };
-        let rows = self.recompute_metrics(root, date).await?;
+        // The lists are as long as the run made them: metrics at K above that length would
+        // grade lists that were never that long.
+        let mut config = self.config.clone();
+        let published = manifest.config.pointer("/topk/k").and_then(|k| k.as_u64());
+        if let Some(k) = published.map(|k| k as usize)
+            && k != config.topk.k
+        {
+            tracing::warn!(dt = %dt(date), published = k, configured = config.topk.k, "evaluating at the published lists' topk.k, not the configured one");
+            config.topk.k = k;
+        }
+        let rows = recompute_metrics(&config, root, date).await?;
         let mut publisher = Publisher::new(root.clone(), date, eval_id);
         publisher
             .stage_partition("metrics", metrics_schema(), [metrics(&rows, date, eval_id)])
@@ -71,43 +83,45 @@ impl Runner {
             .row_counts
             .insert("metrics".into(), rows.len() as u64);
         publisher.publish(&manifest, true, lease).await?;
-        Ok(rows.len())
+        Ok((rows.len(), config))
     }
+}
 
-    /// The metrics of published date D: its published lists and D-1's against the raw
-    /// behavior, exactly as its run computed them.
-    async fn recompute_metrics(&self, root: &Location, date: NaiveDate) -> Result<Vec<MetricRow>> {
-        let config = &self.config;
-        let window = Window::ending(date, config.window.lookback_days);
-        let previous_window =
-            Window::ending(date - TimeDelta::days(1), config.window.lookback_days);
-        let ctx = crate::engine::context();
-        root.register(&ctx);
-        let inputs = register_inputs(&ctx, config, previous_window.first, date).await?;
-        let catalog = load_catalog(&ctx, config, &inputs).await?;
-        register_window_events(&ctx, config, previous_window.first, date).await?;
-        let mut data = prepare_window(&ctx, config, &catalog, &inputs, window).await?;
-        data.release_interactions();
-        let mut own = OwnLists::new(config, &data);
-        visit_published_lists(root, date, &mut |user, items| {
-            own.add(&data, user, items.iter().map(String::as_str))
-        })
-        .await?;
-        let previous_data = prepare_previous_window(&ctx, config, &catalog, &inputs, date).await?;
-        let truth = truth(&ctx, config, date).await?;
-        let keep = truth_users(&truth);
-        let previous = published_previous(root, date - TimeDelta::days(1), &keep).await?;
-        let input = EvalInput {
-            date,
-            window: &data,
-            previous_window: &previous_data,
-            own: &own,
-            catalog: &catalog,
-            truth: &truth,
-            previous: previous.as_ref(),
-        };
-        evaluate(&ctx, config, input).await
-    }
+/// The metrics of published date D: its published lists and D-1's against the raw behavior,
+/// exactly as its run computed them.
+async fn recompute_metrics(
+    config: &Config,
+    root: &Location,
+    date: NaiveDate,
+) -> Result<Vec<MetricRow>> {
+    let window = Window::ending(date, config.window.lookback_days);
+    let previous_window = Window::ending(date - TimeDelta::days(1), config.window.lookback_days);
+    let ctx = crate::engine::context();
+    root.register(&ctx);
+    let inputs = register_inputs(&ctx, config, previous_window.first, date).await?;
+    let catalog = load_catalog(&ctx, config, &inputs).await?;
+    register_window_events(&ctx, config, previous_window.first, date).await?;
+    let mut data = prepare_window(&ctx, config, &catalog, &inputs, window).await?;
+    data.release_interactions();
+    let mut own = OwnLists::new(config, &data);
+    visit_published_lists(root, date, &mut |user, items| {
+        own.add(&data, user, items.iter().map(String::as_str))
+    })
+    .await?;
+    let previous_data = prepare_previous_window(&ctx, config, &catalog, &inputs, date).await?;
+    let truth = truth(&ctx, config, date).await?;
+    let keep = truth_users(&truth);
+    let previous = published_previous(root, date - TimeDelta::days(1), &keep).await?;
+    let input = EvalInput {
+        date,
+        window: &data,
+        previous_window: &previous_data,
+        own: &own,
+        catalog: &catalog,
+        truth: &truth,
+        previous: previous.as_ref(),
+    };
+    evaluate(&ctx, config, input).await
 }
 
 fn not_published(root: &Location, date: NaiveDate) -> Error {

@@ -42,13 +42,18 @@ impl Runner {
     /// Write the date's HTML report and the index; a failure is logged, never fatal (the data
     /// is published).
     pub(crate) async fn report(&self, date: NaiveDate) {
-        match write_reports(&self.config, &[date]).await {
+        self.report_with(&self.config, date).await;
+    }
+
+    /// [`Runner::report`] under another configuration (an evaluation's, at the published K).
+    pub(crate) async fn report_with(&self, config: &Config, date: NaiveDate) {
+        match write_reports(config, &[date]).await {
             Ok(urls) => tracing::info!(report = %urls.join(", "), "report written"),
             Err(e) => {
                 let error = format!("{e:#}");
                 tracing::warn!(error = %error, "could not write the report");
                 let page = async {
-                    let root = Location::parse(&self.config.output.root)?;
+                    let root = Location::parse(&config.output.root)?;
                     put(&root, &report_path(date), page::unavailable(date, &error)?).await
                 };
                 if let Err(e) = page.await {

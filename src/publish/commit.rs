@@ -205,7 +205,17 @@ impl Publisher {
     pub async fn publish(self, manifest: &Manifest, force: bool, lease: &Lease) -> Result<()> {
         let root = &self.root;
         lease.verify().await?;
-        let old = read_manifest(root, self.date).await?;
+        let (old, broken) = match read_manifest(root, self.date).await {
+            Ok(old) => (old, false),
+            // A manifest that does not parse publishes nothing readable: `--force` keeps its
+            // bytes beside the superseded ones and replaces it.
+            Err(Error::Input(why)) if force => {
+                tracing::warn!(dt = %dt(self.date), error = %why, "replacing a manifest that is not valid");
+                self.keep_broken().await?;
+                (None, true)
+            }
+            Err(e) => return Err(e),
+        };
         if old.is_some() && !force {
             self.discard().await;
             return Err(Error::AlreadyPublished(format!(
@@ -227,7 +237,8 @@ impl Publisher {
         if let Some(old) = &old {
             self.keep_superseded(old).await?;
         }
-        self.write_manifest(manifest, old.is_none()).await?;
+        self.write_manifest(manifest, old.is_none() && !broken)
+            .await?;
         halt_point("manifest");
         self.clean_up(manifest).await;
         halt_point("cleaned");
@@ -245,6 +256,22 @@ impl Publisher {
         self.root
             .store
             .put(&keep, PutPayload::from(old.to_json()))
+            .await
+            .context(format!("writing {}", self.root.object_url(&keep)))?;
+        Ok(())
+    }
+
+    /// Keep a manifest that does not parse as `_manifests/dt=D/superseded/invalid-<time>.json`.
+    async fn keep_broken(&self) -> Result<()> {
+        let from = manifest_path(&self.root, self.date);
+        let keep = self.root.path(&format!(
+            "{MANIFESTS}/dt={}/superseded/invalid-{}.json",
+            dt(self.date),
+            Utc::now().format("%Y%m%dT%H%M%S%.6fZ")
+        ));
+        self.root
+            .store
+            .copy(&from, &keep)
             .await
             .context(format!("writing {}", self.root.object_url(&keep)))?;
         Ok(())

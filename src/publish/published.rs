@@ -14,7 +14,8 @@ use crate::error::{Error, Result};
 use crate::io::{Location, id_strings, int_values, parquet_stream};
 
 /// Published dates and their manifests, by date. Folders of `_manifests/` whose names are not
-/// `dt=YYYY-MM-DD` are skipped and counted in a warning.
+/// `dt=YYYY-MM-DD` are skipped and counted in a warning, and so is a manifest that does not
+/// parse (its date reads as unpublished).
 pub async fn published(root: &Location) -> Result<Vec<(NaiveDate, Manifest)>> {
     let manifests = root.child(MANIFESTS);
     let mut out = Vec::new();
@@ -24,8 +25,14 @@ pub async fn published(root: &Location) -> Result<Vec<(NaiveDate, Manifest)>> {
             malformed.push(dir);
             continue;
         };
-        if let Some(m) = read_manifest(root, date).await? {
-            out.push((date, m));
+        match read_manifest(root, date).await {
+            Ok(Some(m)) => out.push((date, m)),
+            Ok(None) => {}
+            // One broken manifest must not hide every other date from readers.
+            Err(Error::Input(why)) => {
+                tracing::warn!(dt = %dt(date), error = %why, "ignoring a manifest that is not valid: the date reads as unpublished until `recjob run --date D --force` republishes it");
+            }
+            Err(e) => return Err(e),
         }
     }
     if !malformed.is_empty() {

@@ -421,6 +421,30 @@ fn evaluate_republishes_only_the_metrics_of_a_published_date() {
             && report.contains("baseline recall@5"),
         "{report}"
     );
+    // A larger configured K cannot grade lists the run made shorter: the published K (5) holds.
+    let o = recjob(
+        tmp.path(),
+        &[
+            "evaluate",
+            "--config",
+            cfg,
+            "--date",
+            "2024-01-05",
+            "--set",
+            "topk.k=10",
+            "--set",
+            "evaluate.ks=[3, 5, 10]",
+        ],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("evaluating at the published lists' topk.k"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(metrics_rows("2024-01-05"), before, "no metric at K = 10");
+    let report = std::fs::read_to_string(out.join("reports/dt=2024-01-05/report.html")).unwrap();
+    assert!(report.contains("baseline recall@5"), "the report at K = 5");
 
     // 2024-01-04 was not evaluable (2024-01-03 unpublished); publish 2024-01-03, re-evaluate.
     let not_evaluated = metrics_rows("2024-01-04");

@@ -235,3 +235,58 @@ fn sigkill_at_random_moments_never_half_publishes() {
     }
     eprintln!("outcomes (date, exited cleanly, published): {outcomes:?}");
 }
+
+/// A manifest that does not parse (edited by hand, a tool gone wrong) hides its date from
+/// readers with a warning, leaves every other date readable, and `run --force` replaces it.
+#[test]
+fn a_broken_manifest_hides_one_date_and_force_replaces_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tiny_config(tmp.path());
+    let cfg = config.to_str().unwrap();
+    let out = tmp.path().join("out");
+    for date in ["2024-01-04", "2024-01-05"] {
+        let o = recjob(tmp.path(), &["run", "--config", cfg, "--date", date]);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+    }
+    let broken = out.join("_manifests/dt=2024-01-04/manifest.json");
+    std::fs::write(&broken, b"{\"run_id\": ").unwrap();
+    let dates = || {
+        let o = recjob(
+            tmp.path(),
+            &[
+                "sql",
+                "--config",
+                cfg,
+                "--format",
+                "csv",
+                "-c",
+                "SELECT DISTINCT CAST(dt AS VARCHAR) AS dt FROM recommendations ORDER BY dt",
+            ],
+        );
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        (stdout(&o), stderr(&o))
+    };
+    let (seen, err) = dates();
+    assert_eq!(seen, "dt\n2024-01-05\n");
+    assert!(
+        err.contains("ignoring a manifest that is not valid"),
+        "{err}"
+    );
+    let o = recjob(tmp.path(), &["report", "--config", cfg]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let o = recjob(
+        tmp.path(),
+        &["run", "--config", cfg, "--date", "2024-01-04"],
+    );
+    assert_eq!(code(&o), 99, "still taken without --force: {}", stderr(&o));
+    let o = recjob(
+        tmp.path(),
+        &["run", "--config", cfg, "--date", "2024-01-04", "--force"],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_whole(&out, "2024-01-04");
+    assert_eq!(dates().0, "dt\n2024-01-04\n2024-01-05\n");
+    let kept: Vec<PathBuf> = walk(&out.join("_manifests/dt=2024-01-04/superseded")).collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(std::fs::read(&kept[0]).unwrap(), b"{\"run_id\": ");
+}
