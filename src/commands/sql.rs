@@ -42,16 +42,28 @@ fn param_arg(s: &str) -> std::result::Result<(String, String), String> {
 
 pub(super) async fn execute(args: Args) -> Result<ExitCode> {
     let config = args.config.load()?;
-    let statement = match (args.command, args.file) {
+    let statement = match (args.command, args.file.as_ref()) {
         (Some(c), _) => Some(c),
         (None, Some(f)) => Some(
-            std::fs::read_to_string(&f)
+            std::fs::read_to_string(f)
                 .map_err(|e| Error::Config(format!("cannot read {}: {e}", f.display())))?,
         ),
         (None, None) => None,
     };
     if let Some(out) = &args.output {
         refuse_protected(&config, out)?;
+        if Path::new(out).is_dir() {
+            return Err(Error::Config(format!(
+                "--output {out} is a directory: name a file"
+            )));
+        }
+        if let (Some(f), Ok(o)) = (&args.file, std::fs::canonicalize(out))
+            && std::fs::canonicalize(f).is_ok_and(|f| f == o)
+        {
+            return Err(Error::Config(format!(
+                "--output {out} is the query file itself"
+            )));
+        }
     }
     let ctx = session(&config).await?;
     match statement {

@@ -160,5 +160,15 @@ pub async fn query(
         df.with_param_values(values)
             .map_err(|e| Error::Config(format!("query parameters: {e}")))?
     };
-    df.collect().await.map_err(|e| from_datafusion("query", e))
+    let schema = df.schema().inner().clone();
+    let batches = df
+        .collect()
+        .await
+        .map_err(|e| from_datafusion("query", e))?;
+    // No rows still has columns: CSV gets its header, Parquet its schema.
+    Ok(if batches.is_empty() {
+        vec![RecordBatch::new_empty(schema)]
+    } else {
+        batches
+    })
 }

@@ -228,6 +228,38 @@ fn recjob_sql_is_read_only_and_sees_only_published_dates() {
     assert_eq!(String::from_utf8_lossy(&o.stdout), "n\n2\n");
     assert!(stderr(&o).contains("not dt=YYYY-MM-DD"), "{}", stderr(&o));
 
+    // No rows still has columns; a directory or the query file itself is no --output.
+    let sql = |extra: &[&str]| {
+        let args = [&["sql", "--config", config][..], extra].concat();
+        recjob(tmp.path(), &args)
+    };
+    let o = sql(&[
+        "--format",
+        "csv",
+        "-c",
+        "SELECT metric FROM metrics WHERE 1 = 0",
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "metric\n");
+    std::fs::create_dir(tmp.path().join("results")).unwrap();
+    let o = sql(&[
+        "--format",
+        "csv",
+        "--output",
+        "results",
+        "-c",
+        "SELECT 1 AS x",
+    ]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(stderr(&o).contains("is a directory"), "{}", stderr(&o));
+    std::fs::write(tmp.path().join("q.sql"), "SELECT 1 AS x").unwrap();
+    let o = sql(&["--format", "csv", "--output", "q.sql", "-f", "q.sql"]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read_to_string(tmp.path().join("q.sql")).unwrap(),
+        "SELECT 1 AS x"
+    );
+
     // Unpublish 2024-01-05: it disappears from SQL.
     std::fs::remove_file(
         tmp.path()
