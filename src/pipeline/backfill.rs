@@ -74,10 +74,10 @@ async fn backfill_date(runner: &Runner, date: NaiveDate, opts: RunOptions) -> Ba
     let started = Instant::now();
     if opts.dry_run {
         match runner.plan(date, opts.force).await {
-            Ok((action, inputs)) => BackfillRow {
+            Ok((action, inputs, code)) => BackfillRow {
                 date,
                 action,
-                code: ExitCode::Published,
+                code,
                 detail: inputs,
                 seconds: 0.0,
             },

@@ -4,26 +4,27 @@ use chrono::{NaiveDate, TimeDelta};
 
 use super::runner::Runner;
 use crate::domain::{Window, dt};
-use crate::error::Result;
+use crate::error::{ExitCode, Result};
 use crate::io::{Location, partitions};
 use crate::publish::is_published;
 use crate::stages::read::behavior_ready;
 
 impl Runner {
     /// What a run of `date` would do now and which partitions it would read, from listings
-    /// only (no data is read): `(action, inputs)`.
-    pub async fn plan(&self, date: NaiveDate, force: bool) -> Result<(String, String)> {
+    /// only (no data is read): `(action, inputs, the exit code the run would end with unless
+    /// it fails)`.
+    pub async fn plan(&self, date: NaiveDate, force: bool) -> Result<(String, String, ExitCode)> {
         let root = Location::parse(&self.config.output.root)?;
-        let action = if is_published(&root, date).await? {
+        let (action, code) = if is_published(&root, date).await? {
             if force {
-                "replace (--force)"
+                ("replace (--force)", ExitCode::Published)
             } else {
-                "skip (published)"
+                ("skip (published)", ExitCode::NothingToDo)
             }
         } else if !behavior_ready(&self.config, date).await? {
-            "not ready (no behavior partition)"
+            ("not ready (no behavior partition)", ExitCode::NotReady)
         } else {
-            "run"
+            ("run", ExitCode::Published)
         };
         // The run reads D-1's window too, for the baseline of its evaluation.
         let first =
@@ -45,6 +46,6 @@ impl Runner {
             dt(first),
             dt(date)
         );
-        Ok((action.to_string(), inputs))
+        Ok((action.to_string(), inputs, code))
     }
 }

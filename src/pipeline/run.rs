@@ -221,7 +221,7 @@ impl Runner {
             )));
         }
         if opts.dry_run {
-            let (action, inputs) = self.plan(date, opts.force).await?;
+            let (action, inputs, _) = self.plan(date, opts.force).await?;
             return Ok(RunReport {
                 date: dt(date),
                 action: format!("{action}\t{inputs}"),

@@ -73,7 +73,12 @@ fn backfill_skips_published_reports_gaps_and_resumes() {
             "--dry-run",
         ],
     );
-    assert_eq!(code(&dry), 0, "{}", stderr(&dry));
+    assert_eq!(
+        code(&dry),
+        3,
+        "the exit code the backfill would end with: {}",
+        stderr(&dry)
+    );
     assert!(
         stdout(&dry).contains("2024-01-06   not ready")
             && stdout(&dry).contains("2024-01-07   run"),
