@@ -380,16 +380,20 @@ pub async fn load_catalog(
                 .push((!category.is_null(r)).then(|| category_strings[r].clone()));
         }
     }
-    let files: Vec<&str> = inputs
-        .files
-        .iter()
-        .filter(|f| f.table == "catalog")
-        .map(|f| f.url.as_str())
-        .collect();
-    let files = files.join(", ");
+    // The snapshot's files, for the two messages below (only made when one is).
+    let files = || {
+        let urls: Vec<&str> = inputs
+            .files
+            .iter()
+            .filter(|f| f.table == "catalog")
+            .map(|f| f.url.as_str())
+            .collect();
+        urls.join(", ")
+    };
     if null_ids > 0 {
         return Err(Error::Input(format!(
-            "{at} ({files}), column item_id: {null_ids} rows have a null item_id"
+            "{at} ({}), column item_id: {null_ids} rows have a null item_id",
+            files()
         )));
     }
     let duplicates: Vec<&String> = catalog
@@ -400,7 +404,8 @@ pub async fn load_catalog(
         .collect();
     if !duplicates.is_empty() {
         return Err(Error::Input(format!(
-            "{at} ({files}), column item_id: {} duplicate ids, e.g. {:?}",
+            "{at} ({}), column item_id: {} duplicate ids, e.g. {:?}",
+            files(),
             duplicates.len(),
             duplicates.iter().take(5).collect::<Vec<_>>()
         )));
