@@ -24,7 +24,7 @@ pub(super) struct Args {
     /// A file holding the statement (e.g. sql/analyst/top_items_per_day.sql).
     #[arg(short = 'f', long)]
     file: Option<PathBuf>,
-    /// Value of a `$name` parameter of the statement: --param user_id=12346 (repeatable).
+    /// Value of a `$name` parameter of the statement: --param user_id=12346 (one per `$name`).
     #[arg(long = "param", value_name = "NAME=VALUE", value_parser = param_arg)]
     params: Vec<(String, String)>,
     #[arg(long, value_enum, default_value_t = Format::Table)]
@@ -140,15 +140,15 @@ async fn emit(batches: &[RecordBatch], format: Format, output: Option<&str>) -> 
 }
 
 /// `--output` never writes into the job's data: not under `output.root` (published tables,
-/// manifests, the cache) nor under the input roots.
+/// manifests, the cache) nor under the input roots, also not through a symbolic link.
 fn refuse_protected(config: &Config, output: &str) -> Result<()> {
-    let out = Location::parse(output)?;
+    let out = resolved(output)?;
     for (key, url) in [
         ("output.root", &config.output.root),
         ("input.behavior", &config.input.behavior),
         ("input.catalog", &config.input.catalog),
     ] {
-        let root = Location::parse(url)?;
+        let root = resolved(url)?;
         let under = out.base == root.base
             && (root.prefix.as_ref().is_empty()
                 || out.prefix == root.prefix
@@ -161,6 +161,32 @@ fn refuse_protected(config: &Config, output: &str) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A location whose local path has its symbolic links resolved: the longest part of it that
+/// exists, canonicalised, then the rest. Object-store locations are as given.
+fn resolved(url: &str) -> Result<Location> {
+    let loc = Location::parse(url)?;
+    if loc.base.scheme() != "file" {
+        return Ok(loc);
+    }
+    let path = PathBuf::from(format!("/{}", loc.prefix));
+    let mut existing = path.as_path();
+    let mut rest = Vec::new();
+    let real = loop {
+        if let Ok(real) = std::fs::canonicalize(existing) {
+            break real;
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name);
+                existing = parent;
+            }
+            _ => return Ok(loc),
+        }
+    };
+    let full = rest.iter().rev().fold(real, |p, name| p.join(name));
+    Location::parse(&full.to_string_lossy())
 }
 
 /// The interactive prompt: statements end with `;`, history in `~/.recjob_sql_history`.

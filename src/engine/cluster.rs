@@ -80,7 +80,7 @@ impl ObjectStoreRegistry for Stores {
 /// A runtime whose object stores come from [`Stores`]; spill files go to `temp` when given.
 pub fn runtime(temp: Option<&str>) -> datafusion::error::Result<Arc<RuntimeEnv>> {
     let builder =
-        super::session::runtime_builder().with_object_store_registry(Arc::new(Stores::default()));
+        crate::io::runtime_builder().with_object_store_registry(Arc::new(Stores::default()));
     match temp {
         Some(dir) => builder.with_temp_file_path(dir).build_arc(),
         None => builder.build_arc(),

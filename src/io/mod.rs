@@ -7,6 +7,7 @@ mod columns;
 mod faults;
 mod files;
 mod functions;
+mod listings;
 mod partitions;
 mod scratch;
 mod sql;
@@ -19,7 +20,8 @@ pub use files::{
     read_parquet, write_parquet,
 };
 pub use functions::Dot;
-pub use partitions::{is_data_file, partition_files, partitions};
+pub use listings::runtime_builder;
+pub use partitions::{is_data_file, partition_files, partitions, table_files};
 pub use scratch::ScratchRows;
 pub use sql::{
     from_datafusion, int_table, listing_table, mem_table, pinned_table, query, register,

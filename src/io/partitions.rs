@@ -1,5 +1,8 @@
 //! Hive partitions of a table root: `<root>/dt=YYYY-MM-DD/*.parquet`.
 
+use std::collections::HashSet;
+use std::sync::{Mutex, PoisonError};
+
 use chrono::NaiveDate;
 use object_store::ObjectMeta;
 
@@ -25,7 +28,7 @@ pub async fn partitions(root: &Location) -> Result<Vec<NaiveDate>> {
             None => ignored.push(d),
         }
     }
-    if !ignored.is_empty() {
+    if !ignored.is_empty() && first_time(&root.url()) {
         tracing::warn!(root = %root.url(), count = ignored.len(), folders = ?ignored, "ignoring folders that are not dt=YYYY-MM-DD partitions");
     }
     dates.sort();
@@ -39,10 +42,52 @@ pub async fn partition_files(root: &Location, date: NaiveDate) -> Result<Vec<Obj
     let dir = root.child(&format!("dt={}", dt(date)));
     let (files, dirs) = dir.list_dir().await?;
     let ignored: Vec<&String> = dirs.iter().filter(|d| !is_hidden(d)).collect();
-    if !ignored.is_empty() {
+    if !ignored.is_empty() && first_time(&dir.url()) {
         tracing::warn!(partition = %dir.url(), folders = ?ignored, "ignoring sub-folders of a partition: only the files directly in it are read");
     }
     Ok(files.into_iter().filter(is_data_file).collect())
+}
+
+/// Every data file of a partitioned table root, by the rules of [`partitions`] and
+/// [`partition_files`] in one listing: the files directly in `dt=YYYY-MM-DD/` folders. Files
+/// elsewhere (folders that are not partitions, sub-folders of a partition, files at the root)
+/// are not the table's, and a warning names their folders.
+pub async fn table_files(root: &Location) -> Result<Vec<ObjectMeta>> {
+    let mut files = Vec::new();
+    let mut ignored = std::collections::BTreeSet::new();
+    for meta in root.list_files().await? {
+        let Some(rel) = meta.location.prefix_match(&root.prefix) else {
+            continue;
+        };
+        let parts: Vec<String> = rel.map(|p| p.as_ref().to_string()).collect();
+        let in_partition = match parts.as_slice() {
+            [folder, _] => folder
+                .strip_prefix("dt=")
+                .is_some_and(|v| parse_date(v).is_ok()),
+            _ => false,
+        };
+        if in_partition {
+            if is_data_file(&meta) {
+                files.push(meta);
+            }
+        } else if parts.len() > 1 && !parts[..parts.len() - 1].iter().any(|p| is_hidden(p)) {
+            ignored.insert(parts[..parts.len() - 1].join("/"));
+        }
+    }
+    if !ignored.is_empty() && first_time(&root.url()) {
+        tracing::warn!(root = %root.url(), count = ignored.len(), folders = ?ignored, "ignoring files outside dt=YYYY-MM-DD partitions and in their sub-folders");
+    }
+    Ok(files)
+}
+
+/// Whether this process warns about `folder` for the first time: a run lists a partition at
+/// several stages, and says what it ignores once.
+fn first_time(folder: &str) -> bool {
+    static WARNED: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+    let mut warned = WARNED.lock().unwrap_or_else(PoisonError::into_inner);
+    warned
+        .get_or_insert_with(HashSet::new)
+        .insert(folder.to_string())
 }
 
 fn is_hidden(name: &str) -> bool {

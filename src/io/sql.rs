@@ -117,11 +117,12 @@ pub async fn listing_table(
 
 /// A listing table like [`listing_table`] whose scans read exactly `files` (objects below
 /// `root`) for the rest of the session: `root` is not listed again, and a file that appears
-/// under it later is not read. Inputs a run has checked file by file are opened this way.
+/// under it later is not read. Inputs a run has checked file by file are opened this way. The
+/// session must be made from [`super::runtime_builder`].
 pub async fn pinned_table(
     ctx: &SessionContext,
     root: &Location,
-    schema: SchemaRef,
+    schema: Option<SchemaRef>,
     dt_type: Option<DataType>,
     files: Vec<ObjectMeta>,
 ) -> Result<ListingTable> {
@@ -136,11 +137,11 @@ pub async fn pinned_table(
     let Some(listings) = listings else {
         return Err(Error::infra(
             format!("cannot pin the files of {}", root.url()),
-            "the session keeps no listings (not made by engine::context): this is a bug",
+            "the session keeps no listings (not made from io::runtime_builder): this is a bug",
         ));
     };
     listings.put(&key, CachedFileList::new(files));
-    table_at(ctx, root, url, Some(schema), dt_type).await
+    table_at(ctx, root, url, schema, dt_type).await
 }
 
 async fn table_at(

@@ -1,11 +1,13 @@
 //! `recjob evaluate`: recompute the metrics of a published date and republish only them.
 
+use std::collections::BTreeMap;
+
 use chrono::{NaiveDate, TimeDelta, Utc};
 
 use super::run::{new_run_id, prepare_previous_window};
 use super::runner::Runner;
 use crate::config::Config;
-use crate::domain::MetricRow;
+use crate::domain::{InputFile, MetricRow};
 use crate::domain::{Window, dt};
 use crate::error::{Error, Result};
 use crate::io::Location;
@@ -68,7 +70,7 @@ impl Runner {
             tracing::warn!(dt = %dt(date), published = k, configured = config.topk.k, "evaluating at the published lists' topk.k, not the configured one");
             config.topk.k = k;
         }
-        let rows = recompute_metrics(&config, root, date).await?;
+        let rows = recompute_metrics(&config, root, date, &manifest.inputs).await?;
         let mut publisher = Publisher::new(root.clone(), date, eval_id);
         publisher
             .stage_partition("metrics", metrics_schema(), [metrics(&rows, date, eval_id)])
@@ -88,17 +90,20 @@ impl Runner {
 }
 
 /// The metrics of published date D: its published lists and D-1's against the raw behavior,
-/// exactly as its run computed them.
+/// exactly as its run computed them. The input files must be the run's (`published`): metrics
+/// over other inputs would not describe the lists.
 async fn recompute_metrics(
     config: &Config,
     root: &Location,
     date: NaiveDate,
+    published: &[InputFile],
 ) -> Result<Vec<MetricRow>> {
     let window = Window::ending(date, config.window.lookback_days);
     let previous_window = Window::ending(date - TimeDelta::days(1), config.window.lookback_days);
     let ctx = crate::engine::context();
     root.register(&ctx);
     let inputs = register_inputs(&ctx, config, previous_window.first, date).await?;
+    check_unchanged(date, published, &inputs.files)?;
     let catalog = load_catalog(&ctx, config, &inputs).await?;
     register_window_events(&ctx, config, previous_window.first, date).await?;
     let mut data = prepare_window(&ctx, config, &catalog, &inputs, window).await?;
@@ -122,6 +127,58 @@ async fn recompute_metrics(
         previous: previous.as_ref(),
     };
     evaluate(&ctx, config, input).await
+}
+
+/// The input files of a date are still those its run read: the same files (by table,
+/// partition and name, so a root that moved with its files is the same input) of the same
+/// sizes. Else the error names what changed, and nothing is republished.
+fn check_unchanged(date: NaiveDate, published: &[InputFile], now: &[InputFile]) -> Result<()> {
+    let key = |f: &InputFile| {
+        let name = f.url.rsplit('/').next().unwrap_or(&f.url).to_string();
+        (f.table.clone(), f.dt.clone(), name)
+    };
+    let then: BTreeMap<_, &InputFile> = published.iter().map(|f| (key(f), f)).collect();
+    let now: BTreeMap<_, &InputFile> = now.iter().map(|f| (key(f), f)).collect();
+    let mut changes = Vec::new();
+    for (k, f) in &then {
+        match now.get(k) {
+            None => changes.push(format!(
+                "table {}, partition dt={}, file {}: gone",
+                f.table, f.dt, f.url
+            )),
+            Some(g) if g.size_bytes != f.size_bytes => changes.push(format!(
+                "table {}, partition dt={}, file {}: {} bytes, the run read {}",
+                g.table, g.dt, g.url, g.size_bytes, f.size_bytes
+            )),
+            Some(_) => {}
+        }
+    }
+    for (k, g) in &now {
+        if !then.contains_key(k) {
+            changes.push(format!(
+                "table {}, partition dt={}, file {}: new since the run",
+                g.table, g.dt, g.url
+            ));
+        }
+    }
+    if changes.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Input(format!(
+        "the inputs of dt={} changed since it was published ({} files: {}{}): its metrics describe \
+         lists made from the inputs as they were. `recjob run --date {} --force` rebuilds the date \
+         from today's inputs",
+        dt(date),
+        changes.len(),
+        changes
+            .iter()
+            .take(5)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("; "),
+        if changes.len() > 5 { "; ..." } else { "" },
+        dt(date)
+    )))
 }
 
 fn not_published(root: &Location, date: NaiveDate) -> Error {

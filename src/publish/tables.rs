@@ -4,11 +4,13 @@
 //! (published partitions only: a `dt` is visible exactly when its manifest exists, so a run in
 //! progress or a crashed one is never seen), `item_embeddings`, and the inputs `behavior` and
 //! `catalog`, each with `dt` as a DATE column (the last three only where their files read as one
-//! table: else a warning says why); `runs` (one row per published date, from its
+//! table: else a warning says why; the inputs are the files directly in their `dt=YYYY-MM-DD/`
+//! folders, the files a run reads, as listed when the session starts); `runs` (one row per published date, from its
 //! manifest) and the `run_catalog` view (each published date's catalog snapshot:
 //! `publish/runs.rs`). DDL, DML, `COPY ... TO` and other statements are
 //! refused (exit 1): analysts cannot damage the outputs.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
@@ -24,7 +26,10 @@ use super::schemas::ITEM_EMBEDDINGS;
 use crate::config::Config;
 use crate::domain::dt;
 use crate::error::{Context, Error, Result};
-use crate::io::{Dot, Location, from_datafusion, is_data_file, listing_table, parquet_footer};
+use crate::io::{
+    Dot, Location, from_datafusion, is_data_file, listing_table, parquet_footer, pinned_table,
+    runtime_builder, table_files,
+};
 
 /// Tables published per date, in the order `SHOW TABLES` lists them.
 pub const PUBLISHED_TABLES: [&str; 5] = [
@@ -37,7 +42,13 @@ pub const PUBLISHED_TABLES: [&str; 5] = [
 
 /// A session with every table registered, and `dot`.
 pub async fn session(config: &Config) -> Result<SessionContext> {
-    let ctx = SessionContext::new_with_config(SessionConfig::new().with_information_schema(true));
+    let runtime = runtime_builder()
+        .build_arc()
+        .context("starting the SQL session")?;
+    let ctx = SessionContext::new_with_config_rt(
+        SessionConfig::new().with_information_schema(true),
+        runtime,
+    );
     ctx.register_udf(Dot::udf());
     let root = Location::parse(&config.output.root)?;
     root.register(&ctx);
@@ -96,22 +107,43 @@ fn published_rows(runs: &[(NaiveDate, Manifest)], table: &str) -> String {
 /// Register a table that no published table depends on (the inputs, the embedding cache) if it
 /// can be read: a file that does not decode, or files whose schemas disagree (one day's ids
 /// written as integers, the next as text), leave it out with a warning naming the file or the
-/// column, and the published tables stay readable.
+/// column, and the published tables stay readable. A partitioned table is its files directly in
+/// `dt=YYYY-MM-DD/` folders ([`table_files`], the files a run reads), pinned for the session.
 async fn register_or_warn(ctx: &SessionContext, name: &str, loc: &Location, partitioned: bool) {
-    let Err(e) = register_listing(ctx, name, loc, partitioned).await else {
+    let registered = if partitioned {
+        register_partitioned(ctx, name, loc).await
+    } else {
+        register_listing(ctx, name, loc, false).await.map(|_| ())
+    };
+    let Err(e) = registered else {
         return;
     };
     let mut why = format!("{e:#}");
-    if let Ok(files) = loc.list_files().await {
-        for meta in files.iter().filter(|m| is_data_file(m)) {
-            if let Err(bad) = parquet_footer(&loc.store, meta).await {
-                let url = loc.object_url(&meta.location);
-                why = format!("file {url}: not a readable Parquet file: {bad}");
-                break;
-            }
+    let files = match partitioned {
+        true => table_files(loc).await,
+        false => loc.list_files().await,
+    };
+    for meta in files.unwrap_or_default().iter().filter(|m| is_data_file(m)) {
+        if let Err(bad) = parquet_footer(&loc.store, meta).await {
+            let url = loc.object_url(&meta.location);
+            why = format!("file {url}: not a readable Parquet file: {bad}");
+            break;
         }
     }
     tracing::warn!(table = name, url = %loc.url(), error = %why, "table not registered: its files cannot be read as one table");
+}
+
+/// Register the partitioned input table at `loc` over exactly its [`table_files`], if it has any.
+async fn register_partitioned(ctx: &SessionContext, name: &str, loc: &Location) -> Result<()> {
+    let files = table_files(loc).await?;
+    if files.is_empty() {
+        tracing::debug!(table = name, url = %loc.url(), "no data files: table not registered");
+        return Ok(());
+    }
+    let table = pinned_table(ctx, loc, None, Some(DataType::Date32), files).await?;
+    ctx.register_table(name, Arc::new(table))
+        .context(format!("registering {name}"))?;
+    Ok(())
 }
 
 /// Register a Parquet listing table if it has files; returns whether it was registered.
@@ -150,6 +182,7 @@ pub async fn query(
             }
             _ => Error::Config(format!("invalid query: {e}")),
         })?;
+    check_params(&df, params)?;
     let df = if params.is_empty() {
         df
     } else {
@@ -171,4 +204,43 @@ pub async fn query(
     } else {
         batches
     })
+}
+
+/// Every `$name` of the statement has exactly one `--param name=VALUE`, and every `--param`
+/// names a `$name` of the statement: a misspelt or repeated parameter is an error, not a
+/// query that silently runs without it.
+fn check_params(df: &datafusion::dataframe::DataFrame, params: &[(String, String)]) -> Result<()> {
+    let wanted: BTreeSet<String> = df
+        .logical_plan()
+        .get_parameter_types()
+        .map_err(|e| Error::Config(format!("query parameters: {e}")))?
+        .into_keys()
+        .map(|id| id.trim_start_matches('$').to_string())
+        .collect();
+    let list = || {
+        let names: Vec<String> = wanted.iter().map(|n| format!("${n}")).collect();
+        if names.is_empty() {
+            "none".to_string()
+        } else {
+            names.join(", ")
+        }
+    };
+    let mut given = BTreeSet::new();
+    for (name, _) in params {
+        if !given.insert(name.as_str()) {
+            return Err(Error::Config(format!("--param {name} is given twice")));
+        }
+        if !wanted.contains(name) {
+            return Err(Error::Config(format!(
+                "--param {name}: the statement has no ${name} (its parameters: {})",
+                list()
+            )));
+        }
+    }
+    if let Some(missing) = wanted.iter().find(|n| !given.contains(n.as_str())) {
+        return Err(Error::Config(format!(
+            "the statement's ${missing} has no value: add --param {missing}=VALUE"
+        )));
+    }
+    Ok(())
 }

@@ -131,7 +131,7 @@ async fn register_behavior(
         ),
         Field::new(&cols.value, DataType::Float64, true),
     ]));
-    let table = pinned_table(ctx, root, schema, Some(DataType::Utf8), files).await?;
+    let table = pinned_table(ctx, root, Some(schema), Some(DataType::Utf8), files).await?;
     ctx.register_table("behavior_files", Arc::new(table))
         .context("registering behavior")?;
     // SELECT "<user_id>" AS user_id, ..., dt FROM behavior_files
@@ -283,7 +283,7 @@ async fn register_catalog(
     }
     let schema = Arc::new(Schema::new(fields));
     let files = snapshot.metas.clone();
-    let table = pinned_table(ctx, &snapshot.dir, schema, None, files).await?;
+    let table = pinned_table(ctx, &snapshot.dir, Some(schema), None, files).await?;
     ctx.register_table("catalog_files", Arc::new(table))
         .context("registering catalog")?;
     let available = if snapshot.has_available {
@@ -408,6 +408,14 @@ pub async fn load_catalog(
             files(),
             duplicates.len(),
             duplicates.iter().take(5).collect::<Vec<_>>()
+        )));
+    }
+    if !catalog.available.iter().any(|a| *a) {
+        return Err(Error::Input(format!(
+            "{at} ({}), column {}: none of the {} items is available, so every list would be empty",
+            files(),
+            config.catalog.available_column,
+            catalog.ids.len()
         )));
     }
     Ok(catalog)

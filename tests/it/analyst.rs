@@ -252,6 +252,41 @@ fn recjob_sql_is_read_only_and_sees_only_published_dates() {
     ]);
     assert_eq!(code(&o), 1, "{}", stderr(&o));
     assert!(stderr(&o).contains("is a directory"), "{}", stderr(&o));
+    // Nor does a symbolic link lead it into the outputs.
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink(tmp.path().join("out"), tmp.path().join("link")).unwrap();
+        let o = sql(&[
+            "--format",
+            "csv",
+            "--output",
+            "link/x.csv",
+            "-c",
+            "SELECT 1 AS x",
+        ]);
+        assert_eq!(code(&o), 1, "{}", stderr(&o));
+        assert!(stderr(&o).contains("inside output.root"), "{}", stderr(&o));
+        assert!(!tmp.path().join("out/x.csv").exists());
+    }
+    // Every $name has one --param, and every --param a $name.
+    let by_user = "SELECT count(*) AS n FROM recommendations WHERE user_id = $user";
+    for (params, want) in [
+        (
+            &["--param", "user=u1", "--param", "user=u2"][..],
+            "--param user is given twice",
+        ),
+        (
+            &["--param", "usr=u1"][..],
+            "--param usr: the statement has no $usr (its parameters: $user)",
+        ),
+        (&[][..], "$user has no value: add --param user=VALUE"),
+    ] {
+        let o = sql(&[&["--format", "csv", "-c", by_user][..], params].concat());
+        assert_eq!(code(&o), 1, "{params:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(want), "{params:?}: {}", stderr(&o));
+    }
+    let o = sql(&["--format", "csv", "-c", by_user, "--param", "user=u1"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
     std::fs::write(tmp.path().join("q.sql"), "SELECT 1 AS x").unwrap();
     let o = sql(&["--format", "csv", "--output", "q.sql", "-f", "q.sql"]);
     assert_eq!(code(&o), 1, "{}", stderr(&o));

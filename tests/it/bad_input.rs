@@ -340,20 +340,56 @@ fn only_the_files_directly_in_a_partition_are_read() {
     };
     // A sub-folder of a behavior partition is not read (this file would not decode).
     put("behavior/dt=2024-01-02/sub/part-0.parquet");
-    let (code, err) = run(tmp.path(), "2024-01-02", &[]);
-    assert_eq!(code, 0, "{err}");
-    assert!(err.contains("ignoring sub-folders of a partition"), "{err}");
+    let (status, err) = run(tmp.path(), "2024-01-02", &[]);
+    assert_eq!(status, 0, "{err}");
+    assert_eq!(
+        err.matches("ignoring sub-folders of a partition").count(),
+        1,
+        "said once, however often the run lists the partition: {err}"
+    );
     let manifest = std::fs::read_to_string(
         tmp.path()
             .join("out/_manifests/dt=2024-01-02/manifest.json"),
     )
     .unwrap();
     assert!(!manifest.contains("sub/"), "{manifest}");
+    // `recjob sql` reads the inputs by the same rule: not a readable file in a `key=value`
+    // sub-folder, nor a folder whose date does not exist (which failed every query of the table).
+    let valid = tmp.path().join("behavior/dt=2024-01-01/part-0.parquet");
+    for copy in [
+        "behavior/dt=2024-01-02/k=v/part-0.parquet",
+        "behavior/dt=2024-13-45/part-0.parquet",
+    ] {
+        let copy = tmp.path().join(copy);
+        std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
+        std::fs::copy(&valid, copy).unwrap();
+    }
+    let cfg = tmp.path().join("job.toml");
+    let o = recjob(
+        tmp.path(),
+        &[
+            "sql",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--format",
+            "csv",
+            "-c",
+            "SELECT dt, count(*) AS n FROM behavior GROUP BY dt ORDER BY dt",
+        ],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "dt,n\n2024-01-01,3\n2024-01-02,3\n"
+    );
+    for folder in ["dt=2024-01-02/k=v", "dt=2024-01-02/sub", "dt=2024-13-45"] {
+        assert!(stderr(&o).contains(folder), "{folder}: {}", stderr(&o));
+    }
     // A catalog snapshot whose only file is a write in progress has no data files: the run
     // says so of the catalog (it used to read the file and blame behavior).
     put("catalog/dt=2024-01-02/_temporary/part-0.parquet");
-    let (code, err) = run(tmp.path(), "2024-01-02", &["--force"]);
-    assert_eq!(code, 1, "{err}");
+    let (status, err) = run(tmp.path(), "2024-01-02", &["--force"]);
+    assert_eq!(status, 1, "{err}");
     assert!(
         err.contains("table catalog, partition dt=2024-01-02: no data files"),
         "{err}"
@@ -447,6 +483,98 @@ fn an_empty_catalog_is_bad_input() {
         "{err}"
     );
     assert_nothing_published(tmp.path());
+}
+
+/// A catalog whose items are all unavailable would publish empty lists over the good ones.
+#[test]
+fn a_catalog_without_an_available_item_is_bad_input() {
+    let tmp = tempfile::tempdir().unwrap();
+    dataset(tmp.path());
+    write(
+        &tmp.path().join("catalog/dt=2024-01-01/part-0.parquet"),
+        vec![
+            ("item_id", strings(&["a", "b"])),
+            ("title", strings(&["red mug", "blue mug"])),
+            (
+                "available",
+                Arc::new(BooleanArray::from(vec![false, false])),
+            ),
+        ],
+    );
+    let (code, err) = run(tmp.path(), "2024-01-02", &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("table catalog, partition dt=2024-01-01")
+            && err.contains("catalog/dt=2024-01-01/part-0.parquet")
+            && err.contains("column available")
+            && err.contains("none of the 2 items is available"),
+        "{err}"
+    );
+    assert_nothing_published(tmp.path());
+}
+
+/// `recjob evaluate` grades a published date's lists against the inputs its run read: when a
+/// file of them is gone, grown or new, it names it, exits 1 and republishes nothing.
+#[test]
+fn evaluate_refuses_inputs_that_changed_since_the_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    dataset(tmp.path());
+    let (status, err) = run(tmp.path(), "2024-01-02", &[]);
+    assert_eq!(status, 0, "{err}");
+    let cfg = tmp.path().join("job.toml");
+    let evaluate = || {
+        recjob(
+            tmp.path(),
+            &[
+                "evaluate",
+                "--config",
+                cfg.to_str().unwrap(),
+                "--date",
+                "2024-01-02",
+            ],
+        )
+    };
+    let o = evaluate();
+    assert_eq!(code(&o), 0, "unchanged inputs: {}", stderr(&o));
+    let manifest = tmp
+        .path()
+        .join("out/_manifests/dt=2024-01-02/manifest.json");
+    let published = std::fs::read(&manifest).unwrap();
+    let file = tmp.path().join("behavior/dt=2024-01-01/part-0.parquet");
+    let moved = tmp.path().join("part-0.parquet");
+    std::fs::rename(&file, &moved).unwrap();
+    let o = evaluate();
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("table behavior, partition dt=2024-01-01, file")
+            && stderr(&o).contains("dt=2024-01-01/part-0.parquet: gone")
+            && stderr(&o).contains("--force"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        std::fs::read(&manifest).unwrap(),
+        published,
+        "nothing republished"
+    );
+    std::fs::rename(&moved, &file).unwrap();
+    std::fs::copy(
+        &file,
+        tmp.path().join("behavior/dt=2024-01-02/part-1.parquet"),
+    )
+    .unwrap();
+    let o = evaluate();
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("dt=2024-01-02/part-1.parquet: new since the run"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        std::fs::read(&manifest).unwrap(),
+        published,
+        "nothing republished"
+    );
 }
 
 #[test]
