@@ -1,6 +1,6 @@
 //! Hive partitions of a table root: `<root>/dt=YYYY-MM-DD/*.parquet`.
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use std::sync::{Mutex, PoisonError};
 
 use chrono::NaiveDate;
@@ -54,7 +54,7 @@ pub async fn partition_files(root: &Location, date: NaiveDate) -> Result<Vec<Obj
 /// are not the table's, and a warning names their folders.
 pub async fn table_files(root: &Location) -> Result<Vec<ObjectMeta>> {
     let mut files = Vec::new();
-    let mut ignored = std::collections::BTreeSet::new();
+    let mut ignored = BTreeSet::new();
     for meta in root.list_files().await? {
         let Some(rel) = meta.location.prefix_match(&root.prefix) else {
             continue;
@@ -74,20 +74,20 @@ pub async fn table_files(root: &Location) -> Result<Vec<ObjectMeta>> {
             ignored.insert(parts[..parts.len() - 1].join("/"));
         }
     }
-    if !ignored.is_empty() && first_time(&root.url()) {
+    if !ignored.is_empty() && first_time(&format!("{} as a table", root.url())) {
         tracing::warn!(root = %root.url(), count = ignored.len(), folders = ?ignored, "ignoring files outside dt=YYYY-MM-DD partitions and in their sub-folders");
     }
     Ok(files)
 }
 
-/// Whether this process warns about `folder` for the first time: a run lists a partition at
+/// Whether this process warns about `what` for the first time: a run lists a partition at
 /// several stages, and says what it ignores once.
-fn first_time(folder: &str) -> bool {
-    static WARNED: Mutex<Option<HashSet<String>>> = Mutex::new(None);
-    let mut warned = WARNED.lock().unwrap_or_else(PoisonError::into_inner);
-    warned
-        .get_or_insert_with(HashSet::new)
-        .insert(folder.to_string())
+fn first_time(what: &str) -> bool {
+    static WARNED: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+    WARNED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(what.to_string())
 }
 
 fn is_hidden(name: &str) -> bool {

@@ -5,10 +5,10 @@
 //! progress or a crashed one is never seen), `item_embeddings`, and the inputs `behavior` and
 //! `catalog`, each with `dt` as a DATE column (the last three only where their files read as one
 //! table: else a warning says why; the inputs are the files directly in their `dt=YYYY-MM-DD/`
-//! folders, the files a run reads, as listed when the session starts); `runs` (one row per published date, from its
-//! manifest) and the `run_catalog` view (each published date's catalog snapshot:
-//! `publish/runs.rs`). DDL, DML, `COPY ... TO` and other statements are
-//! refused (exit 1): analysts cannot damage the outputs.
+//! folders, the files a run reads, as listed when the session starts); `runs` (one row per
+//! published date, from its manifest) and the `run_catalog` view (each published date's catalog
+//! snapshot: `publish/runs.rs`). DDL, DML, `COPY ... TO` and other statements are refused
+//! (exit 1): analysts cannot damage the outputs.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
