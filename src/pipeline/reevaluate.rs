@@ -188,3 +188,59 @@ fn not_published(root: &Location, date: NaiveDate) -> Error {
         root.url()
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(root: &str, dt: &str, name: &str, size_bytes: u64) -> InputFile {
+        InputFile {
+            table: "behavior".into(),
+            dt: dt.into(),
+            url: format!("{root}/behavior/dt={dt}/{name}"),
+            size_bytes,
+        }
+    }
+
+    #[test]
+    fn inputs_are_unchanged_by_table_partition_name_and_size() {
+        let date = NaiveDate::from_ymd_opt(2024, 1, 2).unwrap();
+        let run = [
+            file("s3://a", "2024-01-01", "part-0.parquet", 10),
+            file("s3://a", "2024-01-02", "part-0.parquet", 20),
+        ];
+        // The same files under a root that moved.
+        let moved = [
+            file("file:///b", "2024-01-01", "part-0.parquet", 10),
+            file("file:///b", "2024-01-02", "part-0.parquet", 20),
+        ];
+        assert!(check_unchanged(date, &run, &moved).is_ok());
+        let message = |now: &[InputFile]| match check_unchanged(date, &run, now) {
+            Err(Error::Input(m)) => m,
+            other => panic!("expected bad input, got {other:?}"),
+        };
+        let grown = message(&[
+            run[0].clone(),
+            file("s3://a", "2024-01-02", "part-0.parquet", 21),
+        ]);
+        assert!(
+            grown.contains("dt=2024-01-02/part-0.parquet: 21 bytes, the run read 20"),
+            "{grown}"
+        );
+        let gone = message(&run[..1]);
+        assert!(
+            gone.contains("dt=2024-01-02/part-0.parquet: gone"),
+            "{gone}"
+        );
+        let new = message(&[
+            run[0].clone(),
+            run[1].clone(),
+            file("s3://a", "2024-01-01", "part-1.parquet", 5),
+        ]);
+        assert!(
+            new.contains("dt=2024-01-01/part-1.parquet: new since the run"),
+            "{new}"
+        );
+        assert!(new.contains("--force"), "{new}");
+    }
+}
