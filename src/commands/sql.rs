@@ -71,7 +71,7 @@ pub(super) async fn execute(args: Args) -> Result<ExitCode> {
             let batches = query(&ctx, &sql, &args.params).await?;
             emit(&batches, args.format, args.output.as_deref()).await?;
         }
-        None => interactive(&ctx, args.format).await?,
+        None => interactive(&config, ctx, args.format).await?,
     }
     Ok(ExitCode::Published)
 }
@@ -127,9 +127,16 @@ async fn emit(batches: &[RecordBatch], format: Format, output: Option<&str>) -> 
         }
     }
     match output {
-        Some(path) => {
-            std::fs::write(path, &buf).map_err(|e| Error::infra(format!("writing {path}"), e))
-        }
+        Some(path) => std::fs::write(path, &buf).map_err(|e| {
+            use std::io::ErrorKind as K;
+            match e.kind() {
+                // The path is wrong, not the machine: retrying will not help.
+                K::NotFound | K::NotADirectory | K::PermissionDenied | K::IsADirectory => {
+                    Error::Config(format!("--output {path}: {e}"))
+                }
+                _ => Error::infra(format!("writing {path}"), e),
+            }
+        }),
         None => {
             use std::io::Write;
             std::io::stdout()
@@ -164,33 +171,44 @@ fn refuse_protected(config: &Config, output: &str) -> Result<()> {
 }
 
 /// A location whose local path has its symbolic links resolved: the longest part of it that
-/// exists, canonicalised, then the rest. Object-store locations are as given.
+/// exists, canonicalised, then the rest; a link whose target does not exist yet is followed to
+/// that target (writing through it would create the target). Object-store locations are as
+/// given.
 fn resolved(url: &str) -> Result<Location> {
     let loc = Location::parse(url)?;
     if loc.base.scheme() != "file" {
         return Ok(loc);
     }
-    let path = PathBuf::from(format!("/{}", loc.prefix));
-    let mut existing = path.as_path();
-    let mut rest = Vec::new();
-    let real = loop {
-        if let Ok(real) = std::fs::canonicalize(existing) {
-            break real;
+    let mut path = PathBuf::from(format!("/{}", loc.prefix));
+    let mut rest: Vec<std::ffi::OsString> = Vec::new();
+    // Bounded like the kernel's own link following, so a loop of links ends.
+    for _ in 0..64 {
+        if let Ok(real) = std::fs::canonicalize(&path) {
+            let full = rest.iter().rev().fold(real, |p, name| p.join(name));
+            return Location::parse(&full.to_string_lossy());
         }
-        match (existing.parent(), existing.file_name()) {
+        if let Ok(target) = std::fs::read_link(&path) {
+            path = path.parent().unwrap_or(Path::new("/")).join(target);
+            continue;
+        }
+        match (path.parent(), path.file_name()) {
             (Some(parent), Some(name)) => {
-                rest.push(name);
-                existing = parent;
+                rest.push(name.to_owned());
+                path = parent.to_path_buf();
             }
-            _ => return Ok(loc),
+            _ => break,
         }
-    };
-    let full = rest.iter().rev().fold(real, |p, name| p.join(name));
-    Location::parse(&full.to_string_lossy())
+    }
+    Err(Error::Config(format!(
+        "--output {url}: cannot resolve the path (a loop of symbolic links?)"
+    )))
 }
 
-/// The interactive prompt: statements end with `;`, history in `~/.recjob_sql_history`.
-async fn interactive(ctx: &SessionContext, format: Format) -> Result<()> {
+/// The interactive prompt: statements end with `;`, history in `~/.recjob_sql_history`. Each
+/// statement reads what is published when it starts: a session of its own (the first one's is
+/// made before the prompt, so a bad configuration fails at once).
+async fn interactive(config: &Config, first: SessionContext, format: Format) -> Result<()> {
+    let mut ctx = Some(first);
     let mut editor =
         rustyline::DefaultEditor::new().map_err(|e| Error::infra("starting the prompt", e))?;
     let history = std::env::var_os("HOME").map(|h| Path::new(&h).join(".recjob_sql_history"));
@@ -229,8 +247,15 @@ async fn interactive(ctx: &SessionContext, format: Format) -> Result<()> {
                 statement.push('\n');
                 if line.trim_end().ends_with(';') {
                     let _ = editor.add_history_entry(statement.trim());
-                    match query(ctx, &statement, &[]).await {
-                        Ok(batches) => emit(&batches, format, None).await?,
+                    let current = match ctx.take() {
+                        Some(c) => Ok(c),
+                        None => session(config).await,
+                    };
+                    match current {
+                        Ok(c) => match query(&c, &statement, &[]).await {
+                            Ok(batches) => emit(&batches, format, None).await?,
+                            Err(e) => eprintln!("error: {e:#}"),
+                        },
                         Err(e) => eprintln!("error: {e:#}"),
                     }
                     statement.clear();

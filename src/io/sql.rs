@@ -162,7 +162,7 @@ async fn table_at(
         None => config
             .infer_schema(&ctx.state())
             .await
-            .map_err(|e| from_datafusion(&format!("reading the schema of {}", root.url()), e))?,
+            .map_err(|e| from_datafusion(&format!("the schema of {}", root.url()), e))?,
     };
     ListingTable::try_new(config).context(format!("cannot open table at {}", root.url()))
 }
@@ -176,9 +176,9 @@ pub fn from_datafusion(what: &str, e: datafusion::error::DataFusionError) -> Err
             Error::infra(format!("reading {what}"), e)
         }
         D::ObjectStore(_) | D::IoError(_) => Error::infra(format!("reading {what}"), e),
-        D::ParquetError(p) => Error::Input(format!(
-            "{what}: a behavior or catalog file cannot be decoded: {p}"
-        )),
+        D::ParquetError(p) => {
+            Error::Input(format!("{what}: a Parquet file cannot be decoded: {p}"))
+        }
         D::ArrowError(a, _)
             if matches!(
                 **a,

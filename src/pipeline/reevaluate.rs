@@ -102,7 +102,11 @@ async fn recompute_metrics(
     let previous_window = Window::ending(date - TimeDelta::days(1), config.window.lookback_days);
     let ctx = crate::engine::context();
     root.register(&ctx);
-    let inputs = register_inputs(&ctx, config, previous_window.first, date).await?;
+    let inputs = match register_inputs(&ctx, config, previous_window.first, date).await {
+        // The run read this partition: it was there.
+        Err(Error::NotReady(why)) => return Err(changed(date, &[why])),
+        other => other?,
+    };
     check_unchanged(date, published, &inputs.files)?;
     let catalog = load_catalog(&ctx, config, &inputs).await?;
     register_window_events(&ctx, config, previous_window.first, date).await?;
@@ -131,15 +135,37 @@ async fn recompute_metrics(
 
 /// The input files of a date are still those its run read: the same files (by table,
 /// partition and name, so a root that moved with its files is the same input) of the same
-/// sizes. Else the error names what changed, and nothing is republished.
+/// sizes, from the same catalog snapshot. Else the error names what changed, and nothing is
+/// republished.
 fn check_unchanged(date: NaiveDate, published: &[InputFile], now: &[InputFile]) -> Result<()> {
+    let snapshot = |files: &[InputFile]| {
+        files
+            .iter()
+            .find(|f| f.table == "catalog")
+            .map(|f| f.dt.clone())
+    };
+    let mut changes = Vec::new();
+    let (then_snapshot, now_snapshot) = (snapshot(published), snapshot(now));
+    let superseded = then_snapshot != now_snapshot;
+    if superseded {
+        changes.push(format!(
+            "table catalog: the run used the snapshot dt={}, the newest on or before dt={} is now dt={}",
+            then_snapshot.as_deref().unwrap_or("(none)"),
+            dt(date),
+            now_snapshot.as_deref().unwrap_or("(none)")
+        ));
+    }
     let key = |f: &InputFile| {
         let name = f.url.rsplit('/').next().unwrap_or(&f.url).to_string();
         (f.table.clone(), f.dt.clone(), name)
     };
-    let then: BTreeMap<_, &InputFile> = published.iter().map(|f| (key(f), f)).collect();
-    let now: BTreeMap<_, &InputFile> = now.iter().map(|f| (key(f), f)).collect();
-    let mut changes = Vec::new();
+    let compared = |f: &&InputFile| !(superseded && f.table == "catalog");
+    let then: BTreeMap<_, &InputFile> = published
+        .iter()
+        .filter(compared)
+        .map(|f| (key(f), f))
+        .collect();
+    let now: BTreeMap<_, &InputFile> = now.iter().filter(compared).map(|f| (key(f), f)).collect();
     for (k, f) in &then {
         match now.get(k) {
             None => changes.push(format!(
@@ -164,21 +190,23 @@ fn check_unchanged(date: NaiveDate, published: &[InputFile], now: &[InputFile]) 
     if changes.is_empty() {
         return Ok(());
     }
-    Err(Error::Input(format!(
-        "the inputs of dt={} changed since it was published ({} files: {}{}): its metrics describe \
-         lists made from the inputs as they were. `recjob run --date {} --force` rebuilds the date \
-         from today's inputs",
+    Err(changed(date, &changes))
+}
+
+/// The error of inputs that changed since the date was published.
+fn changed(date: NaiveDate, changes: &[String]) -> Error {
+    let more = match changes.len() {
+        n if n > 5 => format!("; and {} more", n - 5),
+        _ => String::new(),
+    };
+    Error::Input(format!(
+        "the inputs of dt={} changed since it was published ({}{more}): its metrics describe \
+         lists made from the inputs as they were. `recjob run --date {} --force` rebuilds the \
+         date from today's inputs",
         dt(date),
-        changes.len(),
-        changes
-            .iter()
-            .take(5)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("; "),
-        if changes.len() > 5 { "; ..." } else { "" },
+        changes[..changes.len().min(5)].join("; "),
         dt(date)
-    )))
+    ))
 }
 
 fn not_published(root: &Location, date: NaiveDate) -> Error {
@@ -242,5 +270,24 @@ mod tests {
             "{new}"
         );
         assert!(new.contains("--force"), "{new}");
+        // A newer catalog snapshot is named as such, not as its files gone and new.
+        let catalog = |dt: &str| InputFile {
+            table: "catalog".into(),
+            dt: dt.into(),
+            url: format!("s3://a/catalog/dt={dt}/part-0.parquet"),
+            size_bytes: 7,
+        };
+        let superseded = match check_unchanged(
+            date,
+            &[run[0].clone(), run[1].clone(), catalog("2023-12-01")],
+            &[run[0].clone(), run[1].clone(), catalog("2024-01-01")],
+        ) {
+            Err(Error::Input(m)) => m,
+            other => panic!("expected bad input, got {other:?}"),
+        };
+        assert!(
+            superseded.contains("(table catalog: the run used the snapshot dt=2023-12-01, the newest on or before dt=2024-01-02 is now dt=2024-01-01)"),
+            "{superseded}"
+        );
     }
 }

@@ -24,7 +24,7 @@ use crate::config::Config;
 use crate::domain::dt;
 use crate::error::{Context, Error, Result};
 use crate::io::Location;
-use crate::publish::session;
+use crate::publish::{published, session};
 
 /// The report of `date` under the output root (where it is written, and the manifest's link).
 pub(crate) fn report_url(root: &Location, date: NaiveDate) -> String {
@@ -82,11 +82,50 @@ fn report_k(config: &Config) -> i32 {
         .unwrap_or(config.topk.k) as i32
 }
 
-/// Write the reports of `dates` (all published dates when empty) and the index.
+/// How often the reports are rebuilt when a run publishes while they are written.
+const ATTEMPTS: usize = 3;
+
+/// Write the reports of `dates` (all published dates when empty) and the index, built from the
+/// manifests as they are when the writing ends: when a run republished a date meanwhile (its
+/// files replaced under this build, or its report written before this one's), they are built
+/// again, so a report never ends up describing a run its date no longer publishes.
 async fn write_reports(config: &Config, dates: &[NaiveDate]) -> Result<Vec<String>> {
     let root = Location::parse(&config.output.root)?;
+    let mut attempt = 1;
+    loop {
+        let before = manifests(&root).await?;
+        let written = write_once(config, &root, dates).await;
+        if manifests(&root).await? == before {
+            return written;
+        }
+        if attempt == ATTEMPTS {
+            tracing::warn!(
+                attempts = ATTEMPTS,
+                "the manifests kept changing while the reports were written: the run that changed them last rewrites its own report"
+            );
+            return written;
+        }
+        tracing::info!(
+            attempt,
+            "a date was republished while its report was written: building it again"
+        );
+        attempt += 1;
+    }
+}
+
+/// Every published manifest as written, by date.
+async fn manifests(root: &Location) -> Result<Vec<(NaiveDate, Vec<u8>)>> {
+    Ok(published(root)
+        .await?
+        .into_iter()
+        .map(|(d, m)| (d, m.to_json()))
+        .collect())
+}
+
+/// One build of the reports of `dates` and the index.
+async fn write_once(config: &Config, root: &Location, dates: &[NaiveDate]) -> Result<Vec<String>> {
     let ctx = session(config).await?;
-    let history = data::history(&ctx, &root).await?;
+    let history = data::history(&ctx, root).await?;
     let k = report_k(config);
     let dates: Vec<NaiveDate> = if dates.is_empty() {
         history.manifests.iter().map(|(d, _)| *d).collect()
@@ -104,9 +143,9 @@ async fn write_reports(config: &Config, dates: &[NaiveDate]) -> Result<Vec<Strin
         }
         let day = data::date_data(&ctx, config, &history, date).await?;
         let html = page::report(&history, &day, date, k)?;
-        urls.push(put(&root, &report_path(date), html).await?);
+        urls.push(put(root, &report_path(date), html).await?);
     }
-    urls.push(put(&root, INDEX_PATH, page::index(&history, k)?).await?);
+    urls.push(put(root, INDEX_PATH, page::index(&history, k)?).await?);
     Ok(urls)
 }
 

@@ -267,7 +267,7 @@ fn busy(date: NaiveDate, h: &Holder) -> Error {
     let until = chrono::DateTime::from_timestamp(h.expires_at, 0)
         .map_or_else(|| h.expires_at.to_string(), |t| t.to_rfc3339());
     Error::Busy(format!(
-        "dt={} is being written by another process: {} of run {} (host {}, pid {}, lease until {until}); retry later",
+        "dt={} is being written by another process: {} {} (host {}, pid {}, lease until {until}); retry later",
         dt(date),
         h.action,
         h.run_id,

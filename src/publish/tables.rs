@@ -1,16 +1,16 @@
 //! `recjob sql`: the published tables one command away, read-only.
 //!
 //! Registers `recommendations`, `user_embeddings`, `item_vectors`, `similar_items`, `metrics`
-//! (published partitions only: a `dt` is visible exactly when its manifest exists, so a run in
-//! progress or a crashed one is never seen), `item_embeddings`, and the inputs `behavior` and
-//! `catalog`, each with `dt` as a DATE column (the last three only where their files read as one
-//! table: else a warning says why; the inputs are the files directly in their `dt=YYYY-MM-DD/`
-//! folders, the files a run reads, as listed when the session starts); `runs` (one row per
+//! (exactly the files the manifests list: a `dt` is visible exactly when its manifest exists, so
+//! a run in progress or a crashed one is never seen), `item_embeddings`, and the inputs
+//! `behavior` and `catalog`, each with `dt` as a DATE column (a table whose files do not read as
+//! one table is left out with a warning that says why; the inputs are the files directly in their
+//! `dt=YYYY-MM-DD/` folders, the files a run reads), all as listed when the session starts; `runs` (one row per
 //! published date, from its manifest) and the `run_catalog` view (each published date's catalog
 //! snapshot: `publish/runs.rs`). DDL, DML, `COPY ... TO` and other statements are refused
 //! (exit 1): analysts cannot damage the outputs.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
@@ -19,6 +19,7 @@ use chrono::NaiveDate;
 use datafusion::execution::context::SQLOptions;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::scalar::ScalarValue;
+use object_store::ObjectMeta;
 
 use super::manifest::Manifest;
 use super::published::published;
@@ -27,8 +28,8 @@ use crate::config::Config;
 use crate::domain::dt;
 use crate::error::{Context, Error, Result};
 use crate::io::{
-    Dot, Location, from_datafusion, is_data_file, listing_table, parquet_footer, pinned_table,
-    runtime_builder, table_files,
+    Dot, Location, from_datafusion, is_data_file, parquet_footer, pinned_table, runtime_builder,
+    table_files,
 };
 
 /// Tables published per date, in the order `SHOW TABLES` lists them.
@@ -40,7 +41,11 @@ pub const PUBLISHED_TABLES: [&str; 5] = [
     "metrics",
 ];
 
-/// A session with every table registered, and `dot`.
+/// A session with every table registered, and `dot`: a snapshot of what is published when it
+/// starts. Each published table reads exactly the files its dates' manifests list (never a
+/// file of a run in progress, a crashed one or one being replaced); a run that replaces a date
+/// afterwards removes files the session would read, and its queries of that date then fail
+/// (exit 2: run the statement again) rather than show part of either run.
 pub async fn session(config: &Config) -> Result<SessionContext> {
     let runtime = runtime_builder()
         .build_arc()
@@ -54,76 +59,97 @@ pub async fn session(config: &Config) -> Result<SessionContext> {
     root.register(&ctx);
     let runs = published(&root).await?;
     for table in PUBLISHED_TABLES {
-        if register_listing(&ctx, &format!("{table}_files"), &root.child(table), true).await? {
-            let view = ctx
-                .sql(&format!(
-                    "SELECT * FROM {table}_files WHERE {}",
-                    published_rows(&runs, table)
-                ))
-                .await
-                .context(format!("registering {table}"))?;
-            ctx.register_table(table, view.into_view())
-                .context(format!("registering {table}"))?;
-        }
+        let loc = root.child(table);
+        let files = listed_files(&loc, table, &runs).await?;
+        register_or_warn(&ctx, table, &loc, Ok(files), true).await;
     }
-    register_or_warn(&ctx, "item_embeddings", &root.child(ITEM_EMBEDDINGS), false).await;
+    let cache = root.child(ITEM_EMBEDDINGS);
+    let files = cache
+        .list_files()
+        .await
+        .map(|f| f.into_iter().filter(is_data_file).collect());
+    register_or_warn(&ctx, "item_embeddings", &cache, files, false).await;
     for (name, url) in [
         ("behavior", &config.input.behavior),
         ("catalog", &config.input.catalog),
     ] {
         let loc = Location::parse(url)?;
         loc.register(&ctx);
-        register_or_warn(&ctx, name, &loc, true).await;
+        let files = table_files(&loc).await;
+        register_or_warn(&ctx, name, &loc, files, true).await;
     }
     super::runs::register_runs(&ctx, &runs).await?;
     Ok(ctx)
 }
 
-/// The filter that keeps exactly the published rows of `table`: per published date, the rows of
-/// the run its manifest names. A directory may hold other files for a moment (a rerun between
-/// writing its files and switching the manifest, or removing the old ones); they never show.
-fn published_rows(runs: &[(NaiveDate, Manifest)], table: &str) -> String {
-    let terms: Vec<String> = runs
+/// The files of `table` that the published dates' manifests list, from one listing of the
+/// table's folder. A listed file that is not there is left out with a warning naming it: the
+/// date's rows of the table are missing until the date is run again.
+async fn listed_files(
+    loc: &Location,
+    table: &str,
+    runs: &[(NaiveDate, Manifest)],
+) -> Result<Vec<ObjectMeta>> {
+    let mut listed: BTreeMap<String, NaiveDate> = runs
         .iter()
-        .filter_map(|(date, m)| {
-            let run = m.rows_run_id(table);
-            let plain = run
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_+.".contains(c));
-            if !plain {
-                tracing::warn!(dt = %dt(*date), run, "manifest with an unexpected run id: date left out");
-                return None;
-            }
-            Some(format!("(dt = DATE '{}' AND run_id = '{run}')", dt(*date)))
+        .flat_map(|(date, m)| {
+            m.tables
+                .iter()
+                .filter(|f| f.table == table)
+                .map(|f| (f.url.clone(), *date))
         })
         .collect();
-    if terms.is_empty() {
-        "false".to_string()
-    } else {
-        terms.join(" OR ")
+    if listed.is_empty() {
+        return Ok(Vec::new());
     }
+    let files: Vec<ObjectMeta> = loc
+        .list_files()
+        .await?
+        .into_iter()
+        .filter(|m| listed.remove(&loc.object_url(&m.location)).is_some())
+        .collect();
+    for (url, date) in &listed {
+        tracing::warn!(table, dt = %dt(*date), file = url, "a file the manifest lists is not there: the date's rows of this table are missing until `recjob run --date D --force` republishes it");
+    }
+    Ok(files)
 }
 
-/// Register a table that no published table depends on (the inputs, the embedding cache) if it
-/// can be read: a file that does not decode, or files whose schemas disagree (one day's ids
-/// written as integers, the next as text), leave it out with a warning naming the file or the
-/// column, and the published tables stay readable. A partitioned table is its files directly in
-/// `dt=YYYY-MM-DD/` folders ([`table_files`], the files a run reads), pinned for the session.
-async fn register_or_warn(ctx: &SessionContext, name: &str, loc: &Location, partitioned: bool) {
-    let registered = if partitioned {
-        register_partitioned(ctx, name, loc).await
-    } else {
-        register_listing(ctx, name, loc, false).await.map(|_| ())
+/// Register `name` over exactly `files` (below `loc`; partitioned: `dt` a DATE column) for the
+/// session, if it has any. A table whose files cannot be listed or read as one table (a file
+/// that does not decode, or files whose schemas disagree: one day's ids written as integers,
+/// the next as text) is left out with a warning naming the file or the column, and the other
+/// tables stay readable.
+async fn register_or_warn(
+    ctx: &SessionContext,
+    name: &str,
+    loc: &Location,
+    files: Result<Vec<ObjectMeta>>,
+    partitioned: bool,
+) {
+    let files = match files {
+        Ok(files) => files,
+        Err(e) => {
+            tracing::warn!(table = name, url = %loc.url(), error = %format!("{e:#}"), "table not registered: its files cannot be listed");
+            return;
+        }
+    };
+    if files.is_empty() {
+        tracing::debug!(table = name, url = %loc.url(), "no data files: table not registered");
+        return;
+    }
+    let dt_type = partitioned.then_some(DataType::Date32);
+    let registered = match pinned_table(ctx, loc, None, dt_type, files.clone()).await {
+        Ok(t) => ctx
+            .register_table(name, Arc::new(t))
+            .map(|_| ())
+            .context(format!("registering {name}")),
+        Err(e) => Err(e),
     };
     let Err(e) = registered else {
         return;
     };
     let mut why = format!("{e:#}");
-    let files = match partitioned {
-        true => table_files(loc).await,
-        false => loc.list_files().await,
-    };
-    for meta in files.unwrap_or_default().iter().filter(|m| is_data_file(m)) {
+    for meta in &files {
         if let Err(bad) = parquet_footer(&loc.store, meta).await {
             let url = loc.object_url(&meta.location);
             why = format!("file {url}: not a readable Parquet file: {bad}");
@@ -131,36 +157,6 @@ async fn register_or_warn(ctx: &SessionContext, name: &str, loc: &Location, part
         }
     }
     tracing::warn!(table = name, url = %loc.url(), error = %why, "table not registered: its files cannot be read as one table");
-}
-
-/// Register the partitioned input table at `loc` over exactly its [`table_files`], if it has any.
-async fn register_partitioned(ctx: &SessionContext, name: &str, loc: &Location) -> Result<()> {
-    let files = table_files(loc).await?;
-    if files.is_empty() {
-        tracing::debug!(table = name, url = %loc.url(), "no data files: table not registered");
-        return Ok(());
-    }
-    let table = pinned_table(ctx, loc, None, Some(DataType::Date32), files).await?;
-    ctx.register_table(name, Arc::new(table))
-        .context(format!("registering {name}"))?;
-    Ok(())
-}
-
-/// Register a Parquet listing table if it has files; returns whether it was registered.
-async fn register_listing(
-    ctx: &SessionContext,
-    name: &str,
-    loc: &Location,
-    partitioned: bool,
-) -> Result<bool> {
-    if loc.list_files().await?.iter().all(|m| !is_data_file(m)) {
-        tracing::debug!(table = name, url = %loc.url(), "no data files: table not registered");
-        return Ok(false);
-    }
-    let table = listing_table(ctx, loc, None, partitioned.then_some(DataType::Date32)).await?;
-    ctx.register_table(name, Arc::new(table))
-        .context(format!("registering {name}"))?;
-    Ok(true)
 }
 
 /// Plan and run one read-only statement with `$name` parameters.
@@ -194,10 +190,16 @@ pub async fn query(
             .map_err(|e| Error::Config(format!("query parameters: {e}")))?
     };
     let schema = df.schema().inner().clone();
-    let batches = df
-        .collect()
-        .await
-        .map_err(|e| from_datafusion("query", e))?;
+    let batches = df.collect().await.map_err(|e| {
+        if removed_meanwhile(&e) {
+            Error::infra(
+                "query",
+                format!("a file the session read was removed while the statement ran (a run replaced its date): run the statement again ({e})"),
+            )
+        } else {
+            from_datafusion("query", e)
+        }
+    })?;
     // No rows still has columns: CSV gets its header, Parquet its schema.
     Ok(if batches.is_empty() {
         vec![RecordBatch::new_empty(schema)]
@@ -243,4 +245,21 @@ fn check_params(df: &datafusion::dataframe::DataFrame, params: &[(String, String
         )));
     }
     Ok(())
+}
+
+/// Whether reading failed because a file is gone: the session's snapshot of the published files
+/// is older than a run that replaced a date and removed them.
+fn removed_meanwhile(e: &datafusion::error::DataFusionError) -> bool {
+    use datafusion::error::DataFusionError as D;
+    let gone = |o: &object_store::Error| matches!(o, object_store::Error::NotFound { .. });
+    match e.find_root() {
+        D::ObjectStore(o) => gone(o),
+        D::ParquetError(p) => match &**p {
+            parquet::errors::ParquetError::External(inner) => inner
+                .downcast_ref::<object_store::Error>()
+                .is_some_and(gone),
+            _ => false,
+        },
+        _ => false,
+    }
 }

@@ -41,6 +41,7 @@ pub(super) fn trend(title: &str, dates: &[String], lines: &[Line], changed: &[us
         let max = lines
             .iter()
             .flat_map(|l| l.values.iter().flatten())
+            .filter(|v| v.is_finite())
             .fold(0.0f64, |a, b| a.max(*b))
             .max(1e-9)
             * 1.1;
@@ -111,13 +112,14 @@ fn legend<'a, 'b: 'a>(
         .map_err(err)
 }
 
-/// One line, split where it has no value, with a dot per measured date.
+/// One line, split where it has no value (or one that is not finite: a hand-edited metrics
+/// file), with a dot per measured date.
 fn draw_line(chart: &mut Chart<'_, '_>, line: &Line, colour: RGBColor) -> Result<(), String> {
     let mut runs: Vec<Vec<(f64, f64)>> = vec![Vec::new()];
     for (i, v) in line.values.iter().enumerate() {
         match v {
-            Some(v) => runs.last_mut().expect("one run").push((i as f64, *v)),
-            None => runs.push(Vec::new()),
+            Some(v) if v.is_finite() => runs.last_mut().expect("one run").push((i as f64, *v)),
+            _ => runs.push(Vec::new()),
         }
     }
     let style = colour.stroke_width(2);
@@ -317,6 +319,15 @@ mod tests {
         assert!(svg.starts_with("<svg") && svg.contains("viewBox"), "{svg}");
         assert!(svg.contains("model recall@5") && svg.contains("configuration changed"));
         assert!(svg.contains("01-06"), "date labels: {svg}");
+        // A value that is not finite (a hand-edited metrics file) is a gap, not an endless axis.
+        for bad in [f64::INFINITY, f64::NEG_INFINITY, f64::NAN] {
+            let lines = [Line {
+                label: "model ndcg@5".into(),
+                values: vec![Some(0.2), Some(bad), Some(0.4)],
+            }];
+            let svg = trend("ndcg", &dates, &lines, &[]).unwrap();
+            assert!(svg.contains("model ndcg@5"), "{bad}: {svg}");
+        }
         let svg = histogram(&bins(&[0, 1, 5])).unwrap();
         assert!(svg.contains("4-7") && svg.contains("<rect"), "{svg}");
         let svg = long_tail(&[(3, 1), (1, 2)]).unwrap();
