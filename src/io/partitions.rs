@@ -51,7 +51,7 @@ pub async fn partition_files(root: &Location, date: NaiveDate) -> Result<Vec<Obj
 /// Every data file of a partitioned table root, by the rules of [`partitions`] and
 /// [`partition_files`] in one listing: the files directly in `dt=YYYY-MM-DD/` folders. Files
 /// elsewhere (folders that are not partitions, sub-folders of a partition, files at the root)
-/// are not the table's, and a warning names their folders.
+/// are not the table's, and a warning names their folders (and the data files at the root).
 pub async fn table_files(root: &Location) -> Result<Vec<ObjectMeta>> {
     let mut files = Vec::new();
     let mut ignored = BTreeSet::new();
@@ -70,7 +70,11 @@ pub async fn table_files(root: &Location) -> Result<Vec<ObjectMeta>> {
             if is_data_file(&meta) {
                 files.push(meta);
             }
-        } else if parts.len() > 1 && !parts[..parts.len() - 1].iter().any(|p| is_hidden(p)) {
+        } else if parts.len() == 1 {
+            if is_data_file(&meta) {
+                ignored.insert(parts[0].clone());
+            }
+        } else if !parts[..parts.len() - 1].iter().any(|p| is_hidden(p)) {
             ignored.insert(parts[..parts.len() - 1].join("/"));
         }
     }

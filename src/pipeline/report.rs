@@ -24,7 +24,7 @@ use crate::config::Config;
 use crate::domain::dt;
 use crate::error::{Context, Error, Result};
 use crate::io::Location;
-use crate::publish::{published, session};
+use crate::publish::{published, read_manifest, session};
 
 /// The report of `date` under the output root (where it is written, and the manifest's link).
 pub(crate) fn report_url(root: &Location, date: NaiveDate) -> String {
@@ -86,16 +86,17 @@ fn report_k(config: &Config) -> i32 {
 const ATTEMPTS: usize = 3;
 
 /// Write the reports of `dates` (all published dates when empty) and the index, built from the
-/// manifests as they are when the writing ends: when a run republished a date meanwhile (its
-/// files replaced under this build, or its report written before this one's), they are built
-/// again, so a report never ends up describing a run its date no longer publishes.
+/// manifests as they are when the writing ends: when a run republished one of the dates
+/// meanwhile (its files replaced under this build, or its report written before this one's),
+/// they are built again, so a report never ends up describing a run its date no longer
+/// publishes.
 async fn write_reports(config: &Config, dates: &[NaiveDate]) -> Result<Vec<String>> {
     let root = Location::parse(&config.output.root)?;
     let mut attempt = 1;
     loop {
-        let before = manifests(&root).await?;
+        let before = manifests(&root, dates).await?;
         let written = write_once(config, &root, dates).await;
-        if manifests(&root).await? == before {
+        if manifests(&root, dates).await? == before {
             return written;
         }
         if attempt == ATTEMPTS {
@@ -113,13 +114,21 @@ async fn write_reports(config: &Config, dates: &[NaiveDate]) -> Result<Vec<Strin
     }
 }
 
-/// Every published manifest as written, by date.
-async fn manifests(root: &Location) -> Result<Vec<(NaiveDate, Vec<u8>)>> {
-    Ok(published(root)
-        .await?
-        .into_iter()
-        .map(|(d, m)| (d, m.to_json()))
-        .collect())
+/// The manifests of `dates` (every published date when empty) as written, by date.
+async fn manifests(root: &Location, dates: &[NaiveDate]) -> Result<Vec<(NaiveDate, Vec<u8>)>> {
+    if dates.is_empty() {
+        return Ok(published(root)
+            .await?
+            .into_iter()
+            .map(|(d, m)| (d, m.to_json()))
+            .collect());
+    }
+    let mut out = Vec::new();
+    for &date in dates {
+        let manifest = read_manifest(root, date).await?;
+        out.push((date, manifest.map(|m| m.to_json()).unwrap_or_default()));
+    }
+    Ok(out)
 }
 
 /// One build of the reports of `dates` and the index.

@@ -207,14 +207,6 @@ impl Manifest {
         self.tables.iter().find(|f| f.table == table)
     }
 
-    /// The `run_id` of `table`'s rows.
-    pub fn rows_run_id(&self, table: &str) -> &str {
-        match self.file(table) {
-            Some(f) if !f.run_id.is_empty() => &f.run_id,
-            _ => &self.run_id,
-        }
-    }
-
     /// The document as written.
     pub fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec_pretty(self).expect("a manifest serialises: this is a bug")

@@ -359,6 +359,7 @@ fn only_the_files_directly_in_a_partition_are_read() {
     for copy in [
         "behavior/dt=2024-01-02/k=v/part-0.parquet",
         "behavior/dt=2024-13-45/part-0.parquet",
+        "behavior/stray.parquet",
     ] {
         let copy = tmp.path().join(copy);
         std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
@@ -382,7 +383,12 @@ fn only_the_files_directly_in_a_partition_are_read() {
         String::from_utf8_lossy(&o.stdout),
         "dt,n\n2024-01-01,3\n2024-01-02,3\n"
     );
-    for folder in ["dt=2024-01-02/k=v", "dt=2024-01-02/sub", "dt=2024-13-45"] {
+    for folder in [
+        "dt=2024-01-02/k=v",
+        "dt=2024-01-02/sub",
+        "dt=2024-13-45",
+        "stray.parquet",
+    ] {
         assert!(stderr(&o).contains(folder), "{folder}: {}", stderr(&o));
     }
     // A catalog snapshot whose only file is a write in progress has no data files: the run
