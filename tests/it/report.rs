@@ -233,3 +233,53 @@ fn recjob_report_rebuilds_reports_from_published_data() {
     assert_eq!(code(&o), 1, "an unpublished date: {}", stderr(&o));
     assert!(stderr(&o).contains("not published"), "{}", stderr(&o));
 }
+
+/// `recjob report` racing a `run --force` of the same date: the report held back just before it
+/// writes the page (an injected delay on exactly that request) while the rerun publishes and
+/// writes its own; the page that stays is the published run's, because the writer sees the new
+/// manifest and builds again.
+#[test]
+fn a_report_written_while_its_date_is_republished_ends_up_describing_the_new_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tiny_config(tmp.path());
+    let out = tmp.path().join("out");
+    run(tmp.path(), &config, "2024-01-04", &[], &[]);
+    let cfg = config.to_str().unwrap();
+    let report_args = ["report", "--config", cfg, "--date", "2024-01-04"];
+    // Which storage request writes the page (counted from 1 by the fault injector).
+    let o = recjob_env(tmp.path(), &report_args, &[("RECJOB_FAULTS", "trace")]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let put = stderr(&o)
+        .lines()
+        .find(|l| l.contains(" put ") && l.ends_with("reports/dt=2024-01-04/report.html"))
+        .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
+        .unwrap_or_else(|| panic!("no put of the report: {}", stderr(&o)));
+    let delay = format!("delay={put}:8000");
+    let report = std::thread::scope(|s| {
+        let held = s.spawn(|| {
+            recjob_env(
+                tmp.path(),
+                &report_args,
+                &[("RECJOB_FAULTS", delay.as_str()), ("RECJOB_LOG", "info")],
+            )
+        });
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        run(tmp.path(), &config, "2024-01-04", &["--force"], &[]);
+        held.join().unwrap()
+    });
+    assert_eq!(code(&report), 0, "{}", stderr(&report));
+    assert!(
+        stderr(&report).contains("republished while its report was written"),
+        "{}",
+        stderr(&report)
+    );
+    let published = manifest(&out, "2024-01-04")["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let html = std::fs::read_to_string(out.join("reports/dt=2024-01-04/report.html")).unwrap();
+    assert!(
+        html.contains(&published),
+        "the page names the published run {published}"
+    );
+}
