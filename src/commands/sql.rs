@@ -7,12 +7,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
-use datafusion::prelude::SessionContext;
 
 use crate::config::{Config, ConfigArgs};
 use crate::error::{Context, Error, ExitCode, Result};
 use crate::io::{Location, write_parquet};
-use crate::publish::{PUBLISHED_TABLES, query, session};
+use crate::publish::{PUBLISHED_TABLES, session, statement as run_statement};
 
 #[derive(Debug, clap::Args)]
 pub(super) struct Args {
@@ -65,13 +64,12 @@ pub(super) async fn execute(args: Args) -> Result<ExitCode> {
             )));
         }
     }
-    let ctx = session(&config).await?;
     match statement {
         Some(sql) => {
-            let batches = query(&ctx, &sql, &args.params).await?;
+            let batches = run_statement(&config, &sql, &args.params).await?;
             emit(&batches, args.format, args.output.as_deref()).await?;
         }
-        None => interactive(&config, ctx, args.format).await?,
+        None => interactive(&config, args.format).await?,
     }
     Ok(ExitCode::Published)
 }
@@ -205,10 +203,10 @@ fn resolved(url: &str) -> Result<Location> {
 }
 
 /// The interactive prompt: statements end with `;`, history in `~/.recjob_sql_history`. Each
-/// statement reads what is published when it starts: a session of its own (the first one's is
-/// made before the prompt, so a bad configuration fails at once).
-async fn interactive(config: &Config, first: SessionContext, format: Format) -> Result<()> {
-    let mut ctx = Some(first);
+/// statement reads what is published when it starts, on a session of its own; one made before
+/// the prompt checks that the tables can be registered, so a bad configuration fails at once.
+async fn interactive(config: &Config, format: Format) -> Result<()> {
+    session(config).await?;
     let mut editor =
         rustyline::DefaultEditor::new().map_err(|e| Error::infra("starting the prompt", e))?;
     let history = std::env::var_os("HOME").map(|h| Path::new(&h).join(".recjob_sql_history"));
@@ -247,15 +245,8 @@ async fn interactive(config: &Config, first: SessionContext, format: Format) -> 
                 statement.push('\n');
                 if line.trim_end().ends_with(';') {
                     let _ = editor.add_history_entry(statement.trim());
-                    let current = match ctx.take() {
-                        Some(c) => Ok(c),
-                        None => session(config).await,
-                    };
-                    match current {
-                        Ok(c) => match query(&c, &statement, &[]).await {
-                            Ok(batches) => emit(&batches, format, None).await?,
-                            Err(e) => eprintln!("error: {e:#}"),
-                        },
+                    match run_statement(config, &statement, &[]).await {
+                        Ok(batches) => emit(&batches, format, None).await?,
                         Err(e) => eprintln!("error: {e:#}"),
                     }
                     statement.clear();

@@ -23,4 +23,4 @@ pub use schemas::{
     metrics, metrics_schema, recommendations, recommendations_schema, similar_items,
     similar_items_schema, user_embeddings, user_embeddings_schema,
 };
-pub use tables::{PUBLISHED_TABLES, query, session};
+pub use tables::{PUBLISHED_TABLES, query, session, statement};

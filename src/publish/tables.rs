@@ -159,12 +159,81 @@ async fn register_or_warn(
     tracing::warn!(table = name, url = %loc.url(), error = %why, "table not registered: its files cannot be read as one table");
 }
 
-/// Plan and run one read-only statement with `$name` parameters.
+/// Run one read-only statement with `$name` parameters on a session of its own, made now. When
+/// a run replaces a date while the statement reads it (the files the session listed are
+/// removed), the statement runs once more on a new session, which reads the new run's files.
+pub async fn statement(
+    config: &Config,
+    sql: &str,
+    params: &[(String, String)],
+) -> Result<Vec<RecordBatch>> {
+    let ctx = session(config).await?;
+    match attempt(&ctx, sql, params).await {
+        Err(Failure::Removed(why)) => {
+            tracing::info!(error = %why, "a run replaced a date while the statement read it: running it again on what is published now");
+            query(&session(config).await?, sql, params).await
+        }
+        other => other.map_err(Failure::into_error),
+    }
+}
+
+/// Plan and run one read-only statement with `$name` parameters on `ctx`.
 pub async fn query(
     ctx: &SessionContext,
     sql: &str,
     params: &[(String, String)],
 ) -> Result<Vec<RecordBatch>> {
+    attempt(ctx, sql, params).await.map_err(Failure::into_error)
+}
+
+/// Why a statement failed: a file its session read was removed meanwhile, or anything else.
+enum Failure {
+    Removed(datafusion::error::DataFusionError),
+    Other(Error),
+}
+
+impl Failure {
+    fn into_error(self) -> Error {
+        match self {
+            Failure::Removed(e) => Error::infra(
+                "query",
+                format!(
+                    "a file the session read was removed while the statement ran (a run replaced its date): run the statement again ({e})"
+                ),
+            ),
+            Failure::Other(e) => e,
+        }
+    }
+}
+
+async fn attempt(
+    ctx: &SessionContext,
+    sql: &str,
+    params: &[(String, String)],
+) -> std::result::Result<Vec<RecordBatch>, Failure> {
+    let df = plan(ctx, sql, params).await.map_err(Failure::Other)?;
+    let schema = df.schema().inner().clone();
+    let batches = df.collect().await.map_err(|e| {
+        if removed_meanwhile(&e) {
+            Failure::Removed(e)
+        } else {
+            Failure::Other(from_datafusion("query", e))
+        }
+    })?;
+    // No rows still has columns: CSV gets its header, Parquet its schema.
+    Ok(if batches.is_empty() {
+        vec![RecordBatch::new_empty(schema)]
+    } else {
+        batches
+    })
+}
+
+/// The plan of a read-only statement, its parameters bound.
+async fn plan(
+    ctx: &SessionContext,
+    sql: &str,
+    params: &[(String, String)],
+) -> Result<datafusion::dataframe::DataFrame> {
     let options = SQLOptions::new()
         .with_allow_ddl(false)
         .with_allow_dml(false)
@@ -179,33 +248,15 @@ pub async fn query(
             _ => Error::Config(format!("invalid query: {e}")),
         })?;
     check_params(&df, params)?;
-    let df = if params.is_empty() {
-        df
-    } else {
-        let values: Vec<(&str, ScalarValue)> = params
-            .iter()
-            .map(|(k, v)| (k.as_str(), ScalarValue::Utf8(Some(v.clone()))))
-            .collect();
-        df.with_param_values(values)
-            .map_err(|e| Error::Config(format!("query parameters: {e}")))?
-    };
-    let schema = df.schema().inner().clone();
-    let batches = df.collect().await.map_err(|e| {
-        if removed_meanwhile(&e) {
-            Error::infra(
-                "query",
-                format!("a file the session read was removed while the statement ran (a run replaced its date): run the statement again ({e})"),
-            )
-        } else {
-            from_datafusion("query", e)
-        }
-    })?;
-    // No rows still has columns: CSV gets its header, Parquet its schema.
-    Ok(if batches.is_empty() {
-        vec![RecordBatch::new_empty(schema)]
-    } else {
-        batches
-    })
+    if params.is_empty() {
+        return Ok(df);
+    }
+    let values: Vec<(&str, ScalarValue)> = params
+        .iter()
+        .map(|(k, v)| (k.as_str(), ScalarValue::Utf8(Some(v.clone()))))
+        .collect();
+    df.with_param_values(values)
+        .map_err(|e| Error::Config(format!("query parameters: {e}")))
 }
 
 /// Every `$name` of the statement has exactly one `--param name=VALUE`, and every `--param`
