@@ -614,34 +614,16 @@ fn a_statement_whose_date_is_republished_while_it_reads_runs_again_on_the_new_ru
     let sql = "SELECT count(DISTINCT user_id) AS n, min(run_id) AS r FROM recommendations \
                WHERE dt = DATE '2024-01-05'";
     let args = ["sql", "--config", cfg, "--format", "csv", "-c", sql];
-    // The storage request that reads the date's rows: the last read of its file (the first ones
-    // read its footer when the session starts).
-    let o = recjob_env(tmp.path(), &args, &[("RECJOB_FAULTS", "trace")]);
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    // The read held back is the last of the date's file (the first ones read its footer when the
+    // session starts).
     let file = published_file(&out, "recommendations", "2024-01-05");
     let name = file.file_name().unwrap().to_str().unwrap().to_string();
-    let read = stderr(&o)
-        .lines()
-        .filter(|l| l.contains(" get") && l.ends_with(&name))
-        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .max()
-        .unwrap_or_else(|| panic!("no read of {name}: {}", stderr(&o)));
-    let delay = format!("delay={read}:8000");
-    let held = std::thread::scope(|s| {
-        let held = s.spawn(|| {
-            recjob_env(
-                tmp.path(),
-                &args,
-                &[("RECJOB_FAULTS", delay.as_str()), ("RECJOB_LOG", "info")],
-            )
-        });
-        std::thread::sleep(std::time::Duration::from_secs(2));
+    let held = held_back(tmp.path(), &args, &name, false, || {
         let o = recjob(
             tmp.path(),
             &["run", "--config", cfg, "--date", "2024-01-05", "--force"],
         );
         assert_eq!(code(&o), 0, "{}", stderr(&o));
-        held.join().unwrap()
     });
     assert_eq!(code(&held), 0, "{}", stderr(&held));
     assert!(

@@ -245,3 +245,38 @@ pub fn file_rows(path: &Path, skip: &[&str]) -> Vec<String> {
     }
     rows
 }
+
+/// Run `recjob args` twice in `dir`: once with `RECJOB_FAULTS=trace` to number its storage
+/// requests, then with the last request whose traced line ends with `object` (a `put` when
+/// `put`, else a read) held back 8 s, during which `meanwhile` runs (2 s in). Returns the held
+/// run's output (its log at `info`). The races of concurrent processes, made repeatable.
+pub fn held_back(
+    dir: &Path,
+    args: &[&str],
+    object: &str,
+    put: bool,
+    meanwhile: impl FnOnce() + Send,
+) -> Output {
+    let o = recjob_env(dir, args, &[("RECJOB_FAULTS", "trace")]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let op = if put { " put " } else { " get" };
+    let request = stderr(&o)
+        .lines()
+        .filter(|l| l.starts_with("recjob-faults:") && l.contains(op) && l.ends_with(object))
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .max()
+        .unwrap_or_else(|| panic!("no request on {object}: {}", stderr(&o)));
+    let delay = format!("delay={request}:8000");
+    std::thread::scope(|s| {
+        let held = s.spawn(|| {
+            recjob_env(
+                dir,
+                args,
+                &[("RECJOB_FAULTS", delay.as_str()), ("RECJOB_LOG", "info")],
+            )
+        });
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        meanwhile();
+        held.join().unwrap()
+    })
+}

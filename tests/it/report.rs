@@ -246,27 +246,15 @@ fn a_report_written_while_its_date_is_republished_ends_up_describing_the_new_run
     run(tmp.path(), &config, "2024-01-04", &[], &[]);
     let cfg = config.to_str().unwrap();
     let report_args = ["report", "--config", cfg, "--date", "2024-01-04"];
-    // Which storage request writes the page (counted from 1 by the fault injector).
-    let o = recjob_env(tmp.path(), &report_args, &[("RECJOB_FAULTS", "trace")]);
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
-    let put = stderr(&o)
-        .lines()
-        .find(|l| l.contains(" put ") && l.ends_with("reports/dt=2024-01-04/report.html"))
-        .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
-        .unwrap_or_else(|| panic!("no put of the report: {}", stderr(&o)));
-    let delay = format!("delay={put}:8000");
-    let report = std::thread::scope(|s| {
-        let held = s.spawn(|| {
-            recjob_env(
-                tmp.path(),
-                &report_args,
-                &[("RECJOB_FAULTS", delay.as_str()), ("RECJOB_LOG", "info")],
-            )
-        });
-        std::thread::sleep(std::time::Duration::from_secs(2));
-        run(tmp.path(), &config, "2024-01-04", &["--force"], &[]);
-        held.join().unwrap()
-    });
+    let report = held_back(
+        tmp.path(),
+        &report_args,
+        "reports/dt=2024-01-04/report.html",
+        true,
+        || {
+            run(tmp.path(), &config, "2024-01-04", &["--force"], &[]);
+        },
+    );
     assert_eq!(code(&report), 0, "{}", stderr(&report));
     assert!(
         stderr(&report).contains("republished while its report was written"),
