@@ -45,7 +45,7 @@ pub const PUBLISHED_TABLES: [&str; 5] = [
 /// starts. Each published table reads exactly the files its dates' manifests list (never a
 /// file of a run in progress, a crashed one or one being replaced); a run that replaces a date
 /// afterwards removes files the session would read, and its queries of that date then fail
-/// (exit 2: run the statement again) rather than show part of either run.
+/// rather than show part of either run ([`statement`] runs them again on a new session).
 pub async fn session(config: &Config) -> Result<SessionContext> {
     let runtime = runtime_builder()
         .build_arc()
