@@ -380,7 +380,7 @@ pub async fn load_catalog(
                 .push((!category.is_null(r)).then(|| category_strings[r].clone()));
         }
     }
-    // The snapshot's files, for the two messages below (only made when one is).
+    // The snapshot's files, for the messages below (only made when one is).
     let files = || {
         let urls: Vec<&str> = inputs
             .files
