@@ -18,14 +18,25 @@ use crate::io::{Location, id_strings, int_values, parquet_stream};
 /// parse (its date reads as unpublished).
 pub async fn published(root: &Location) -> Result<Vec<(NaiveDate, Manifest)>> {
     let manifests = root.child(MANIFESTS);
-    let mut out = Vec::new();
+    let mut dates = Vec::new();
     let mut malformed = Vec::new();
     for dir in manifests.list_dirs().await? {
-        let Some(date) = dir.strip_prefix("dt=").and_then(|d| parse_date(d).ok()) else {
-            malformed.push(dir);
-            continue;
-        };
-        match read_manifest(root, date).await {
+        match dir.strip_prefix("dt=").and_then(|d| parse_date(d).ok()) {
+            Some(date) => dates.push(date),
+            None => malformed.push(dir),
+        }
+    }
+    if !malformed.is_empty() {
+        tracing::warn!(count = malformed.len(), folders = ?malformed, under = %manifests.url(), "ignoring folders that are not dt=YYYY-MM-DD");
+    }
+    // Several reads in flight: on an object store a long history is otherwise one round trip
+    // per date.
+    let mut reads = futures::stream::iter(dates)
+        .map(|date| async move { (date, read_manifest(root, date).await) })
+        .buffered(MANIFEST_READS);
+    let mut out = Vec::new();
+    while let Some((date, read)) = reads.next().await {
+        match read {
             Ok(Some(m)) => out.push((date, m)),
             Ok(None) => {}
             // One broken manifest must not hide every other date from readers.
@@ -35,11 +46,11 @@ pub async fn published(root: &Location) -> Result<Vec<(NaiveDate, Manifest)>> {
             Err(e) => return Err(e),
         }
     }
-    if !malformed.is_empty() {
-        tracing::warn!(count = malformed.len(), folders = ?malformed, under = %manifests.url(), "ignoring folders that are not dt=YYYY-MM-DD");
-    }
     Ok(out)
 }
+
+/// How many manifests [`published`] reads at once.
+const MANIFEST_READS: usize = 16;
 
 /// Dates with a manifest under the output root.
 pub async fn published_dates(root: &Location) -> Result<Vec<NaiveDate>> {
