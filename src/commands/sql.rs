@@ -7,10 +7,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
+use object_store::ObjectStoreExt;
 
 use crate::config::{Config, ConfigArgs};
 use crate::error::{Context, Error, ExitCode, Result};
-use crate::io::{Location, write_parquet};
+use crate::io::{Location, parquet_bytes};
 use crate::publish::{PUBLISHED_TABLES, session, statement as run_statement};
 
 #[derive(Debug, clap::Args)]
@@ -49,25 +50,20 @@ pub(super) async fn execute(args: Args) -> Result<ExitCode> {
         ),
         (None, None) => None,
     };
-    if let Some(out) = &args.output {
-        refuse_protected(&config, out)?;
-        if Path::new(out).is_dir() {
-            return Err(Error::Config(format!(
-                "--output {out} is a directory: name a file"
-            )));
-        }
-        if let (Some(f), Ok(o)) = (&args.file, std::fs::canonicalize(out))
-            && std::fs::canonicalize(f).is_ok_and(|f| f == o)
-        {
-            return Err(Error::Config(format!(
-                "--output {out} is the query file itself"
-            )));
-        }
-    }
+    let output = match &args.output {
+        Some(out) => Some(output_target(&config, out, args.file.as_deref())?),
+        None => None,
+    };
     match statement {
         Some(sql) => {
             let batches = run_statement(&config, &sql, &args.params).await?;
-            emit(&batches, args.format, args.output.as_deref()).await?;
+            emit(&batches, args.format, output.as_ref()).await?;
+        }
+        None if output.is_some() || !args.params.is_empty() => {
+            return Err(Error::Config(
+                "--output and --param go with a statement (-c or -f); the prompt prints its results"
+                    .into(),
+            ));
         }
         None => interactive(&config, args.format).await?,
     }
@@ -88,7 +84,7 @@ pub(super) enum Format {
 }
 
 /// Print or write a result in the chosen format.
-async fn emit(batches: &[RecordBatch], format: Format, output: Option<&str>) -> Result<()> {
+async fn emit(batches: &[RecordBatch], format: Format, output: Option<&Target>) -> Result<()> {
     let mut buf: Vec<u8> = Vec::new();
     match format {
         Format::Table => {
@@ -112,29 +108,33 @@ async fn emit(batches: &[RecordBatch], format: Format, output: Option<&str>) -> 
             w.finish().context("writing JSON")?;
         }
         Format::Parquet => {
-            let Some(path) = output else {
+            if output.is_none() {
                 return Err(Error::Config("--format parquet needs --output PATH".into()));
-            };
-            let loc = Location::parse(path)?;
+            }
             let schema = match batches.first() {
                 Some(b) => b.schema(),
                 None => Arc::new(arrow::datatypes::Schema::empty()),
             };
-            write_parquet(&loc.store, &loc.prefix, schema, batches).await?;
-            return Ok(());
+            buf = parquet_bytes(schema, batches)?;
         }
     }
     match output {
-        Some(path) => std::fs::write(path, &buf).map_err(|e| {
+        Some(Target::File(path)) => std::fs::write(path, &buf).map_err(|e| {
             use std::io::ErrorKind as K;
             match e.kind() {
                 // The path is wrong, not the machine: retrying will not help.
                 K::NotFound | K::NotADirectory | K::PermissionDenied | K::IsADirectory => {
-                    Error::Config(format!("--output {path}: {e}"))
+                    Error::Config(format!("--output {}: {e}", path.display()))
                 }
-                _ => Error::infra(format!("writing {path}"), e),
+                _ => Error::infra(format!("writing {}", path.display()), e),
             }
         }),
+        Some(Target::Store(loc)) => loc
+            .store
+            .put(&loc.prefix, buf.into())
+            .await
+            .map(|_| ())
+            .context(format!("writing {}", loc.prefix)),
         None => {
             use std::io::Write;
             std::io::stdout()
@@ -144,10 +144,70 @@ async fn emit(batches: &[RecordBatch], format: Format, output: Option<&str>) -> 
     }
 }
 
-/// `--output` never writes into the job's data: not under `output.root` (published tables,
-/// manifests, the cache) nor under the input roots, also not through a symbolic link.
-fn refuse_protected(config: &Config, output: &str) -> Result<()> {
-    let out = resolved(output)?;
+/// Where `--output` writes, decided before the statement runs and then written to exactly.
+enum Target {
+    /// A local file: its folder canonical, its name not a symbolic link.
+    File(PathBuf),
+    /// An object on a store (`s3://`, `memory://`).
+    Store(Location),
+}
+
+/// The file `--output` names, checked: symbolic links and `..` resolved the way the kernel
+/// resolves them (the folder canonicalised, so `link/../x` is next to the link's target; a
+/// link in the last part followed, also one whose target does not exist yet, which the write
+/// would create), in a folder that exists, not a directory, not the query file, and never in
+/// the job's data: not under `output.root` (published tables, manifests, the cache) nor under
+/// the input roots.
+fn output_target(config: &Config, output: &str, query_file: Option<&Path>) -> Result<Target> {
+    let bad = |why: String| Error::Config(format!("--output {output}: {why}"));
+    let loc = Location::parse(output)?;
+    let target = if loc.base.scheme() == "file" {
+        let mut path = match output.strip_prefix("file://") {
+            Some(p) => PathBuf::from(p),
+            None => PathBuf::from(output),
+        };
+        let mut file = None;
+        // Bounded like the kernel's own link following, so a loop of links ends.
+        for _ in 0..64 {
+            let Some(name) = path.file_name() else {
+                return Err(bad("name a file".into()));
+            };
+            let folder = match path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            let folder = std::fs::canonicalize(folder).map_err(|e| {
+                bad(format!(
+                    "the folder {} cannot be used ({e}); create it first",
+                    folder.display()
+                ))
+            })?;
+            let candidate = folder.join(name);
+            match std::fs::read_link(&candidate) {
+                Ok(link) => path = folder.join(link),
+                Err(_) => {
+                    file = Some(candidate);
+                    break;
+                }
+            }
+        }
+        let file = file.ok_or_else(|| bad("a loop of symbolic links".into()))?;
+        if file.is_dir() {
+            return Err(bad("it is a directory: name a file".into()));
+        }
+        if let Some(q) = query_file
+            && std::fs::canonicalize(q).is_ok_and(|q| q == file)
+        {
+            return Err(bad("it is the query file itself".into()));
+        }
+        Target::File(file)
+    } else {
+        Target::Store(loc)
+    };
+    let out = match &target {
+        Target::File(file) => Location::parse(&file.to_string_lossy())?,
+        Target::Store(loc) => loc.clone(),
+    };
     for (key, url) in [
         ("output.root", &config.output.root),
         ("input.behavior", &config.input.behavior),
@@ -165,13 +225,11 @@ fn refuse_protected(config: &Config, output: &str) -> Result<()> {
             )));
         }
     }
-    Ok(())
+    Ok(target)
 }
 
-/// A location whose local path has its symbolic links resolved: the longest part of it that
-/// exists, canonicalised, then the rest; a link whose target does not exist yet is followed to
-/// that target (writing through it would create the target). Object-store locations are as
-/// given.
+/// A root's location with its symbolic links resolved: the longest part of its path that
+/// exists, canonicalised, then the rest. Object-store locations are as given.
 fn resolved(url: &str) -> Result<Location> {
     let loc = Location::parse(url)?;
     if loc.base.scheme() != "file" {
@@ -179,27 +237,19 @@ fn resolved(url: &str) -> Result<Location> {
     }
     let mut path = PathBuf::from(format!("/{}", loc.prefix));
     let mut rest: Vec<std::ffi::OsString> = Vec::new();
-    // Bounded like the kernel's own link following, so a loop of links ends.
-    for _ in 0..64 {
+    loop {
         if let Ok(real) = std::fs::canonicalize(&path) {
             let full = rest.iter().rev().fold(real, |p, name| p.join(name));
             return Location::parse(&full.to_string_lossy());
-        }
-        if let Ok(target) = std::fs::read_link(&path) {
-            path = path.parent().unwrap_or(Path::new("/")).join(target);
-            continue;
         }
         match (path.parent(), path.file_name()) {
             (Some(parent), Some(name)) => {
                 rest.push(name.to_owned());
                 path = parent.to_path_buf();
             }
-            _ => break,
+            _ => return Ok(loc),
         }
     }
-    Err(Error::Config(format!(
-        "--output {url}: cannot resolve the path (a loop of symbolic links?)"
-    )))
 }
 
 /// The interactive prompt: statements end with `;`, history in `~/.recjob_sql_history`. Each

@@ -6,6 +6,8 @@
 //! `RECJOB_FAULTS` is a comma-separated list of:
 //! - `fail=N`: request N (1-based, in the order the process issues them) fails;
 //! - `delay=N:MS`: request N waits MS milliseconds first;
+//! - `hold=N:PATH`: request N creates `PATH.held`, then waits until `PATH` exists (at most ten
+//!   minutes): a test holds a request exactly while it does something else, with no timing;
 //! - `partial_list=N`: request N, if it is a listing, returns only the first half of its entries;
 //! - `trace`: every request is written to stderr as `recjob-faults: N op path`.
 //!
@@ -33,6 +35,7 @@ static REQUESTS: AtomicU64 = AtomicU64::new(0);
 struct Plan {
     fail: Option<u64>,
     delay: Option<(u64, u64)>,
+    hold: Option<(u64, std::path::PathBuf)>,
     partial_list: Option<u64>,
     trace: bool,
 }
@@ -49,6 +52,11 @@ impl Plan {
                     plan.delay = v
                         .split_once(':')
                         .and_then(|(n, ms)| Some((n.parse().ok()?, ms.parse().ok()?)))
+                }
+                Some(("hold", v)) => {
+                    plan.hold = v
+                        .split_once(':')
+                        .and_then(|(n, path)| Some((n.parse().ok()?, path.into())))
                 }
                 None if part == "trace" => plan.trace = true,
                 _ => eprintln!("recjob-faults: ignoring {part:?}"),
@@ -98,6 +106,24 @@ impl Faulty {
             && at == n
         {
             tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        if let Some((at, until)) = &self.plan.hold
+            && *at == n
+        {
+            let mut held = until.clone().into_os_string();
+            held.push(".held");
+            if let Err(e) = std::fs::write(&held, n.to_string()) {
+                eprintln!(
+                    "recjob-faults: cannot create {}: {e}",
+                    held.to_string_lossy()
+                );
+            }
+            for _ in 0..30_000 {
+                if until.exists() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         }
         if self.plan.fail == Some(n) {
             eprintln!("recjob-faults: failing request {n} ({op})");

@@ -110,6 +110,18 @@ pub async fn write_parquet(
     Ok(rows)
 }
 
+/// `batches` as the bytes of one Parquet file (zstd, like every file the job writes).
+pub fn parquet_bytes(schema: SchemaRef, batches: &[RecordBatch]) -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, schema, Some(writer_properties()))
+        .context("encoding Parquet")?;
+    for b in batches {
+        w.write(b).context("encoding Parquet")?;
+    }
+    w.close().context("encoding Parquet")?;
+    Ok(buf)
+}
+
 /// Every batch of the Parquet file at `url`, an input of a command: any failure to read it is
 /// bad input naming `what` and the URL.
 pub async fn read_input_file(url: &str, what: &str) -> Result<Vec<RecordBatch>> {

@@ -16,8 +16,8 @@ mod storage;
 pub use arrays::{embedding_type, from_arrow, id_strings, int_values, strings, to_arrow};
 pub use columns::{Columns, Kind};
 pub use files::{
-    ParquetStreamWriter, parquet_footer, parquet_rows, parquet_stream, read_input_file,
-    read_parquet, write_parquet,
+    ParquetStreamWriter, parquet_bytes, parquet_footer, parquet_rows, parquet_stream,
+    read_input_file, read_parquet, write_parquet,
 };
 pub use functions::Dot;
 pub use listings::runtime_builder;

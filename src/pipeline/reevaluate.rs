@@ -70,6 +70,17 @@ impl Runner {
             tracing::warn!(dt = %dt(date), published = k, configured = config.topk.k, "evaluating at the published lists' topk.k, not the configured one");
             config.topk.k = k;
         }
+        // The window is the run's: the inputs it read are checked against the manifest's.
+        let lookback = manifest
+            .config
+            .pointer("/window/lookback_days")
+            .and_then(|d| d.as_u64());
+        if let Some(days) = lookback.map(|d| d as u32)
+            && days != config.window.lookback_days
+        {
+            tracing::warn!(dt = %dt(date), published = days, configured = config.window.lookback_days, "evaluating over the published run's window.lookback_days, not the configured one");
+            config.window.lookback_days = days;
+        }
         let rows = recompute_metrics(&config, root, date, &manifest.inputs).await?;
         let mut publisher = Publisher::new(root.clone(), date, eval_id);
         publisher

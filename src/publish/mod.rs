@@ -17,7 +17,9 @@ pub use manifest::{
     EmbeddingInfo, Manifest, ModelInfo, PublishedFile, UsersInfo, VectorsInfo, WindowInfo,
     is_published, manifest_path, read_manifest,
 };
-pub use published::{published, published_dates, published_previous, visit_published_lists};
+pub use published::{
+    ManifestVersions, published, published_dates, published_previous, visit_published_lists,
+};
 pub use schemas::{
     ITEM_EMBEDDINGS, item_embeddings, item_embeddings_schema, item_vectors, item_vectors_schema,
     metrics, metrics_schema, recommendations, recommendations_schema, similar_items,

@@ -2,9 +2,9 @@
 //! run, and a date's recommendation lists, streamed one user at a time (exactly the files its manifest lists, whatever else
 //! a partition directory holds at the moment).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, Utc};
 use futures::StreamExt;
 use object_store::path::Path;
 
@@ -51,6 +51,38 @@ pub async fn published(root: &Location) -> Result<Vec<(NaiveDate, Manifest)>> {
 
 /// How many manifests [`published`] reads at once.
 const MANIFEST_READS: usize = 16;
+
+/// The manifests as they stand, from one listing of `_manifests/` (no manifest is read): each
+/// date's `manifest.json` by its store version (e-tag, modification time, size). A run or an
+/// evaluation that replaces a date's manifest changes its entry, so two of these taken around a
+/// read say whether what the read saw was republished meanwhile.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ManifestVersions(BTreeMap<Path, (Option<String>, DateTime<Utc>, u64)>);
+
+impl ManifestVersions {
+    /// Under `root` now.
+    pub async fn of(root: &Location) -> Result<ManifestVersions> {
+        let files = root.child(MANIFESTS).list_files().await?;
+        Ok(ManifestVersions(
+            files
+                .into_iter()
+                .filter(|m| {
+                    let parts: Vec<_> = m.location.parts().collect();
+                    parts.len() >= 2
+                        && parts[parts.len() - 1].as_ref() == "manifest.json"
+                        && parts[parts.len() - 2].as_ref().starts_with("dt=")
+                })
+                .map(|m| (m.location, (m.e_tag, m.last_modified, m.size)))
+                .collect(),
+        ))
+    }
+
+    /// Whether a manifest of `self` was replaced or removed by `now`. A date first published
+    /// in between is not a change: a read that started before it did not see it.
+    pub fn replaced_in(&self, now: &ManifestVersions) -> bool {
+        self.0.iter().any(|(path, v)| now.0.get(path) != Some(v))
+    }
+}
 
 /// Dates with a manifest under the output root.
 pub async fn published_dates(root: &Location) -> Result<Vec<NaiveDate>> {

@@ -22,7 +22,7 @@ use datafusion::scalar::ScalarValue;
 use object_store::ObjectMeta;
 
 use super::manifest::Manifest;
-use super::published::published;
+use super::published::{ManifestVersions, published};
 use super::schemas::ITEM_EMBEDDINGS;
 use crate::config::Config;
 use crate::domain::dt;
@@ -83,20 +83,22 @@ pub async fn session(config: &Config) -> Result<SessionContext> {
 }
 
 /// The files of `table` that the published dates' manifests list, from one listing of the
-/// table's folder. A listed file that is not there is left out with a warning naming it: the
-/// date's rows of the table are missing until the date is run again.
+/// table's folder. A file is known by its partition and name (`dt=D/part-<run>.parquet`), not
+/// by the URL the manifest holds, so an output root copied or reached under another URL reads
+/// the same. A listed file that is not there is left out with a warning naming it: the date's
+/// rows of the table are missing until the date is run again.
 async fn listed_files(
     loc: &Location,
     table: &str,
     runs: &[(NaiveDate, Manifest)],
 ) -> Result<Vec<ObjectMeta>> {
-    let mut listed: BTreeMap<String, NaiveDate> = runs
+    let mut listed: BTreeMap<String, (NaiveDate, &str)> = runs
         .iter()
         .flat_map(|(date, m)| {
             m.tables
                 .iter()
                 .filter(|f| f.table == table)
-                .map(|f| (f.url.clone(), *date))
+                .map(|f| (partition_and_name(&f.url), (*date, f.url.as_str())))
         })
         .collect();
     if listed.is_empty() {
@@ -106,12 +108,23 @@ async fn listed_files(
         .list_files()
         .await?
         .into_iter()
-        .filter(|m| listed.remove(&loc.object_url(&m.location)).is_some())
+        .filter(|m| {
+            listed
+                .remove(&partition_and_name(m.location.as_ref()))
+                .is_some()
+        })
         .collect();
-    for (url, date) in &listed {
+    for (date, url) in listed.values() {
         tracing::warn!(table, dt = %dt(*date), file = url, "a file the manifest lists is not there: the date's rows of this table are missing until `recjob run --date D --force` republishes it");
     }
     Ok(files)
+}
+
+/// The last two parts of a file's path or URL: `dt=D/part-<run>.parquet`.
+fn partition_and_name(path: &str) -> String {
+    let mut parts = path.rsplitn(3, '/');
+    let name = parts.next().unwrap_or_default();
+    format!("{}/{name}", parts.next().unwrap_or_default())
 }
 
 /// Register `name` over exactly `files` (below `loc`; partitioned: `dt` a DATE column) for the
@@ -159,22 +172,38 @@ async fn register_or_warn(
     tracing::warn!(table = name, url = %loc.url(), error = %why, "table not registered: its files cannot be read as one table");
 }
 
-/// Run one read-only statement with `$name` parameters on a session of its own, made now. When
-/// a run replaces a date while the statement reads it (the files the session listed are
-/// removed), the statement runs once more on a new session, which reads the new run's files.
+/// Run one read-only statement with `$name` parameters on a session of its own, made now.
+///
+/// A run that republishes a date while the session is made or the statement reads removes
+/// files the session listed: the statement may then fail, or answer without that date. So the
+/// manifests' versions are taken before and after ([`ManifestVersions`], one listing each), and
+/// when a date the session saw was republished in between, the statement runs once more on a
+/// new session, which reads the new run's files. Republished again during that one: exit 2.
 pub async fn statement(
     config: &Config,
     sql: &str,
     params: &[(String, String)],
 ) -> Result<Vec<RecordBatch>> {
-    let ctx = session(config).await?;
-    match attempt(&ctx, sql, params).await {
-        Err(Failure::Removed(why)) => {
-            tracing::info!(error = %why, "a run replaced a date while the statement read it: running it again on what is published now");
-            query(&session(config).await?, sql, params).await
+    let root = Location::parse(&config.output.root)?;
+    for attempt in 1..=2 {
+        let seen = ManifestVersions::of(&root).await?;
+        let answer = match session(config).await {
+            Ok(ctx) => query(&ctx, sql, params).await,
+            Err(e) => Err(e),
+        };
+        if !seen.replaced_in(&ManifestVersions::of(&root).await?) {
+            return answer;
         }
-        other => other.map_err(Failure::into_error),
+        if attempt == 1 {
+            tracing::info!(
+                "a run republished a date while the statement read it: running it again on what is published now"
+            );
+        }
     }
+    Err(Error::infra(
+        "query",
+        "runs republished dates while the statement read them, twice: run the statement again",
+    ))
 }
 
 /// Plan and run one read-only statement with `$name` parameters on `ctx`.
@@ -183,43 +212,12 @@ pub async fn query(
     sql: &str,
     params: &[(String, String)],
 ) -> Result<Vec<RecordBatch>> {
-    attempt(ctx, sql, params).await.map_err(Failure::into_error)
-}
-
-/// Why a statement failed: a file its session read was removed meanwhile, or anything else.
-enum Failure {
-    Removed(datafusion::error::DataFusionError),
-    Other(Error),
-}
-
-impl Failure {
-    fn into_error(self) -> Error {
-        match self {
-            Failure::Removed(e) => Error::infra(
-                "query",
-                format!(
-                    "a file the session read was removed while the statement ran (a run replaced its date): run the statement again ({e})"
-                ),
-            ),
-            Failure::Other(e) => e,
-        }
-    }
-}
-
-async fn attempt(
-    ctx: &SessionContext,
-    sql: &str,
-    params: &[(String, String)],
-) -> std::result::Result<Vec<RecordBatch>, Failure> {
-    let df = plan(ctx, sql, params).await.map_err(Failure::Other)?;
+    let df = plan(ctx, sql, params).await?;
     let schema = df.schema().inner().clone();
-    let batches = df.collect().await.map_err(|e| {
-        if removed_meanwhile(&e) {
-            Failure::Removed(e)
-        } else {
-            Failure::Other(from_datafusion("query", e))
-        }
-    })?;
+    let batches = df
+        .collect()
+        .await
+        .map_err(|e| from_datafusion("query", e))?;
     // No rows still has columns: CSV gets its header, Parquet its schema.
     Ok(if batches.is_empty() {
         vec![RecordBatch::new_empty(schema)]
@@ -296,21 +294,4 @@ fn check_params(df: &datafusion::dataframe::DataFrame, params: &[(String, String
         )));
     }
     Ok(())
-}
-
-/// Whether reading failed because a file is gone: the session's snapshot of the published files
-/// is older than a run that replaced a date and removed them.
-fn removed_meanwhile(e: &datafusion::error::DataFusionError) -> bool {
-    use datafusion::error::DataFusionError as D;
-    let gone = |o: &object_store::Error| matches!(o, object_store::Error::NotFound { .. });
-    match e.find_root() {
-        D::ObjectStore(o) => gone(o),
-        D::ParquetError(p) => match &**p {
-            parquet::errors::ParquetError::External(inner) => inner
-                .downcast_ref::<object_store::Error>()
-                .is_some_and(gone),
-            _ => false,
-        },
-        _ => false,
-    }
 }

@@ -248,8 +248,9 @@ pub fn file_rows(path: &Path, skip: &[&str]) -> Vec<String> {
 
 /// Run `recjob args` twice in `dir`: once with `RECJOB_FAULTS=trace` to number its storage
 /// requests, then with the last request whose traced line ends with `object` (a `put` when
-/// `put`, else a read) held back 8 s, during which `meanwhile` runs (2 s in). Returns the held
-/// run's output (its log at `info`). The races of concurrent processes, made repeatable.
+/// `put`, else a read) held (`RECJOB_FAULTS=hold=N:PATH`) from the moment it is issued until
+/// `meanwhile` has returned. Returns the held run's output (its log at `info`). The races of
+/// concurrent processes, made repeatable, with no timing.
 pub fn held_back(
     dir: &Path,
     args: &[&str],
@@ -266,17 +267,28 @@ pub fn held_back(
         .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
         .max()
         .unwrap_or_else(|| panic!("no request on {object}: {}", stderr(&o)));
-    let delay = format!("delay={request}:8000");
+    let release = dir.join(format!("release-{request}"));
+    let held_marker = dir.join(format!("release-{request}.held"));
+    let _ = std::fs::remove_file(&release);
+    let _ = std::fs::remove_file(&held_marker);
+    let hold = format!("hold={request}:{}", release.display());
     std::thread::scope(|s| {
         let held = s.spawn(|| {
             recjob_env(
                 dir,
                 args,
-                &[("RECJOB_FAULTS", delay.as_str()), ("RECJOB_LOG", "info")],
+                &[("RECJOB_FAULTS", hold.as_str()), ("RECJOB_LOG", "info")],
             )
         });
-        std::thread::sleep(std::time::Duration::from_secs(2));
+        while !held_marker.exists() {
+            if held.is_finished() {
+                let o = held.join().unwrap();
+                panic!("request {request} was never held: {}", stderr(&o));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         meanwhile();
+        std::fs::write(&release, b"").unwrap();
         held.join().unwrap()
     })
 }

@@ -445,6 +445,27 @@ fn evaluate_republishes_only_the_metrics_of_a_published_date() {
     assert_eq!(metrics_rows("2024-01-05"), before, "no metric at K = 10");
     let report = std::fs::read_to_string(out.join("reports/dt=2024-01-05/report.html")).unwrap();
     assert!(report.contains("baseline recall@5"), "the report at K = 5");
+    // A shorter configured window is not an input change: the run's window holds.
+    let o = recjob(
+        tmp.path(),
+        &[
+            "evaluate",
+            "--config",
+            cfg,
+            "--date",
+            "2024-01-05",
+            "--set",
+            "window.lookback_days=6",
+            "--set",
+            "evaluate.new_days=6",
+        ],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("the published run's window.lookback_days"),
+        "{}",
+        stderr(&o)
+    );
 
     // 2024-01-04 was not evaluable (2024-01-03 unpublished); publish 2024-01-03, re-evaluate.
     let not_evaluated = metrics_rows("2024-01-04");

@@ -235,7 +235,7 @@ fn recjob_report_rebuilds_reports_from_published_data() {
 }
 
 /// `recjob report` racing a `run --force` of the same date: the report held back just before it
-/// writes the page (an injected delay on exactly that request) while the rerun publishes and
+/// writes the page (exactly that request held until the rerun is done) while the rerun publishes and
 /// writes its own; the page that stays is the published run's, because the writer sees the new
 /// manifest and builds again.
 #[test]
@@ -257,7 +257,7 @@ fn a_report_written_while_its_date_is_republished_ends_up_describing_the_new_run
     );
     assert_eq!(code(&report), 0, "{}", stderr(&report));
     assert!(
-        stderr(&report).contains("republished while its report was written"),
+        stderr(&report).contains("republished while the reports were written"),
         "{}",
         stderr(&report)
     );
