@@ -21,7 +21,7 @@ pub use files::{
 };
 pub use functions::Dot;
 pub use listings::runtime_builder;
-pub use partitions::{is_data_file, partition_files, partitions, table_files};
+pub use partitions::{is_data_file, partition_date, partition_files, partitions, table_files};
 pub use scratch::ScratchRows;
 pub use sql::{
     from_datafusion, int_table, listing_table, mem_table, pinned_table, query, register,

@@ -17,14 +17,21 @@ pub fn is_data_file(meta: &ObjectMeta) -> bool {
         .is_some_and(|n| n.ends_with(".parquet") && !is_hidden(n))
 }
 
+/// The date of a partition folder's name, `dt=YYYY-MM-DD`; `None` for any other name.
+pub fn partition_date(folder: &str) -> Option<NaiveDate> {
+    folder.strip_prefix("dt=").and_then(|v| parse_date(v).ok())
+}
+
 /// The `dt=YYYY-MM-DD` partitions of a table root, sorted by date. Other folders are not
-/// partitions: they are ignored, with a warning that counts them.
+/// partitions: hidden ones (`_temporary/`, `.` folders) are skipped silently, the others with a
+/// warning that counts them.
 pub async fn partitions(root: &Location) -> Result<Vec<NaiveDate>> {
     let mut dates = Vec::new();
     let mut ignored = Vec::new();
     for d in root.list_dirs().await? {
-        match d.strip_prefix("dt=").and_then(|v| parse_date(v).ok()) {
+        match partition_date(&d) {
             Some(date) => dates.push(date),
+            None if is_hidden(&d) => {}
             None => ignored.push(d),
         }
     }
@@ -61,9 +68,7 @@ pub async fn table_files(root: &Location) -> Result<Vec<ObjectMeta>> {
         };
         let parts: Vec<String> = rel.map(|p| p.as_ref().to_string()).collect();
         let in_partition = match parts.as_slice() {
-            [folder, _] => folder
-                .strip_prefix("dt=")
-                .is_some_and(|v| parse_date(v).is_ok()),
+            [folder, _] => partition_date(folder).is_some(),
             _ => false,
         };
         if in_partition {

@@ -9,9 +9,9 @@ use futures::StreamExt;
 use object_store::path::Path;
 
 use super::manifest::{MANIFESTS, Manifest, read_manifest};
-use crate::domain::{PreviousLists, RankedList, dt, parse_date};
+use crate::domain::{PreviousLists, RankedList, dt};
 use crate::error::{Error, Result};
-use crate::io::{Location, id_strings, int_values, parquet_stream};
+use crate::io::{Location, id_strings, int_values, parquet_stream, partition_date};
 
 /// Published dates and their manifests, by date. Folders of `_manifests/` whose names are not
 /// `dt=YYYY-MM-DD` are skipped and counted in a warning, and so is a manifest that does not
@@ -21,7 +21,7 @@ pub async fn published(root: &Location) -> Result<Vec<(NaiveDate, Manifest)>> {
     let mut dates = Vec::new();
     let mut malformed = Vec::new();
     for dir in manifests.list_dirs().await? {
-        match dir.strip_prefix("dt=").and_then(|d| parse_date(d).ok()) {
+        match partition_date(&dir) {
             Some(date) => dates.push(date),
             None => malformed.push(dir),
         }

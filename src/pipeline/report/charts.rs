@@ -327,6 +327,12 @@ mod tests {
             }];
             let svg = trend("ndcg", &dates, &lines, &[]).unwrap();
             assert!(svg.contains("model ndcg@5"), "{bad}: {svg}");
+            let lower = svg.to_lowercase();
+            assert!(
+                !lower.contains("nan") && !lower.contains("inf"),
+                "no coordinate is {bad}: {svg}"
+            );
+            assert!(svg.contains("<polyline") || svg.contains("<path"), "{svg}");
         }
         let svg = histogram(&bins(&[0, 1, 5])).unwrap();
         assert!(svg.contains("4-7") && svg.contains("<rect"), "{svg}");
