@@ -68,9 +68,9 @@ impl ManifestVersions {
                 .into_iter()
                 .filter(|m| {
                     let parts: Vec<_> = m.location.parts().collect();
-                    parts.len() >= 2
-                        && parts[parts.len() - 1].as_ref() == "manifest.json"
-                        && parts[parts.len() - 2].as_ref().starts_with("dt=")
+                    matches!(parts.as_slice(), [.., folder, name]
+                        if name.as_ref() == "manifest.json"
+                            && partition_date(folder.as_ref()).is_some())
                 })
                 .map(|m| (m.location, (m.e_tag, m.last_modified, m.size)))
                 .collect(),
