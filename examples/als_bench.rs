@@ -1,9 +1,11 @@
 //! Times one `als` call (the behavior stage's kernel) on a synthetic implicit-feedback problem and
-//! measures how exact its last half-sweep is (BENCHMARKS.md "ALS kernel").
+//! measures how exact its last half-sweep is (BENCHMARKS.md "ALS kernel"). With `--neighbors N`
+//! it times the item-neighbour kernel (`recjob::kernels::neighbors`, N per item) on the same
+//! problem instead.
 //!
 //! ```sh
 //! cargo run --example als_bench -- [--users 200000] [--items 100000] [--events 6000000]
-//!     [--factors 128] [--iterations 10] [--repeats 3] [--check 200]
+//!     [--factors 128] [--iterations 10] [--repeats 3] [--check 200] [--neighbors 0]
 //! ```
 //!
 //! Events: items Zipf(1.0) over the catalog, users Zipf(0.5), weights 0.5^(age / 14 days) for an
@@ -19,7 +21,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use recjob::config::HybridConfig;
-use recjob::kernels::{Factors, Rows, als};
+use recjob::kernels::{Factors, Rows, als, neighbors};
 
 struct Args {
     users: usize,
@@ -29,6 +31,7 @@ struct Args {
     iterations: usize,
     repeats: usize,
     check: usize,
+    neighbors: usize,
 }
 
 fn args() -> Args {
@@ -40,6 +43,7 @@ fn args() -> Args {
         iterations: 10,
         repeats: 3,
         check: 200,
+        neighbors: 0,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     for pair in argv.chunks(2) {
@@ -55,6 +59,7 @@ fn args() -> Args {
             "--iterations" => a.iterations = value,
             "--repeats" => a.repeats = value,
             "--check" => a.check = value,
+            "--neighbors" => a.neighbors = value,
             other => panic!("unknown argument {other}"),
         }
     }
@@ -215,6 +220,9 @@ fn main() {
         heavy(&per_item),
         per_item.iter().filter(|n| **n > 0).count()
     );
+    if a.neighbors > 0 {
+        return time_neighbors(&by_user, &per_user, &a);
+    }
     let mut times = Vec::new();
     let mut fit = None;
     for run in 0..a.repeats {
@@ -237,5 +245,31 @@ fn main() {
             errors.last().copied().unwrap_or(0.0),
             errors.get(errors.len() / 2).copied().unwrap_or(0.0)
         );
+    }
+}
+
+/// The item-neighbour kernel on the users' items, `repeats` times (shrink 10, as the job).
+fn time_neighbors(by_user: &Rows, per_user: &[usize], a: &Args) {
+    let mut offsets = vec![0usize];
+    let mut items = Vec::new();
+    for u in 0..a.users {
+        items.extend_from_slice(by_user.row(u).0);
+        offsets.push(items.len());
+    }
+    let pairs: f64 = per_user.iter().map(|&n| (n * n) as f64).sum();
+    let mut times = Vec::new();
+    for run in 0..a.repeats {
+        let t = Instant::now();
+        let kept = neighbors(&offsets, &items, a.items, a.neighbors, 10.0);
+        times.push(t.elapsed().as_secs_f64());
+        println!(
+            "{{\"run\": {run}, \"neighbors_s\": {:.2}, \"kept_pairs\": {}, \"sum_of_squared_user_items\": {pairs:.3e}}}",
+            times[run],
+            kept.len()
+        );
+    }
+    times.sort_by(f64::total_cmp);
+    if let Some(median) = times.get(times.len() / 2) {
+        println!("{{\"median_neighbors_s\": {median:.2}, \"runs\": {times:?}}}");
     }
 }

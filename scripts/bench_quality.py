@@ -748,18 +748,31 @@ def run_dataset(name, args, log):
 # recjob beside the peers (optional), tuned the same way
 # --------------------------------------------------------------------------------------------
 
-def recjob_stages(policy, quick=False):
+# The neighbour term's stages (added 2026-12-07, after the others): its weight, then, when it
+# is on, the neighbours per item beside the default 50 (the peers' item-kNN searches 50 and 200).
+NEIGHBOR_STAGES = [
+    lambda b: [dict(b, neighbor_weight=g) for g in (0.03, 0.1, 0.3, 1.0)],
+    lambda b: [dict(b, neighbors=n) for n in (20, 200)] if b.get("neighbor_weight", 0) > 0 else [],
+]
+
+
+def recjob_stages(policy, quick=False, start=None):
     """recjob's `hybrid.*` settings, searched like the peers' (coordinate stages on the validation
     dates): the behavior model with its alpha or lambda (ALS at alpha 10, 1, 40 with lambda 1,
     the first being the settings shipped before this search chose Online Retail's; low-rank EASE
     at lambda 50, 200, 1000), then lambda x0.1 and x10 around the best, then the text and
     popularity weights jointly (every pair of the two grids: the weights trade against each
     other, and one at a time the search stopped short of the better corners), where repeats
-    are allowed the repeat weight, and last the number of factors (32, 64 or 256 beside the
-    shipped 128; the peers' ALS searches it too). Unlisted keys keep `jobs/nightly.toml`'s
-    values."""
+    are allowed the repeat weight, then the number of factors (32, 64 or 256 beside the
+    shipped 128; the peers' ALS searches it too), and last the neighbour term
+    (`NEIGHBOR_STAGES`). Unlisted keys keep `jobs/nightly.toml`'s values. `start`: the setting
+    an earlier full search chose before the neighbour stages existed; the search then runs only
+    those stages from it (the earlier stages are deterministic, so the full search would reach
+    the same start)."""
     if quick:
         return [[{}]]
+    if start is not None:
+        return [[start]] + NEIGHBOR_STAGES
     st = [
         [dict(alpha=a, regularization=1.0) for a in (10.0, 1.0, 40.0)]
         + [dict(model="ease", regularization=lam) for lam in (50.0, 200.0, 1000.0)],
@@ -770,7 +783,7 @@ def recjob_stages(policy, quick=False):
     if policy == "allow_repeats":
         st.append(lambda b: [dict(b, repeat_weight=r) for r in (0.0, 0.2)])
     st.append(lambda b: [dict(b, factors=f) for f in (32, 64, 256)])
-    return st
+    return st + NEIGHBOR_STAGES
 
 
 def recjob_sets(args, name, truth_types, root):
@@ -834,7 +847,8 @@ def recjob_rows(args, name, truth_types, log):
         t0 = time.time()
         grid, seen = [], set()
         fixed = args.recjob_params.get(name)
-        stages_ = [] if fixed is not None else recjob_stages(ds["policy"], args.quick)
+        stages_ = [] if fixed is not None else recjob_stages(
+            ds["policy"], args.quick, args.recjob_from.get(name))
         for n, stage in enumerate(stages_):
             for params in (stage if n == 0 else stage(best(grid, args.select)["params"])):
                 key = json.dumps(params, sort_keys=True)
@@ -1226,6 +1240,10 @@ def main():
     ap.add_argument("--recjob-params", action="append", default=[], metavar="DATASET=JSON",
                     help="no search for recjob on DATASET: report these hybrid.* settings (e.g. "
                          "what an earlier run's search chose) on the test dates")
+    ap.add_argument("--recjob-from", action="append", default=[], metavar="DATASET=JSON",
+                    help="start recjob's search on DATASET at these hybrid.* settings (what an "
+                         "earlier full search chose) and run only the stages added since: the "
+                         "neighbour term's")
     ap.add_argument("--recjob-reuse", action="append", default=[], metavar="JSON",
                     help="recjob's validation rows of an earlier --output: a candidate setting "
                          "found there is not backtested again. Only with a build whose backtests "
@@ -1245,6 +1263,8 @@ def main():
     args.val_every = {a.split("=")[0]: int(a.split("=")[1]) for a in args.val_every}
     args.recjob_params = {a.split("=", 1)[0]: json.loads(a.split("=", 1)[1])
                           for a in args.recjob_params}
+    args.recjob_from = {a.split("=", 1)[0]: json.loads(a.split("=", 1)[1])
+                        for a in args.recjob_from}
     args.recjob_reuse = {(r["dataset"], json.dumps(r["params"], sort_keys=True)): r
                          for f in args.recjob_reuse for r in json.load(open(f))
                          if r["kind"] == "validation_grid" and r["method"] == "recjob"}

@@ -482,6 +482,12 @@ pub struct HybridConfig {
     /// Weight rho of the repeat term rho * w_ui / max_j w_uj, added to the score of every item
     /// the user has a positive decayed weight w_ui on in the window (README "The model").
     pub repeat_weight: f64,
+    /// Weight gamma of the neighbour term gamma * D_u * n_ui / max_j n_uj, n_ui = sum over the
+    /// user's items j of s_ji (item-kNN similarities of the window), D_u the user's largest model
+    /// score among those candidates; 0 = off (README "The model").
+    pub neighbor_weight: f64,
+    /// Neighbours each item keeps for the neighbour term (the most similar items by s).
+    pub neighbors: usize,
 }
 
 impl Default for HybridConfig {
@@ -495,6 +501,8 @@ impl Default for HybridConfig {
             text_weight: 0.3,
             popularity_weight: 0.3,
             repeat_weight: 0.05,
+            neighbor_weight: 0.0,
+            neighbors: 50,
         }
     }
 }
@@ -511,6 +519,14 @@ impl HybridConfig {
         }
         if !(h.repeat_weight.is_finite() && h.repeat_weight >= 0.0) {
             errors.push("hybrid.repeat_weight must be a finite number >= 0".to_string());
+        }
+        if !(h.neighbor_weight.is_finite() && h.neighbor_weight >= 0.0) {
+            errors.push("hybrid.neighbor_weight must be a finite number >= 0".to_string());
+        }
+        if !(1..=MAX_NEIGHBORS).contains(&h.neighbors) {
+            errors.push(format!(
+                "hybrid.neighbors must be within 1..={MAX_NEIGHBORS}"
+            ));
         }
         if h.factors > MAX_FACTORS {
             errors.push(format!("hybrid.factors must be within 0..={MAX_FACTORS}"));
@@ -564,6 +580,10 @@ pub const MAX_K: usize = 100_000;
 /// The most behavior factors (`hybrid.factors`): ALS solves an f x f system per user and item and
 /// holds f + 1 floats per user, so f is bounded well before memory or time run out.
 pub const MAX_FACTORS: usize = 1024;
+
+/// The most neighbours an item keeps (`hybrid.neighbors`): a user's neighbour term touches up to
+/// this many items per item of the user's window.
+pub const MAX_NEIGHBORS: usize = 1000;
 
 /// A list length K on the command line (clap value parser): 1..=[`MAX_K`].
 pub fn k_arg(s: &str) -> std::result::Result<usize, String> {

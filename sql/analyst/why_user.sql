@@ -1,14 +1,15 @@
 -- Why these recommendations? One user's list for one date next to their recent history: for
--- each recommended item, its score split into its two components (score = model + repeat: the
--- model part is dot(user_embeddings.embedding, item_vectors.embedding), the repeat part the
--- user's own decayed history with the item), and the history item whose vector is most similar
+-- each recommended item, its score split into its three components (score = model + repeat +
+-- neighbor: the model part is dot(user_embeddings.embedding, item_vectors.embedding), the repeat
+-- part the user's own decayed history with the item, the neighbor part how often the item is
+-- taken by the users of the user's items), and the history item whose vector is most similar
 -- to it (dot product of the published vectors), with how often the user interacted with it.
 -- Params: $user_id, $dt ('YYYY-MM-DD')
 -- Tables: recommendations, item_vectors, behavior, run_catalog (titles from the snapshot $dt used)
--- Output: rank, item_id, title, score, model_score, repeat_score, source, because_item_id,
---         because_title, similarity, because_events
+-- Output: rank, item_id, title, score, model_score, repeat_score, neighbor_score, source,
+--         because_item_id, because_title, similarity, because_events
 WITH recs AS (
-    SELECT rank, item_id, score, repeat_score, source
+    SELECT rank, item_id, score, repeat_score, neighbor_score, source
     FROM recommendations
     WHERE user_id = $user_id AND dt = CAST($dt AS DATE)
 ),
@@ -38,7 +39,8 @@ titles AS (
     SELECT item_id, title FROM run_catalog WHERE dt = CAST($dt AS DATE)
 )
 SELECT r.rank, r.item_id, t.title, round(r.score, 6) AS score,
-       round(r.score - r.repeat_score, 6) AS model_score, round(r.repeat_score, 6) AS repeat_score, r.source,
+       round(r.score - r.repeat_score - r.neighbor_score, 6) AS model_score,
+       round(r.repeat_score, 6) AS repeat_score, round(r.neighbor_score, 6) AS neighbor_score, r.source,
        b.because_item_id, bt.title AS because_title, round(b.similarity, 4) AS similarity, b.because_events
 FROM recs r
 LEFT JOIN best b ON b.rank = r.rank AND b.position = 1

@@ -1,7 +1,7 @@
 //! Ranked lists of many users in flat arrays: the shape a night's recommendations take between
 //! the top-K kernel, the audit, the evaluation and the Parquet writer, a chunk of users at a
-//! time. 65,536 users with 50 items each are 3.3M `(item, score, repeat_score)` entries of 12
-//! bytes plus one id per user; the item ids are shared by every chunk.
+//! time. 65,536 users with 50 items each are 3.3M `(item, score, repeat_score, neighbor_score)`
+//! entries of 16 bytes plus one id per user; the item ids are shared by every chunk.
 
 use std::collections::HashSet;
 use std::ops::Range;
@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use super::records::{RankedList, Source};
 
-/// Every user's list: user `u`'s entries are `offsets[u]..offsets[u + 1]` of `items`, `scores`
-/// and `repeat`, in rank order; `items` are positions in `item_ids`.
+/// Every user's list: user `u`'s entries are `offsets[u]..offsets[u + 1]` of `items`, `scores`,
+/// `repeat` and `neighbor`, in rank order; `items` are positions in `item_ids`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Lists {
     /// Users, sorted by id.
@@ -21,6 +21,7 @@ pub struct Lists {
     items: Vec<u32>,
     scores: Vec<f32>,
     repeat: Vec<f32>,
+    neighbor: Vec<f32>,
     sources: Vec<Source>,
 }
 
@@ -35,6 +36,8 @@ pub struct ListRef<'a> {
     pub scores: &'a [f32],
     /// The repeat term of each score (0 for popular rows).
     pub repeat: &'a [f32],
+    /// The neighbour term of each score (0 for popular rows).
+    pub neighbor: &'a [f32],
     /// Where the list came from.
     pub source: Source,
 }
@@ -60,28 +63,31 @@ impl Lists {
             Arc::ptr_eq(&self.item_ids, &next.item_ids) || self.item_ids == next.item_ids
         );
         for list in next.iter() {
-            let entries =
-                (0..list.items.len()).map(|i| (list.items[i], list.scores[i], list.repeat[i]));
+            let entries = (0..list.items.len()).map(|i| {
+                let (item, score) = (list.items[i], list.scores[i]);
+                (item, score, list.repeat[i], list.neighbor[i])
+            });
             self.push(list.user.to_string(), list.source, entries);
         }
     }
 
     /// Append the next user's list (users must come in id order). `entries`: (item position,
-    /// score, repeat term), rank order.
+    /// score, repeat term, neighbour term), rank order.
     pub fn push(
         &mut self,
         user: String,
         source: Source,
-        entries: impl IntoIterator<Item = (u32, f32, f32)>,
+        entries: impl IntoIterator<Item = (u32, f32, f32, f32)>,
     ) {
         debug_assert!(self.users.last().is_none_or(|last| *last < user));
         if self.offsets.is_empty() {
             self.offsets.push(0);
         }
-        for (item, score, repeat) in entries {
+        for (item, score, repeat, neighbor) in entries {
             self.items.push(item);
             self.scores.push(score);
             self.repeat.push(repeat);
+            self.neighbor.push(neighbor);
         }
         self.users.push(user);
         self.sources.push(source);
@@ -110,7 +116,8 @@ impl Lists {
             user: &self.users[u],
             items: &self.items[r.clone()],
             scores: &self.scores[r.clone()],
-            repeat: &self.repeat[r],
+            repeat: &self.repeat[r.clone()],
+            neighbor: &self.neighbor[r],
             source: self.sources[u],
         }
     }
@@ -170,17 +177,17 @@ mod tests {
         lists.push(
             "u1".into(),
             Source::Personal,
-            [(2, 0.9, 0.1), (0, 0.5, 0.0)],
+            [(2, 0.9, 0.1, 0.2), (0, 0.5, 0.0, 0.0)],
         );
         lists.push("u2".into(), Source::Popular, []);
-        lists.push("u3".into(), Source::Popular, [(1, 1.0, 0.0)]);
+        lists.push("u3".into(), Source::Popular, [(1, 1.0, 0.0, 0.0)]);
         assert_eq!((lists.len(), lists.entries()), (3, 3));
         let u1 = lists.get(0);
         assert_eq!(
             (u1.user, u1.items, u1.scores),
             ("u1", &[2, 0][..], &[0.9, 0.5][..])
         );
-        assert_eq!(u1.repeat, &[0.1, 0.0]);
+        assert_eq!((u1.repeat, u1.neighbor), (&[0.1, 0.0][..], &[0.2, 0.0][..]));
         assert!(lists.get(1).items.is_empty());
         assert_eq!(lists.entry_range(1..3), 2..3);
         let keep: HashSet<&str> = ["u1", "u3", "nobody"].into_iter().collect();
@@ -196,7 +203,7 @@ mod tests {
         let (mut whole, mut chunks) = (Lists::new(items.clone()), Lists::new(items.clone()));
         let mut parts = Lists::new(items);
         for (n, user) in ["u1", "u2", "u3", "u4"].into_iter().enumerate() {
-            let entries = [(n as u32 % 3, 1.0 - n as f32 / 10.0, 0.0)];
+            let entries = [(n as u32 % 3, 1.0 - n as f32 / 10.0, 0.0, n as f32)];
             whole.push(user.into(), Source::Personal, entries);
             chunks.push(user.into(), Source::Personal, entries);
             if n % 2 == 1 {

@@ -4,7 +4,7 @@
 //!
 //! The interactions are the part that grows with events (30 million pairs for a million users
 //! is 0.36 GB), and they are only ever read a range of users at a time (the users' text vectors,
-//! the behavior model's rows, the repeat terms), so they are spilled to an unnamed scratch file
+//! the behavior model's rows, the repeat and neighbour terms), so they are spilled to an unnamed scratch file
 //! in `TMPDIR` as the window is built and read back per range ([`WindowData::interactions`]).
 //! What stays in memory is per user (ids, event counts, offsets: about 60 bytes a user) plus
 //! the exclusions, which the audit, the popularity lists and the evaluation read user by user.

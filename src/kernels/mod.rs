@@ -1,11 +1,12 @@
 //! The kernels: the numeric work of a run, on plain slices and ids, with no storage, engine or
-//! stage in sight. The sentence encoder, exact blockwise top-K, implicit ALS, low-rank EASE, popularity lists
+//! stage in sight. The sentence encoder, exact blockwise top-K, implicit ALS, low-rank EASE, item neighbours, popularity lists
 //! and the SGEMM they share; top-K also blockwise on a GPU. Each is deterministic and tested against a naive reference.
 
 mod als;
 pub(crate) mod blas;
 mod ease;
 mod encoder;
+mod neighbors;
 mod popularity;
 mod topk;
 mod topk_device;
@@ -18,6 +19,7 @@ pub use ease::ease;
 pub use encoder::{
     EmbedStats, Encoder, Pooling, SentenceEncoder, embed_texts, encode_batches, plan, select_device,
 };
+pub use neighbors::{Neighbors, neighbors};
 pub use popularity::popularity_score;
 pub use topk::{Adjustments, Hit, TopkParams, top_k, top_k_all};
 pub use topk_device::{MAX_BLOCK_ITEMS, top_k_candle, top_k_on};

@@ -8,7 +8,7 @@
 //!
 //! Sparse per-user [`Adjustments`] are applied inside the kernel: an excluded item's score never
 //! enters a heap, so a user gets exactly K rows whenever K items are eligible, and an item with
-//! an additive term (the repeat term) competes with its adjusted score. Items must be given sorted by id: ties are
+//! an additive term (the repeat and neighbour terms) competes with its adjusted score. Items must be given sorted by id: ties are
 //! broken by the lower index, i.e. the lower item id. Each heap keeps a few more candidates than
 //! K whose scores are then recomputed with [`dot`] (fixed summation order), so the
 //! output does not depend on block sizes or thread count.

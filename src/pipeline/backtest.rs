@@ -92,7 +92,8 @@ pub async fn backtest(runner: &Runner, from: NaiveDate, to: NaiveDate) -> Result
         // A backtest keeps D-1's lists whole for D's evaluation (its windows are history).
         let users = c.user_rows();
         let engine = runner.engine().await?;
-        let lists = recommend(engine, config, &c.candidates, &users, &c.data)
+        let neighbors = c.neighbors.as_ref();
+        let lists = recommend(engine, config, &c.candidates, neighbors, &users, &c.data)
             .await?
             .lists;
         for &r in &c.items.new_rows {

@@ -18,7 +18,7 @@ use crate::domain::{
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::io::Location;
-use crate::kernels::{Encoder, blas_backend};
+use crate::kernels::{Encoder, Neighbors, blas_backend};
 use crate::publish::{
     EmbeddingInfo, Lease, Manifest, ModelInfo, Publisher, UsersInfo, VectorsInfo, WindowInfo,
     is_published, manifest_path, published_previous,
@@ -26,7 +26,7 @@ use crate::publish::{
 use crate::stages::audit::{AuditReport, ListAudit, audit_items};
 use crate::stages::embed::{ItemEmbeddings, cache, embed_items};
 use crate::stages::evaluate::{EvalInput, OwnLists, evaluate, truth, truth_users};
-use crate::stages::hybrid::{HybridUsers, UserFactors, hybrid};
+use crate::stages::hybrid::{HybridUsers, UserFactors, hybrid, item_neighbors};
 use crate::stages::prepare::{check_invalid_rows, prepare_window, register_window_events};
 use crate::stages::read::{behavior_ready, load_catalog, register_inputs};
 use crate::stages::recommend::{Recommender, candidates, similar_items};
@@ -62,6 +62,8 @@ pub(crate) struct Computed {
     /// (user_embeddings, [`Computed::user_rows`]).
     pub(crate) candidates: Vectors,
     pub(crate) users: UserFactors,
+    /// The window's item neighbours (`item_neighbors`), when the neighbour term is on.
+    pub(crate) neighbors: Option<Neighbors>,
     /// `similar_items`, by text embeddings.
     pub(crate) similar: Vec<SimilarItem>,
     pub(crate) t: Timings,
@@ -177,7 +179,7 @@ impl Runner {
         };
         t.lap("similar");
 
-        // behavior: ALS factors of the window, blended with the text vectors
+        // behavior: ALS factors of the window, blended with the text vectors; item neighbours
         let (candidates, users) = hybrid(
             engine,
             &config.hybrid,
@@ -186,6 +188,7 @@ impl Runner {
             text_candidates,
         )
         .await?;
+        let neighbors = item_neighbors(&config.hybrid, &data)?;
         t.lap("behavior");
         Ok(Computed {
             ctx,
@@ -196,6 +199,7 @@ impl Runner {
             items,
             candidates,
             users,
+            neighbors,
             similar,
             t,
         })
@@ -426,10 +430,18 @@ async fn stage_lists(
     let schema = p::user_embeddings_schema(users.dim());
     let mut vectors_out = publisher.partition_writer("user_embeddings", schema)?;
     let (flat, dim) = (&c.candidates.flat, c.candidates.dim);
+    let neighbors = c.neighbors.as_ref();
     let (personal, popular) = engine
         .with_items(flat, dim, async |items| {
-            let mut recommender =
-                Recommender::new(engine, config, &c.candidates, items, &users, &c.data);
+            let mut recommender = Recommender::new(
+                engine,
+                config,
+                &c.candidates,
+                neighbors,
+                items,
+                &users,
+                &c.data,
+            );
             while let Some((lists, vectors)) = recommender.next().await? {
                 audit.check(&lists, &vectors)?;
                 own.add_lists(&c.data, &lists);
@@ -511,6 +523,20 @@ async fn stage_tables(
     publisher
         .stage_partition("similar_items", p::similar_items_schema(), batches)
         .await?;
+    if let Some(neighbors) = &c.neighbors {
+        // The candidates' neighbours (the items top-K can recommend), a batch of items at a time.
+        let rows = c.candidates.rows_of(&c.data.item_ids);
+        let targets: Vec<u32> = (0..rows.len() as u32)
+            .filter(|&r| rows[r as usize].is_some())
+            .collect();
+        let ids = &c.data.item_ids;
+        let batches = targets
+            .chunks(USERS_PER_BATCH)
+            .map(|t| p::item_neighbors(neighbors, ids, t, run_id));
+        publisher
+            .stage_partition("item_neighbors", p::item_neighbors_schema(), batches)
+            .await?;
+    }
     let items = &c.items;
     if !items.new_rows.is_empty() {
         let new = items.vectors.select(&items.new_rows);

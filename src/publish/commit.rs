@@ -34,6 +34,7 @@ use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use super::halt::halt_point;
 use super::lease::Lease;
 use super::manifest::{MANIFESTS, Manifest, PublishedFile, manifest_path, read_manifest};
+use super::schemas::PUBLISHED_TABLES;
 use crate::domain::dt;
 use crate::error::{Context, Error, Result};
 use crate::io::{Location, ParquetStreamWriter, is_data_file, parquet_rows};
@@ -313,12 +314,14 @@ impl Publisher {
         }
     }
 
-    /// Delete the data files that `manifest` does not list from the partitions this run wrote,
-    /// and the date's leftover staging. The date is published already: a failure here is
-    /// logged, and the next run of the date finishes the job.
+    /// Delete the data files that `manifest` does not list from the date's partitions of every
+    /// published table (a table this run did not write, such as `item_neighbors` after the
+    /// neighbour term was turned off, loses the previous run's files too), and the date's
+    /// leftover staging. The date is published already: a failure here is logged, and the next
+    /// run of the date finishes the job.
     async fn clean_up(&self, manifest: &Manifest) {
         let keep: BTreeSet<&str> = manifest.tables.iter().map(|f| f.url.as_str()).collect();
-        let dirs: BTreeSet<Path> = self
+        let written = self
             .staged
             .iter()
             .filter(|f| f.partitioned)
@@ -327,8 +330,11 @@ impl Publisher {
                     .as_ref()
                     .rsplit_once('/')
                     .map(|(d, _)| Path::from(d))
-            })
-            .collect();
+            });
+        let every = PUBLISHED_TABLES
+            .iter()
+            .map(|t| self.root.path(&format!("{t}/dt={}", dt(self.date))));
+        let dirs: BTreeSet<Path> = written.chain(every).collect();
         let mut first = true;
         for dir in dirs {
             let loc = Location {

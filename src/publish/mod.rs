@@ -21,8 +21,9 @@ pub use published::{
     ManifestVersions, published, published_dates, published_previous, visit_published_lists,
 };
 pub use schemas::{
-    ITEM_EMBEDDINGS, item_embeddings, item_embeddings_schema, item_vectors, item_vectors_schema,
-    metrics, metrics_schema, recommendations, recommendations_schema, similar_items,
-    similar_items_schema, user_embeddings, user_embeddings_schema,
+    ITEM_EMBEDDINGS, PUBLISHED_TABLES, item_embeddings, item_embeddings_schema, item_neighbors,
+    item_neighbors_schema, item_vectors, item_vectors_schema, metrics, metrics_schema,
+    recommendations, recommendations_schema, similar_items, similar_items_schema, user_embeddings,
+    user_embeddings_schema,
 };
-pub use tables::{PUBLISHED_TABLES, query, session, statement};
+pub use tables::{query, session, statement};

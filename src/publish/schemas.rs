@@ -15,6 +15,18 @@ use chrono::NaiveDate;
 use crate::domain::{Lists, MetricRow, SimilarItem, UserVectors, Vectors};
 use crate::error::{Context, Result};
 use crate::io::{embedding_type, to_arrow};
+use crate::kernels::Neighbors;
+
+/// Tables published per date, in the order `SHOW TABLES` lists them (`item_neighbors` only by
+/// runs with the neighbour term on).
+pub const PUBLISHED_TABLES: [&str; 6] = [
+    "recommendations",
+    "user_embeddings",
+    "item_vectors",
+    "similar_items",
+    "item_neighbors",
+    "metrics",
+];
 
 /// The embedding cache table (unpartitioned, one file per run that embedded something).
 pub const ITEM_EMBEDDINGS: &str = "item_embeddings";
@@ -28,6 +40,7 @@ pub fn recommendations_schema() -> SchemaRef {
         Field::new("score", DataType::Float32, false),
         Field::new("source", DataType::Utf8, false),
         Field::new("repeat_score", DataType::Float32, false),
+        Field::new("neighbor_score", DataType::Float32, false),
         Field::new("run_id", DataType::Utf8, false),
     ]))
 }
@@ -40,11 +53,11 @@ pub fn recommendations(lists: &Lists, users: Range<usize>, run_id: &str) -> Resu
         Vec::with_capacity(n),
         StringBuilder::with_capacity(n, n * 8),
     );
-    let (mut scores, mut sources, mut repeat) = (
+    let (mut scores, mut sources) = (
         Vec::with_capacity(n),
         StringBuilder::with_capacity(n, n * 8),
-        Vec::with_capacity(n),
     );
+    let (mut repeat, mut neighbor) = (Vec::with_capacity(n), Vec::with_capacity(n));
     for u in users {
         let list = lists.get(u);
         for (r, &item) in list.items.iter().enumerate() {
@@ -55,6 +68,7 @@ pub fn recommendations(lists: &Lists, users: Range<usize>, run_id: &str) -> Resu
         }
         scores.extend_from_slice(list.scores);
         repeat.extend_from_slice(list.repeat);
+        neighbor.extend_from_slice(list.neighbor);
     }
     let columns: Vec<ArrayRef> = vec![
         Arc::new(user_ids.finish()),
@@ -63,6 +77,7 @@ pub fn recommendations(lists: &Lists, users: Range<usize>, run_id: &str) -> Resu
         Arc::new(Float32Array::from(scores)),
         Arc::new(sources.finish()),
         Arc::new(Float32Array::from(repeat)),
+        Arc::new(Float32Array::from(neighbor)),
         Arc::new(StringArray::from(vec![run_id; n])),
     ];
     RecordBatch::try_new(recommendations_schema(), columns).context("building recommendations")
@@ -93,6 +108,51 @@ pub fn similar_items(rows: &[SimilarItem], run_id: &str) -> Result<RecordBatch> 
         Arc::new(StringArray::from(vec![run_id; rows.len()])),
     ];
     RecordBatch::try_new(similar_items_schema(), columns).context("building similar_items")
+}
+
+/// Schema of `item_neighbors`.
+pub fn item_neighbors_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("item_id", DataType::Utf8, false),
+        Field::new("rank", DataType::Int32, false),
+        Field::new("neighbor_id", DataType::Utf8, false),
+        Field::new("similarity", DataType::Float32, false),
+        Field::new("run_id", DataType::Utf8, false),
+    ]))
+}
+
+/// The `item_neighbors` rows of the items `targets` (rows of `ids`, the window's catalog) as a
+/// batch: each one's neighbours, best first.
+pub fn item_neighbors(
+    neighbors: &Neighbors,
+    ids: &[String],
+    targets: &[u32],
+    run_id: &str,
+) -> Result<RecordBatch> {
+    let (mut items, mut ranks, mut others, mut sims) = (
+        StringBuilder::new(),
+        Vec::new(),
+        StringBuilder::new(),
+        Vec::new(),
+    );
+    for &j in targets {
+        let (sources, s) = neighbors.ranked(j);
+        for (r, &i) in sources.iter().enumerate() {
+            items.append_value(&ids[j as usize]);
+            ranks.push(r as i32 + 1);
+            others.append_value(&ids[i as usize]);
+        }
+        sims.extend_from_slice(s);
+    }
+    let n = ranks.len();
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(items.finish()),
+        Arc::new(Int32Array::from(ranks)),
+        Arc::new(others.finish()),
+        Arc::new(Float32Array::from(sims)),
+        Arc::new(StringArray::from(vec![run_id; n])),
+    ];
+    RecordBatch::try_new(item_neighbors_schema(), columns).context("building item_neighbors")
 }
 
 /// Schema of `user_embeddings`.
@@ -222,9 +282,9 @@ mod tests {
         lists.push(
             "u1".into(),
             Source::Personal,
-            [(1, 0.9, 0.2), (0, 0.5, 0.0)],
+            [(1, 0.9, 0.2, 0.1), (0, 0.5, 0.0, 0.3)],
         );
-        lists.push("u2".into(), Source::Popular, [(0, 1.0, 0.0)]);
+        lists.push("u2".into(), Source::Popular, [(0, 1.0, 0.0, 0.0)]);
         lists.push("u3".into(), Source::Popular, []);
         let whole = recommendations(&lists, 0..3, "r").unwrap();
         assert_eq!(whole.num_rows(), 3);
@@ -246,5 +306,6 @@ mod tests {
         assert_eq!(column("item_id"), "b,a,a");
         assert_eq!(column("source"), "personal,personal,popular");
         assert_eq!(column("repeat_score"), "0.2,0.0,0.0");
+        assert_eq!(column("neighbor_score"), "0.1,0.3,0.0");
     }
 }

@@ -1,7 +1,7 @@
 //! `recjob sql`: the published tables one command away, read-only.
 //!
-//! Registers `recommendations`, `user_embeddings`, `item_vectors`, `similar_items`, `metrics`
-//! (exactly the files the manifests list: a `dt` is visible exactly when its manifest exists, so
+//! Registers `recommendations`, `user_embeddings`, `item_vectors`, `similar_items`,
+//! `item_neighbors` (when some date has it), `metrics` (exactly the files the manifests list: a `dt` is visible exactly when its manifest exists, so
 //! a run in progress or a crashed one is never seen), `item_embeddings`, and the inputs
 //! `behavior` and `catalog`, each with `dt` as a DATE column (a table whose files do not read as
 //! one table is left out with a warning that says why; the inputs are the files directly in their
@@ -14,8 +14,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::DataType;
+use arrow::datatypes::{DataType, Schema, SchemaRef};
 use chrono::NaiveDate;
+use datafusion::catalog::TableProvider;
 use datafusion::execution::context::SQLOptions;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::scalar::ScalarValue;
@@ -23,7 +24,7 @@ use object_store::ObjectMeta;
 
 use super::manifest::Manifest;
 use super::published::{ManifestVersions, published};
-use super::schemas::ITEM_EMBEDDINGS;
+use super::schemas::{ITEM_EMBEDDINGS, PUBLISHED_TABLES};
 use crate::config::Config;
 use crate::domain::dt;
 use crate::error::{Context, Error, Result};
@@ -31,15 +32,6 @@ use crate::io::{
     Dot, Location, from_datafusion, is_data_file, parquet_footer, pinned_table, runtime_builder,
     table_files,
 };
-
-/// Tables published per date, in the order `SHOW TABLES` lists them.
-pub const PUBLISHED_TABLES: [&str; 5] = [
-    "recommendations",
-    "user_embeddings",
-    "item_vectors",
-    "similar_items",
-    "metrics",
-];
 
 /// A session with every table registered, and `dot`: a snapshot of what is published when it
 /// starts. Each published table reads exactly the files its dates' manifests list (never a
@@ -151,7 +143,14 @@ async fn register_or_warn(
         return;
     }
     let dt_type = partitioned.then_some(DataType::Date32);
-    let registered = match pinned_table(ctx, loc, None, dt_type, files.clone()).await {
+    let table = match pinned_table(ctx, loc, None, dt_type.clone(), files.clone()).await {
+        Ok(t) => {
+            let schema = nullable(&t.schema(), partitioned.then_some("dt"));
+            pinned_table(ctx, loc, Some(schema), dt_type, files.clone()).await
+        }
+        Err(e) => Err(e),
+    };
+    let registered = match table {
         Ok(t) => ctx
             .register_table(name, Arc::new(t))
             .map(|_| ())
@@ -170,6 +169,17 @@ async fn register_or_warn(
         }
     }
     tracing::warn!(table = name, url = %loc.url(), error = %why, "table not registered: its files cannot be read as one table");
+}
+
+/// `schema` (the files' columns, merged) with every column nullable and without the partition
+/// column: a column that a later version of recjob added reads as NULL on the dates published
+/// before it, where a non-nullable column would fail every statement that reads it.
+fn nullable(schema: &Schema, partition: Option<&str>) -> SchemaRef {
+    let fields: Vec<_> = (schema.fields().iter())
+        .filter(|f| Some(f.name().as_str()) != partition)
+        .map(|f| f.as_ref().clone().with_nullable(true))
+        .collect();
+    Arc::new(Schema::new(fields))
 }
 
 /// Run one read-only statement with `$name` parameters on a session of its own, made now.

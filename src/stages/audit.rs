@@ -7,7 +7,7 @@
 //! - scores are finite and non-increasing with rank (ranks are list positions, 1..n);
 //! - no recommendation is an excluded (user, item) pair or an unavailable item;
 //! - a personal score equals dot(user embedding, item vector) + its finite, non-negative
-//!   repeat term, and a popular row has none;
+//!   repeat and neighbour terms, and a popular row has neither;
 //! - embeddings are unit length; `similar_items` never pairs an item with itself.
 
 use std::collections::HashMap;
@@ -182,7 +182,8 @@ fn fail<T>(msg: String) -> Result<T> {
     Err(Error::Audit(msg))
 }
 
-/// Entry `i` of a list: an available item, score order, not excluded, score = dot + repeat.
+/// Entry `i` of a list: an available item, score order, not excluded, score = dot + repeat +
+/// neighbour.
 fn check_entry(
     lists: &Lists,
     candidates: &Vectors,
@@ -192,7 +193,7 @@ fn check_entry(
     vector: Option<&[f32]>,
 ) -> Result<()> {
     let (user, rank) = (list.user, i + 1);
-    let (score, repeat) = (list.scores[i], list.repeat[i]);
+    let (score, repeat, neighbor) = (list.scores[i], list.repeat[i], list.neighbor[i]);
     let Some(item) = lists.item_ids.get(list.items[i] as usize) else {
         return fail(format!(
             "user {user}: item position {} at rank {rank} is not an available catalog item",
@@ -214,20 +215,22 @@ fn check_entry(
                 "user {user}: personal recommendation without vectors"
             ));
         };
-        if !(repeat.is_finite() && repeat >= 0.0) {
-            return fail(format!(
-                "user {user}, item {item}: repeat score {repeat} is not finite and non-negative"
-            ));
+        for (term, value) in [("repeat", repeat), ("neighbour", neighbor)] {
+            if !(value.is_finite() && value >= 0.0) {
+                return fail(format!(
+                    "user {user}, item {item}: {term} score {value} is not finite and non-negative"
+                ));
+            }
         }
         let v = candidates.row(list.items[i] as usize);
-        if (dot(u, v) + repeat - score).abs() > SCORE_TOLERANCE {
+        if (dot(u, v) + repeat + neighbor - score).abs() > SCORE_TOLERANCE {
             return fail(format!(
-                "user {user}, item {item}: score {score} is not the dot product plus the repeat score {repeat}"
+                "user {user}, item {item}: score {score} is not the dot product plus the repeat score {repeat} and the neighbour score {neighbor}"
             ));
         }
-    } else if repeat != 0.0 {
+    } else if repeat != 0.0 || neighbor != 0.0 {
         return fail(format!(
-            "user {user}, item {item}: a popular row with a repeat score"
+            "user {user}, item {item}: a popular row with a repeat or neighbour score"
         ));
     }
     Ok(())
@@ -242,8 +245,8 @@ mod tests {
 
     /// Two candidates, one user with a personal list of both: every invariant holds.
     struct Case {
-        /// User u's list: (item position, score, repeat term).
-        entries: Vec<(u32, f32, f32)>,
+        /// User u's list: (item position, score, repeat term, neighbour term).
+        entries: Vec<(u32, f32, f32, f32)>,
         source: Source,
         users: UserVectors,
         items: Vectors,
@@ -256,7 +259,7 @@ mod tests {
         let s = std::f32::consts::FRAC_1_SQRT_2;
         // u = (1, 0); a = (1, 0) scores 1; b = (s, s) scores s.
         Case {
-            entries: vec![(0, 1.0, 0.0), (1, s, 0.0)],
+            entries: vec![(0, 1.0, 0.0, 0.0), (1, s, 0.0, 0.0)],
             source: Source::Personal,
             users: UserVectors {
                 vectors: Vectors::new(vec!["u".into()], vec![1.0, 0.0], 2),
@@ -362,7 +365,23 @@ mod tests {
         let mut c = valid();
         c.source = Source::Popular;
         c.entries[1].2 = 0.25;
-        fails(&c, 2, "a popular row with a repeat score");
+        fails(&c, 2, "a popular row with a repeat or neighbour score");
+
+        // The same for the neighbour term, alone and beside a repeat term.
+        let mut c = valid();
+        (c.entries[1].2, c.entries[1].3) = (0.125, 0.0625);
+        c.entries[1].1 += 0.1875;
+        run(&c, 2).unwrap();
+        let mut c = valid();
+        c.entries[1].3 = 0.125;
+        fails(&c, 2, "and the neighbour score 0.125");
+        let mut c = valid();
+        c.entries[1].3 = f32::NAN;
+        fails(&c, 2, "neighbour score NaN is not finite and non-negative");
+        let mut c = valid();
+        c.source = Source::Popular;
+        c.entries[1].3 = 0.125;
+        fails(&c, 2, "a popular row with a repeat or neighbour score");
 
         let mut c = valid();
         c.users.vectors.flat = vec![2.0, 0.0];

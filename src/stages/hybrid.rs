@@ -17,7 +17,11 @@ use crate::domain::{USERS_PER_CHUNK, UserRows, UserVectors, Vectors, WindowData,
 use crate::engine::Engine;
 use crate::error::Result;
 use crate::io::ScratchRows;
-use crate::kernels::{Rows, ease};
+use crate::kernels::{Neighbors, Rows, ease, neighbors};
+
+/// The shrink term of the item-kNN similarity s_ij = c_ij / (sqrt(n_i n_j) + shrink): pairs
+/// that few users share count less ([`crate::kernels::neighbors`]).
+pub const NEIGHBOR_SHRINK: f64 = 10.0;
 
 /// What the hybrid stage keeps of the users: which of the window's users have a vector (a
 /// usable text history: a positive weight on some item), and the behavior part of each one's
@@ -150,6 +154,33 @@ pub async fn hybrid(
     };
     // The users' ids are copied once the factors are learned and spilled, not beside them.
     Ok((candidates, UserFactors::new(window, rows, behavior)))
+}
+
+/// The item neighbours of the window for the neighbour term ([`neighbors`], `hybrid.neighbors`
+/// per item, shrink [`NEIGHBOR_SHRINK`]) from every user's items with a positive weight, read
+/// from the window's spill a chunk of users at a time; `None` when the term is off.
+pub fn item_neighbors(hybrid: &HybridConfig, data: &WindowData) -> Result<Option<Neighbors>> {
+    if hybrid.neighbor_weight <= 0.0 {
+        return Ok(None);
+    }
+    let (mut offsets, mut items) = (vec![0usize], Vec::new());
+    for range in ranges(data.len(), USERS_PER_CHUNK) {
+        let interactions = data.interactions(range.clone())?;
+        for u in range {
+            let (rows, weights) = interactions.of(u);
+            let positive = rows.iter().zip(weights).filter(|(_, w)| **w > 0.0);
+            items.extend(positive.map(|(&r, _)| r));
+            offsets.push(items.len());
+        }
+    }
+    let n_items = data.item_ids.len();
+    Ok(Some(neighbors(
+        &offsets,
+        &items,
+        n_items,
+        hybrid.neighbors,
+        NEIGHBOR_SHRINK,
+    )))
 }
 
 /// The positions in `window` of the users with a text vector over the catalog's text vectors

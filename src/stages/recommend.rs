@@ -1,6 +1,6 @@
 //! Recommend stage: every active user's list. Users with a vector get their exact top-K of the
-//! candidate items (blockwise kernel, exclusions and the repeat term inside it,
-//! `source = 'personal'`; run by the
+//! candidate items (blockwise kernel, exclusions and the sparse repeat and neighbour terms
+//! inside it, `source = 'personal'`; run by the
 //! [`Engine`], in this process or on a cluster); users without a usable history get the
 //! popularity list minus their exclusions (`source = 'popular'`), which is also the baseline's
 //! list. And `similar_items`: every catalog item's top-K candidates, never itself.
@@ -9,14 +9,14 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
 
-use crate::config::Config;
+use crate::config::{Config, HybridConfig};
 use crate::domain::{
     Catalog, Lists, SimilarItem, Source, USERS_PER_CHUNK, UserRows, UserVectors, Vectors,
-    WindowData, ranges,
+    WindowData, dot, ranges,
 };
 use crate::engine::{Engine, Items};
 use crate::error::{Error, Result};
-use crate::kernels::{Adjustments, Hit, TopkParams, popularity_score};
+use crate::kernels::{Adjustments, Hit, Neighbors, TopkParams, popularity_score};
 
 /// The items top-K scores against: the catalog's available items in id order (so ties break by
 /// item_id), with their rows of `items` (vectors of every catalog item, in catalog order).
@@ -56,7 +56,10 @@ fn params(config: &Config, k: usize) -> TopkParams {
 pub struct Recommender<'a> {
     engine: &'a Engine,
     params: TopkParams,
-    repeat_weight: f64,
+    hybrid: HybridConfig,
+    /// Item neighbours of the window, when the neighbour term is on.
+    neighbors: Option<&'a Neighbors>,
+    candidates: &'a Vectors,
     /// The candidates' vectors where the engine reads them.
     items: &'a Items<'a>,
     users: &'a dyn UserRows,
@@ -71,11 +74,13 @@ pub struct Recommender<'a> {
 }
 
 impl<'a> Recommender<'a> {
-    /// Nothing made yet; `items`: the vectors of `candidates` ([`Engine::with_items`]).
+    /// Nothing made yet; `items`: the vectors of `candidates` ([`Engine::with_items`]);
+    /// `neighbors`: the window's item neighbours when the neighbour term is on.
     pub fn new(
         engine: &'a Engine,
         config: &Config,
         candidates: &'a Vectors,
+        neighbors: Option<&'a Neighbors>,
         items: &'a Items<'a>,
         users: &'a dyn UserRows,
         data: &'a WindowData,
@@ -83,7 +88,9 @@ impl<'a> Recommender<'a> {
         Recommender {
             engine,
             params: params(config, config.topk.k),
-            repeat_weight: config.hybrid.repeat_weight,
+            hybrid: config.hybrid.clone(),
+            neighbors,
+            candidates,
             items,
             users,
             data,
@@ -110,11 +117,20 @@ impl<'a> Recommender<'a> {
         self.made += 1;
         let chunk = self.users.chunk(range)?;
         let ids = &chunk.vectors.ids;
-        let adjustments = adjustments(self.repeat_weight, ids, &self.candidate, self.data)?;
+        let terms = Terms::of_users(
+            &self.hybrid,
+            self.neighbors,
+            &chunk.vectors,
+            self.candidates,
+            &self.candidate,
+            self.data,
+        )?;
         let out = &mut self.out;
         let mut sink = |first: usize, lists: Vec<Vec<Hit>>| {
             for (offset, hits) in lists.into_iter().enumerate() {
-                out.personal(&ids[first + offset], hits)?;
+                let at = first + offset;
+                let parts = |item| (terms.repeat.get(at, item), terms.neighbor.get(at, item));
+                out.personal(&ids[at], hits, parts)?;
             }
             Ok(())
         };
@@ -123,7 +139,7 @@ impl<'a> Recommender<'a> {
                 &chunk.vectors.flat,
                 self.items,
                 &self.params,
-                &adjustments,
+                &terms.all,
                 &mut sink,
             )
             .await?;
@@ -148,13 +164,15 @@ pub async fn recommend(
     engine: &Engine,
     config: &Config,
     candidates: &Vectors,
+    neighbors: Option<&Neighbors>,
     users: &dyn UserRows,
     data: &WindowData,
 ) -> Result<Recommendations> {
     let (flat, dim) = (&candidates.flat, candidates.dim);
     engine
         .with_items(flat, dim, async |items| {
-            let mut recommender = Recommender::new(engine, config, candidates, items, users, data);
+            let mut recommender =
+                Recommender::new(engine, config, candidates, neighbors, items, users, data);
             let mut whole: Option<Lists> = None;
             while let Some((lists, _)) = recommender.next().await? {
                 match &mut whole {
@@ -172,46 +190,146 @@ pub async fn recommend(
         .await
 }
 
-/// The sparse terms of the scores of users `ids` (README "The model"): `-inf` for the user's
-/// excluded candidates, and the repeat term `repeat_weight * w_ui / max_j w_uj` for every
-/// candidate i the user has a positive decayed weight w_ui on in the window. `candidate`: the
-/// candidate position of each catalog row.
-fn adjustments(
-    repeat_weight: f64,
-    ids: &[String],
-    candidate: &[Option<u32>],
-    data: &WindowData,
-) -> Result<Adjustments> {
-    let positions: Vec<Option<usize>> = ids.iter().map(|id| data.user(id)).collect();
-    let known = || positions.iter().flatten().copied();
-    let interactions = data.interactions(match (known().min(), known().max()) {
-        (Some(first), Some(last)) => first..last + 1,
-        _ => 0..0,
-    })?;
-    let mut out = Adjustments::new();
-    let mut entries = Vec::new();
-    for &position in &positions {
-        entries.clear();
-        if let Some(w) = position {
-            let excluded = data.excluded(w).iter();
-            entries.extend(
-                excluded.filter_map(|&r| Some((candidate[r as usize]?, f32::NEG_INFINITY))),
-            );
-            let (rows, weights) = interactions.of(w);
-            let max = weights.iter().copied().fold(0.0, f64::max);
-            if repeat_weight > 0.0 && max > 0.0 {
-                let repeat = rows.iter().zip(weights).filter(|(_, w)| **w > 0.0);
-                entries.extend(repeat.filter_map(|(&r, &weight)| {
-                    Some((
-                        candidate[r as usize]?,
-                        (repeat_weight * weight / max) as f32,
-                    ))
-                }));
+/// The sparse terms of the scores of a chunk of users (README "The model"), by position in the
+/// chunk and candidate position: `all` is what the kernel adds, `-inf` for the user's excluded
+/// candidates plus the two published parts.
+struct Terms {
+    all: Adjustments,
+    /// `repeat_weight * w_ui / max_j w_uj` for every candidate i the user has a positive
+    /// decayed weight w_ui on in the window.
+    repeat: Adjustments,
+    /// The neighbour term ([`NeighborTerm`]).
+    neighbor: Adjustments,
+}
+
+impl Terms {
+    /// The terms of the users of `users` (their vectors, chunk order); `candidates`: the
+    /// candidates' vectors; `candidate`: the candidate position of each catalog row.
+    fn of_users(
+        hybrid: &HybridConfig,
+        neighbors: Option<&Neighbors>,
+        users: &Vectors,
+        candidates: &Vectors,
+        candidate: &[Option<u32>],
+        data: &WindowData,
+    ) -> Result<Terms> {
+        let positions: Vec<Option<usize>> = users.ids.iter().map(|id| data.user(id)).collect();
+        let known = || positions.iter().flatten().copied();
+        let interactions = data.interactions(match (known().min(), known().max()) {
+            (Some(first), Some(last)) => first..last + 1,
+            _ => 0..0,
+        })?;
+        let rho = hybrid.repeat_weight;
+        let mut near_term = neighbors.map(|neighbors| NeighborTerm {
+            neighbors,
+            gamma: hybrid.neighbor_weight,
+            candidate,
+            candidates,
+            sums: vec![0.0; candidate.len()],
+            touched: Vec::new(),
+        });
+        let mut out = Terms {
+            all: Adjustments::new(),
+            repeat: Adjustments::new(),
+            neighbor: Adjustments::new(),
+        };
+        let (mut all, mut repeat, mut near) = (Vec::new(), Vec::new(), Vec::new());
+        for (at, &position) in positions.iter().enumerate() {
+            all.clear();
+            repeat.clear();
+            near.clear();
+            if let Some(w) = position {
+                let excluded = data.excluded(w);
+                all.extend(
+                    excluded
+                        .iter()
+                        .filter_map(|&r| Some((candidate[r as usize]?, f32::NEG_INFINITY))),
+                );
+                let (rows, weights) = interactions.of(w);
+                let max = weights.iter().copied().fold(0.0, f64::max);
+                if rho > 0.0 && max > 0.0 {
+                    let positive = rows.iter().zip(weights).filter(|(_, w)| **w > 0.0);
+                    repeat.extend(positive.filter_map(|(&r, &weight)| {
+                        Some((candidate[r as usize]?, (rho * weight / max) as f32))
+                    }));
+                }
+                if let Some(term) = &mut near_term {
+                    term.add((rows, weights), excluded, users.row(at), &mut near);
+                }
+            }
+            all.extend_from_slice(&repeat);
+            all.extend_from_slice(&near);
+            out.all.push_user(&mut all);
+            out.repeat.push_user(&mut repeat);
+            out.neighbor.push_user(&mut near);
+        }
+        Ok(out)
+    }
+}
+
+/// The neighbour term, one user at a time: n_ui = sum over the user's items j with w_uj > 0 of
+/// s_ji (s from [`Neighbors`]; item-kNN on the binary matrix, as its similarities are), and for every eligible candidate (available, not excluded)
+/// with n_ui > 0 the term `gamma * D_u * n_ui / max_j n_uj`, the max over those candidates and
+/// D_u the user's largest dot product with them (no term when it is not positive): gamma is a
+/// share of the user's own score scale, which differs a hundredfold between users.
+struct NeighborTerm<'a> {
+    neighbors: &'a Neighbors,
+    gamma: f64,
+    candidate: &'a [Option<u32>],
+    candidates: &'a Vectors,
+    /// n_ui by catalog row, 0 outside `touched`.
+    sums: Vec<f64>,
+    touched: Vec<u32>,
+}
+
+impl NeighborTerm<'_> {
+    /// The term of the user with window items `items` (catalog rows, weights), exclusions
+    /// `excluded` (catalog rows, ascending) and vector `user`, appended to `out` as (candidate
+    /// position, value).
+    fn add(
+        &mut self,
+        items: (&[u32], &[f64]),
+        excluded: &[u32],
+        user: &[f32],
+        out: &mut Vec<(u32, f32)>,
+    ) {
+        for (&r, &weight) in items.0.iter().zip(items.1) {
+            if weight > 0.0 {
+                let (targets, sims) = self.neighbors.of(r);
+                for (&j, &s) in targets.iter().zip(sims) {
+                    if self.sums[j as usize] == 0.0 {
+                        self.touched.push(j);
+                    }
+                    self.sums[j as usize] += f64::from(s);
+                }
             }
         }
-        out.push_user(&mut entries);
+        let candidate = self.candidate;
+        let eligible = |j: u32| {
+            (excluded.binary_search(&j).is_err())
+                .then_some(candidate[j as usize])
+                .flatten()
+        };
+        let (mut max, mut scale) = (0.0f64, 0.0f32);
+        for &j in &self.touched {
+            if let Some(p) = eligible(j) {
+                max = max.max(self.sums[j as usize]);
+                scale = scale.max(dot(user, self.candidates.row(p as usize)));
+            }
+        }
+        if max > 0.0 && scale > 0.0 {
+            let factor = self.gamma * f64::from(scale) / max;
+            for &j in &self.touched {
+                if let Some(p) = eligible(j) {
+                    out.push((p, (factor * self.sums[j as usize]) as f32));
+                }
+            }
+        }
+        for &j in &self.touched {
+            self.sums[j as usize] = 0.0;
+        }
+        self.touched.clear();
     }
-    Ok(out)
 }
 
 /// The lists of one run in the making: active users in id order, each with the personal hits
@@ -244,7 +362,13 @@ impl<'a> Assembly<'a> {
 
     /// `user`'s personal list; active users before it get the popularity list. Users come in
     /// id order, each once, and are active.
-    fn personal(&mut self, user: &str, hits: Vec<Hit>) -> Result<()> {
+    /// `parts`: the repeat and neighbour parts of an item's adjustment.
+    fn personal(
+        &mut self,
+        user: &str,
+        hits: Vec<Hit>,
+        parts: impl Fn(u32) -> (f32, f32),
+    ) -> Result<()> {
         let active = &self.data.users;
         let at = self.next + active[self.next..].partition_point(|a| a.as_str() < user);
         self.popular_until(at);
@@ -255,7 +379,10 @@ impl<'a> Assembly<'a> {
         }
         self.next += 1;
         self.n_personal += 1;
-        let entries = hits.iter().map(|h| (h.item, h.score, h.adjustment));
+        let entries = hits.iter().map(|h| {
+            let (repeat, neighbor) = parts(h.item);
+            (h.item, h.score, repeat, neighbor)
+        });
         self.lists.push(user.to_string(), Source::Personal, entries);
         Ok(())
     }
@@ -267,12 +394,12 @@ impl<'a> Assembly<'a> {
             let u = self.next;
             self.next += 1;
             self.n_popular += 1;
-            let entries: Vec<(u32, f32, f32)> = self
+            let entries: Vec<(u32, f32, f32, f32)> = self
                 .data
                 .popular(Some(u), self.k)
                 .map(|(item, n)| {
                     let score = popularity_score(*n, max_events);
-                    (self.item_pos[item.as_str()], score, 0.0)
+                    (self.item_pos[item.as_str()], score, 0.0, 0.0)
                 })
                 .collect();
             let user = self.data.users[u].clone();
@@ -364,7 +491,7 @@ mod tests {
             n_events: vec![3; with.len()],
         };
         let engine = Engine::Local;
-        let whole = recommend(&engine, &config, &candidates, &users, &data)
+        let whole = recommend(&engine, &config, &candidates, None, &users, &data)
             .await
             .unwrap();
         assert_eq!((whole.n_personal, whole.n_popular), (14, 9));
@@ -372,7 +499,7 @@ mod tests {
         let (appended, chunks, counts) = engine
             .with_items(flat, dim, async |items| {
                 let mut streamed =
-                    Recommender::new(&engine, &config, &candidates, items, &users, &data)
+                    Recommender::new(&engine, &config, &candidates, None, items, &users, &data)
                         .chunked(4);
                 let mut appended = Lists::new(whole.lists.item_ids.clone());
                 let mut chunks = Vec::new();

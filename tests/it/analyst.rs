@@ -366,6 +366,20 @@ fn recjob_sql_is_read_only_and_sees_only_published_dates() {
 fn duckdb_and_pyarrow_read_the_same_rows_as_recjob_sql() {
     let tmp = tempfile::tempdir().unwrap();
     let config = tiny_outputs(tmp.path());
+    // Both dates again with the neighbour term on, so that every table is published.
+    for date in ["2024-01-04", "2024-01-05"] {
+        let args = [
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+            "--date",
+            date,
+            "--force",
+        ];
+        let on = ["--set", "hybrid.neighbor_weight=0.5"];
+        let o = recjob(tmp.path(), &[&args[..], &on[..]].concat());
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+    }
     let python = repo().join(".venv/bin/python");
     assert!(
         python.exists(),
@@ -713,5 +727,42 @@ fn a_statement_whose_date_is_republished_while_it_reads_runs_again_on_the_new_ru
         String::from_utf8_lossy(&held.stdout).contains(&published),
         "the new run's rows: {}",
         String::from_utf8_lossy(&held.stdout)
+    );
+}
+
+/// A date published before `neighbor_score` existed (its recommendations written without the
+/// column) reads beside a newer one: one table, the column NULL on the older date.
+#[test]
+fn a_date_published_before_neighbor_score_reads_with_it_null() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tiny_outputs(tmp.path());
+    let file = published_file(&tmp.path().join("out"), "recommendations", "2024-01-04");
+    let old: Vec<RecordBatch> = read_file(&file)
+        .into_iter()
+        .map(|mut b| {
+            let at = b.schema().index_of("neighbor_score").unwrap();
+            b.remove_column(at);
+            b
+        })
+        .collect();
+    let batch = arrow::compute::concat_batches(&old[0].schema(), &old).unwrap();
+    write_file(&file, &batch);
+    let o = recjob(
+        tmp.path(),
+        &[
+            "sql",
+            "--config",
+            config.to_str().unwrap(),
+            "--format",
+            "csv",
+            "-c",
+            "SELECT CAST(dt AS VARCHAR) AS dt, count(*) > 0 AS listed, count(neighbor_score) = 0 AS none_have, \
+             count(*) = count(neighbor_score) AS all_have FROM recommendations GROUP BY dt ORDER BY dt",
+        ],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "dt,listed,none_have,all_have\n2024-01-04,true,true,false\n2024-01-05,true,false,true\n"
     );
 }

@@ -151,7 +151,11 @@ fn the_report_has_every_section_renders_in_a_browser_and_says_what_changed() {
         titles.iter().any(|t| samples.contains(t.as_str())),
         "sample lists show titles"
     );
-    assert!(samples.contains("repeat_score") && samples.contains("model part"));
+    assert!(
+        samples.contains("repeat_score")
+            && samples.contains("neighbor_score")
+            && samples.contains("model part")
+    );
 
     // The third night: not normal, and the report says where.
     let third = std::fs::read_to_string(out.join("reports/dt=2024-01-07/report.html")).unwrap();

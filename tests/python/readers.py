@@ -12,7 +12,8 @@ import pyarrow.dataset as ds
 
 root = sys.argv[1]
 out = {}
-for table in ["recommendations", "user_embeddings", "item_vectors", "similar_items", "metrics"]:
+for table in ["recommendations", "user_embeddings", "item_vectors", "similar_items", "item_neighbors",
+              "metrics"]:
     path = f"{root}/{table}"
     d = duckdb.sql(
         f"SELECT CAST(dt AS VARCHAR) AS dt, typeof(dt) AS t, count(*) AS n "

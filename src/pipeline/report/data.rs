@@ -100,8 +100,8 @@ pub(super) struct Sample {
     pub source: String,
     /// The user's events in the window (`user_embeddings.n_events`; none for popular lists).
     pub n_events: Option<u64>,
-    /// rank, item, title, score, repeat_score.
-    pub rows: Vec<(u64, String, String, f64, f64)>,
+    /// rank, item, title, score, repeat_score, neighbor_score.
+    pub rows: Vec<(u64, String, String, f64, f64, f64)>,
 }
 
 /// What the report of one date reads beyond the history; each part is read on its own, and a
@@ -294,12 +294,12 @@ async fn samples(ctx: &SessionContext, day: &str) -> Result<Vec<Sample>> {
             texts(&b, "item_id"),
             texts(&b, "title"),
         );
-        let (rank, score, repeat, events) = (
+        let (rank, score, events) = (
             numbers(&b, "rank"),
             numbers(&b, "score"),
-            numbers(&b, "repeat_score"),
             numbers(&b, "n_events"),
         );
+        let (repeat, neighbor) = (numbers(&b, "repeat_score"), numbers(&b, "neighbor_score"));
         for r in 0..b.num_rows() {
             if out.last().is_none_or(|s| s.user_id != user[r]) {
                 out.push(Sample {
@@ -315,6 +315,7 @@ async fn samples(ctx: &SessionContext, day: &str) -> Result<Vec<Sample>> {
                 title[r].clone(),
                 score[r].unwrap_or(f64::NAN),
                 repeat[r].unwrap_or(0.0),
+                neighbor[r].unwrap_or(0.0),
             );
             out.last_mut().expect("pushed above").rows.push(row);
         }

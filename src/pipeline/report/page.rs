@@ -512,11 +512,14 @@ fn sample_rows(samples: &[super::data::Sample]) -> Vec<minijinja::Value> {
     samples
         .iter()
         .map(|s| {
-            let rows: Vec<(u64, &str, &str, String, String, String)> = s
+            let rows: Vec<(u64, &str, &str, String, String, String, String)> = s
                 .rows
                 .iter()
-                .map(|(rank, item, title, score, repeat)| {
-                    (*rank, item.as_str(), title.as_str(), format!("{score:.4}"), format!("{:.4}", score - repeat), format!("{repeat:.4}"))
+                .map(|(rank, item, title, score, repeat, neighbor)| {
+                    let model = score - repeat - neighbor;
+                    let [score, model, repeat, neighbor] =
+                        [score, &model, repeat, neighbor].map(|x| format!("{x:.4}"));
+                    (*rank, item.as_str(), title.as_str(), score, model, repeat, neighbor)
                 })
                 .collect();
             context! { user_id => s.user_id.clone(), source => s.source.clone(), n_events => s.n_events, rows }
@@ -614,7 +617,7 @@ mod tests {
                 user_id: "u1".into(),
                 source: "personal".into(),
                 n_events: Some(3),
-                rows: vec![(1, "i9".into(), "Tea & cake".into(), 0.75, 0.25)],
+                rows: vec![(1, "i9".into(), "Tea & cake".into(), 0.875, 0.25, 0.125)],
             }]),
         };
         let date = crate::domain::parse_date("2024-01-05").unwrap();
@@ -636,8 +639,8 @@ mod tests {
         );
         assert!(html.contains("Tea &amp; cake"), "titles are escaped");
         assert!(
-            html.contains("<td>0.7500</td><td>0.5000</td><td>0.2500</td>"),
-            "score = model part + repeat"
+            html.contains("<td>0.8750</td><td>0.5000</td><td>0.2500</td><td>0.1250</td>"),
+            "score = model part + repeat + neighbour"
         );
         assert!(
             html.contains("behavior partition deleted"),
