@@ -129,8 +129,7 @@ impl<'a> Recommender<'a> {
         let mut sink = |first: usize, lists: Vec<Vec<Hit>>| {
             for (offset, hits) in lists.into_iter().enumerate() {
                 let at = first + offset;
-                let parts = |item| (terms.repeat.get(at, item), terms.neighbor.get(at, item));
-                out.personal(&ids[at], hits, parts)?;
+                out.personal(&ids[at], hits, |hit| terms.parts(at, hit))?;
             }
             Ok(())
         };
@@ -192,17 +191,25 @@ pub async fn recommend(
 
 /// The sparse terms of the scores of a chunk of users (README "The model"), by position in the
 /// chunk and candidate position: `all` is what the kernel adds, `-inf` for the user's excluded
-/// candidates plus the two published parts.
+/// candidates plus the two published parts: the repeat term `repeat_weight * w_ui / max_j w_uj`
+/// for every candidate i the user has a positive decayed weight w_ui on in the window, and the
+/// neighbour term ([`NeighborTerm`]).
 struct Terms {
     all: Adjustments,
-    /// `repeat_weight * w_ui / max_j w_uj` for every candidate i the user has a positive
-    /// decayed weight w_ui on in the window.
-    repeat: Adjustments,
-    /// The neighbour term ([`NeighborTerm`]).
-    neighbor: Adjustments,
+    /// The repeat and the neighbour parts apart, when the neighbour term is on (otherwise a
+    /// finite adjustment is the repeat term alone).
+    split: Option<(Adjustments, Adjustments)>,
 }
 
 impl Terms {
+    /// The repeat and neighbour parts of `hit`, a hit of the user at position `at`.
+    fn parts(&self, at: usize, hit: &Hit) -> (f32, f32) {
+        match &self.split {
+            Some((repeat, neighbor)) => (repeat.get(at, hit.item), neighbor.get(at, hit.item)),
+            None => (hit.adjustment, 0.0),
+        }
+    }
+
     /// The terms of the users of `users` (their vectors, chunk order); `candidates`: the
     /// candidates' vectors; `candidate`: the candidate position of each catalog row.
     fn of_users(
@@ -230,8 +237,9 @@ impl Terms {
         });
         let mut out = Terms {
             all: Adjustments::new(),
-            repeat: Adjustments::new(),
-            neighbor: Adjustments::new(),
+            split: near_term
+                .is_some()
+                .then(|| (Adjustments::new(), Adjustments::new())),
         };
         let (mut all, mut repeat, mut near) = (Vec::new(), Vec::new(), Vec::new());
         for (at, &position) in positions.iter().enumerate() {
@@ -260,8 +268,10 @@ impl Terms {
             all.extend_from_slice(&repeat);
             all.extend_from_slice(&near);
             out.all.push_user(&mut all);
-            out.repeat.push_user(&mut repeat);
-            out.neighbor.push_user(&mut near);
+            if let Some((r, n)) = &mut out.split {
+                r.push_user(&mut repeat);
+                n.push_user(&mut near);
+            }
         }
         Ok(out)
     }
@@ -362,12 +372,12 @@ impl<'a> Assembly<'a> {
 
     /// `user`'s personal list; active users before it get the popularity list. Users come in
     /// id order, each once, and are active.
-    /// `parts`: the repeat and neighbour parts of an item's adjustment.
+    /// `parts`: the repeat and neighbour parts of a hit's adjustment.
     fn personal(
         &mut self,
         user: &str,
         hits: Vec<Hit>,
-        parts: impl Fn(u32) -> (f32, f32),
+        parts: impl Fn(&Hit) -> (f32, f32),
     ) -> Result<()> {
         let active = &self.data.users;
         let at = self.next + active[self.next..].partition_point(|a| a.as_str() < user);
@@ -380,7 +390,7 @@ impl<'a> Assembly<'a> {
         self.next += 1;
         self.n_personal += 1;
         let entries = hits.iter().map(|h| {
-            let (repeat, neighbor) = parts(h.item);
+            let (repeat, neighbor) = parts(h);
             (h.item, h.score, repeat, neighbor)
         });
         self.lists.push(user.to_string(), Source::Personal, entries);
