@@ -42,7 +42,9 @@ settings) and set against every peer date by date over the test dates (`print_pa
 difference, 95 % bootstrap interval over dates, share of resamples with recjob ahead);
 --compare does the same for saved --output files. --peer METHOD=JSON skips every search and
 reports only the named peers, with those settings, on the test dates (the CI quality test runs
-the strongest peer this way, tests/it/quality.rs).
+the strongest peer this way, tests/it/quality.rs). --report-dates DATASET=FROM..TO moves such
+a fixed-settings report to other dates, e.g. earlier ones no choice has used (recall and
+ndcg only: no coverage there).
 
 Ranking inside a method: items of its training matrix (items with positive weight in the window)
 by score descending, ties item_id ascending; candidates outside the matrix follow in popularity
@@ -721,8 +723,9 @@ def run_dataset(name, args, log):
 
     log(f"{name}: test {ds['test'][0]}..{ds['test'][1]} with the chosen configurations")
     t1 = time.time()
+    # Coverage needs every active user's list on every date; a check on other dates skips it.
     acc = replay(data, ds, tf, tt, [(m, m, chosen[m]["params"]) for m in methods], k,
-                 coverage=True, log=log if args.verbose else None)
+                 coverage=name not in args.report_dates, log=log if args.verbose else None)
     results = []
     for m in methods:
         r, n = acc[m].mean("recall")
@@ -1210,10 +1213,44 @@ def self_test(args):
         assert abs(r - rec) <= 0.0005 + 1e-9 and abs(nd - ndcg) <= 0.0005 + 1e-9, (name, r, nd)
         if cov is not None:
             assert abs(c - cov) <= 0.0005 + 1e-9, (name, c)
+    # --report-dates: fixed settings only, well-formed spans.
+    ml, span = "movielens_latest_small", "2015-01-01..2017-05-31"
+    assert parse_report_dates([f"{ml}={span}"], {"ease": {}}, None, {}) == {
+        ml: ("2015-01-01", "2017-05-31")}
+    for items, peer, recjob in (([f"{ml}={span}"], {}, None),  # a search would run
+                                ([f"{ml}={span}"], {"ease": {}}, "recjob"),  # recjob not fixed
+                                ([f"{ml}=2017-05-31..2015-01-01"], {"ease": {}}, None),
+                                ([f"{ml}=2015-01-01"], {"ease": {}}, None),
+                                ([f"nosuch={span}"], {"ease": {}}, None)):
+        try:
+            parse_report_dates(items, peer, recjob, {})
+            raise AssertionError(f"accepted {items} {peer} {recjob}")
+        except ValueError:
+            pass
     print("self-test: passed")
 
 
 # --------------------------------------------------------------------------------------------
+
+def parse_report_dates(items, peer, recjob, recjob_params):
+    """--report-dates DATASET=FROM..TO items as {dataset: (from, to)}; ValueError unless every
+    setting reported there is fixed (peers by --peer, recjob by --recjob-params)."""
+    out = {}
+    for a in items:
+        name, _, span = a.partition("=")
+        first, _, last = span.partition("..")
+        try:
+            ok = name in DATASETS and day_of(first) <= day_of(last)
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError(f"--report-dates {a}: expected DATASET=YYYY-MM-DD..YYYY-MM-DD")
+        if not peer or (recjob and name not in recjob_params):
+            raise ValueError(f"--report-dates {name}: only with fixed settings (--peer, and "
+                             f"--recjob-params {name}=... with --recjob)")
+        out[name] = (first, last)
+    return out
+
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -1251,6 +1288,10 @@ def main():
     ap.add_argument("--peer", action="append", default=[], metavar="METHOD=JSON",
                     help="no search: report only these peers, with these settings, on the test "
                          "dates (e.g. the strongest peer of an earlier run; the CI quality test)")
+    ap.add_argument("--report-dates", action="append", default=[], metavar="DATASET=FROM..TO",
+                    help="report on these dates instead of DATASET's test dates, with fixed "
+                         "settings only (--peer, and --recjob-params for recjob): e.g. earlier "
+                         "dates that no choice has used, to see whether a validation choice holds")
     ap.add_argument("--config", default="jobs/nightly.toml")
     ap.add_argument("--compare", nargs="+", metavar="JSON",
                     help="print the per-date comparison of recjob with the peers from earlier "
@@ -1269,6 +1310,13 @@ def main():
                          for f in args.recjob_reuse for r in json.load(open(f))
                          if r["kind"] == "validation_grid" and r["method"] == "recjob"}
     args.peer = {a.split("=", 1)[0]: json.loads(a.split("=", 1)[1]) for a in args.peer}
+    try:
+        args.report_dates = parse_report_dates(args.report_dates, args.peer, args.recjob,
+                                               args.recjob_params)
+    except ValueError as e:
+        ap.error(str(e))
+    for name, span in args.report_dates.items():
+        DATASETS[name] = dict(DATASETS[name], test=span)
     args.methods = [m for m in args.methods.split(",") if m]
     unknown = [m for m in args.methods if m not in METHODS]
     if unknown:
