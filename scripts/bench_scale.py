@@ -9,7 +9,8 @@ For each user count N, the inputs are generated once by scripts/synth.py into ou
 text), then `recjob run` of the last window day runs twice into out/scale-N-M: cold (a fresh
 output root: every text is embedded) and warm (--force, the embedding cache full). Each run's peak
 RSS is the child's ru_maxrss (os.wait4); per-stage seconds come from the manifest's `timings_s`.
-Prints one table; `--json FILE` also writes the rows.
+Prints one table; `--json FILE` also writes the rows. `--set KEY=VALUE` goes to every run (a
+setting's cost: alternate runs with and without it, `--passes warm`).
 
 `--executors 1 2` runs each pass on a loopback Ballista cluster instead (a scheduler and that
 many executors started from the same binary, `engine.url = df://...`), one cluster per
@@ -116,6 +117,8 @@ def main() -> None:
     ap.add_argument("--recjob", default="target/debug/recjob")
     ap.add_argument("--config", default="jobs/synthetic.toml")
     ap.add_argument("--passes", nargs="+", default=["cold", "warm"], choices=["cold", "warm"])
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="passed to every `recjob run` (e.g. hybrid.neighbor_weight=0.1)")
     ap.add_argument("--json", help="also write the rows here")
     ap.add_argument("--executors", type=int, nargs="+", default=[0],
                     help="run on a loopback Ballista cluster of this many executors (0: in process)")
@@ -135,6 +138,8 @@ def main() -> None:
                     cmd = [args.recjob, "run", "--config", args.config, "--date", date,
                            "--set", f"input.behavior={data}/behavior", "--set", f"input.catalog={data}/catalog",
                            "--set", f"output.root={out}", "--set", f"engine.url={url}"]
+                    for kv in args.set:
+                        cmd += ["--set", kv]
                     if (out / "_manifests" / f"dt={date}" / "manifest.json").exists():
                         cmd.append("--force")
                     wall, rss = run(cmd, out.with_name(out.name + f".{p}.log"))

@@ -152,13 +152,31 @@ pub fn normalize_rows(flat: &mut [f32], dim: usize) -> Result<(), usize> {
 }
 
 /// Dot product with a fixed summation order (f64 accumulation), so a published score can be
-/// reproduced from the published vectors regardless of how the kernel blocked the work.
+/// reproduced from the published vectors regardless of how the kernel blocked the work. The
+/// order: [`DOT_LANES`] partial sums (lane l takes elements l, l + 8, ...), added up in lane
+/// order, then the elements after the last full group of 8. The partial sums are independent,
+/// so they overlap; one running sum waits on every addition in turn (the neighbour term's scale
+/// takes a dot product per candidate with a sum: BENCHMARKS.md "The neighbour term").
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| f64::from(*x) * f64::from(*y))
-        .sum::<f64>() as f32
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let (ga, gb) = (a.chunks_exact(DOT_LANES), b.chunks_exact(DOT_LANES));
+    let (ta, tb) = (ga.remainder(), gb.remainder());
+    let mut lanes = [0f64; DOT_LANES];
+    for (x, y) in ga.zip(gb) {
+        for ((lane, x), y) in lanes.iter_mut().zip(x).zip(y) {
+            *lane += f64::from(*x) * f64::from(*y);
+        }
+    }
+    let mut sum = lanes.iter().sum::<f64>();
+    for (x, y) in ta.iter().zip(tb) {
+        sum += f64::from(*x) * f64::from(*y);
+    }
+    sum as f32
 }
+
+/// The partial sums of [`dot`].
+pub const DOT_LANES: usize = 8;
 
 #[cfg(test)]
 mod tests {
@@ -172,6 +190,33 @@ mod tests {
         normalize_rows(&mut v, 2).unwrap();
         assert!((v[0] - 0.6).abs() < 1e-7 && (v[1] - 0.8).abs() < 1e-7);
         assert!((dot(&v, &v) - 1.0).abs() < 1e-7);
+    }
+
+    #[test]
+    fn dot_sums_in_its_documented_order() {
+        // 19 values: two groups of 8 and a tail of 3. Elements 0 and 8 (both lane 0) are 1e20
+        // and -1e20: in lane order they cancel before the small ones are added, so the sum is
+        // exact; one running sum would lose the small values added while it held 1e20.
+        let mut a: Vec<f32> = (0..19).map(|i| 1.0 + i as f32 * 0.25).collect();
+        a[0] = 1e20;
+        a[8] = -1e20;
+        let b = vec![1.0f32; 19];
+        let p = |i: usize| f64::from(a[i]) * f64::from(b[i]);
+        let lanes: Vec<f64> = (0..DOT_LANES).map(|l| p(l) + p(l + 8)).collect();
+        let mut want = lanes.iter().sum::<f64>();
+        for i in 16..19 {
+            want += p(i);
+        }
+        let running = (0..19).map(p).sum::<f64>();
+        assert_eq!(dot(&a, &b).to_bits(), (want as f32).to_bits());
+        assert_ne!(
+            dot(&a, &b),
+            running as f32,
+            "the order matters for these values"
+        );
+        // The shorter slice sets the length; a tail alone is summed in order.
+        assert_eq!(dot(&a[1..4], &b), (p(1) + p(2) + p(3)) as f32);
+        assert_eq!(dot(&[], &[]), 0.0);
     }
 
     #[test]
