@@ -39,6 +39,65 @@ use crate::io::{
 /// afterwards removes files the session would read, and its queries of that date then fail
 /// rather than show part of either run ([`statement`] runs them again on a new session).
 pub async fn session(config: &Config) -> Result<SessionContext> {
+    let (ctx, left_out) = snapshot(config).await?;
+    left_out.iter().for_each(LeftOut::warn);
+    Ok(ctx)
+}
+
+/// What a session left out and why. It is told ([`LeftOut::warn`]) only for the session whose
+/// answer is kept: a statement run again because a run republished a date meanwhile
+/// ([`statement`]) does not warn about the files that republishing removed.
+#[derive(Debug)]
+enum LeftOut {
+    /// A file that the manifest of `date` lists for `table` is not there.
+    File {
+        table: &'static str,
+        date: NaiveDate,
+        url: String,
+    },
+    /// `table` is not registered: its files at `url` cannot be listed.
+    Unlisted {
+        table: String,
+        url: String,
+        error: String,
+    },
+    /// `table` is not registered: its files at `url` cannot be read as one table.
+    Unreadable {
+        table: String,
+        url: String,
+        error: String,
+    },
+}
+
+impl LeftOut {
+    fn warn(&self) {
+        match self {
+            LeftOut::File { table, date, url } => {
+                tracing::warn!(table, dt = %dt(*date), file = url, "a file the manifest lists is not there: the date's rows of this table are missing until `recjob run --date D --force` republishes it")
+            }
+            LeftOut::Unlisted { table, url, error } => {
+                tracing::warn!(
+                    table,
+                    url,
+                    error,
+                    "table not registered: its files cannot be listed"
+                )
+            }
+            LeftOut::Unreadable { table, url, error } => {
+                tracing::warn!(
+                    table,
+                    url,
+                    error,
+                    "table not registered: its files cannot be read as one table"
+                )
+            }
+        }
+    }
+}
+
+/// [`session`], with what it left out not told yet.
+async fn snapshot(config: &Config) -> Result<(SessionContext, Vec<LeftOut>)> {
+    let mut left_out = Vec::new();
     let runtime = runtime_builder()
         .build_arc()
         .context("starting the SQL session")?;
@@ -52,15 +111,15 @@ pub async fn session(config: &Config) -> Result<SessionContext> {
     let runs = published(&root).await?;
     for table in PUBLISHED_TABLES {
         let loc = root.child(table);
-        let files = listed_files(&loc, table, &runs).await?;
-        register_or_warn(&ctx, table, &loc, Ok(files), true).await;
+        let files = listed_files(&loc, table, &runs, &mut left_out).await?;
+        left_out.extend(register(&ctx, table, &loc, Ok(files), true).await);
     }
     let cache = root.child(ITEM_EMBEDDINGS);
     let files = cache
         .list_files()
         .await
         .map(|f| f.into_iter().filter(is_data_file).collect());
-    register_or_warn(&ctx, "item_embeddings", &cache, files, false).await;
+    left_out.extend(register(&ctx, "item_embeddings", &cache, files, false).await);
     for (name, url) in [
         ("behavior", &config.input.behavior),
         ("catalog", &config.input.catalog),
@@ -68,21 +127,22 @@ pub async fn session(config: &Config) -> Result<SessionContext> {
         let loc = Location::parse(url)?;
         loc.register(&ctx);
         let files = table_files(&loc).await;
-        register_or_warn(&ctx, name, &loc, files, true).await;
+        left_out.extend(register(&ctx, name, &loc, files, true).await);
     }
     super::runs::register_runs(&ctx, &runs).await?;
-    Ok(ctx)
+    Ok((ctx, left_out))
 }
 
 /// The files of `table` that the published dates' manifests list, from one listing of the
 /// table's folder. A file is known by its partition and name (`dt=D/part-<run>.parquet`), not
 /// by the URL the manifest holds, so an output root copied or reached under another URL reads
-/// the same. A listed file that is not there is left out with a warning naming it: the date's
-/// rows of the table are missing until the date is run again.
+/// the same. A listed file that is not there is left out (`left_out`, a warning naming it): the
+/// date's rows of the table are missing until the date is run again.
 async fn listed_files(
     loc: &Location,
-    table: &str,
+    table: &'static str,
     runs: &[(NaiveDate, Manifest)],
+    left_out: &mut Vec<LeftOut>,
 ) -> Result<Vec<ObjectMeta>> {
     let mut listed: BTreeMap<String, (NaiveDate, &str)> = runs
         .iter()
@@ -106,9 +166,11 @@ async fn listed_files(
                 .is_some()
         })
         .collect();
-    for (date, url) in listed.values() {
-        tracing::warn!(table, dt = %dt(*date), file = url, "a file the manifest lists is not there: the date's rows of this table are missing until `recjob run --date D --force` republishes it");
-    }
+    left_out.extend(listed.into_values().map(|(date, url)| LeftOut::File {
+        table,
+        date,
+        url: url.to_string(),
+    }));
     Ok(files)
 }
 
@@ -122,25 +184,28 @@ fn partition_and_name(path: &str) -> String {
 /// Register `name` over exactly `files` (below `loc`; partitioned: `dt` a DATE column) for the
 /// session, if it has any. A table whose files cannot be listed or read as one table (a file
 /// that does not decode, or files whose schemas disagree: one day's ids written as integers,
-/// the next as text) is left out with a warning naming the file or the column, and the other
-/// tables stay readable.
-async fn register_or_warn(
+/// the next as text) is left out, the file or the column named in what is returned, and the
+/// other tables stay readable.
+async fn register(
     ctx: &SessionContext,
     name: &str,
     loc: &Location,
     files: Result<Vec<ObjectMeta>>,
     partitioned: bool,
-) {
+) -> Option<LeftOut> {
     let files = match files {
         Ok(files) => files,
         Err(e) => {
-            tracing::warn!(table = name, url = %loc.url(), error = %format!("{e:#}"), "table not registered: its files cannot be listed");
-            return;
+            return Some(LeftOut::Unlisted {
+                table: name.to_string(),
+                url: loc.url(),
+                error: format!("{e:#}"),
+            });
         }
     };
     if files.is_empty() {
         tracing::debug!(table = name, url = %loc.url(), "no data files: table not registered");
-        return;
+        return None;
     }
     let dt_type = partitioned.then_some(DataType::Date32);
     let table = match pinned_table(ctx, loc, None, dt_type.clone(), files.clone()).await {
@@ -158,7 +223,7 @@ async fn register_or_warn(
         Err(e) => Err(e),
     };
     let Err(e) = registered else {
-        return;
+        return None;
     };
     let mut why = format!("{e:#}");
     for meta in &files {
@@ -168,7 +233,11 @@ async fn register_or_warn(
             break;
         }
     }
-    tracing::warn!(table = name, url = %loc.url(), error = %why, "table not registered: its files cannot be read as one table");
+    Some(LeftOut::Unreadable {
+        table: name.to_string(),
+        url: loc.url(),
+        error: why,
+    })
 }
 
 /// `schema` (the files' columns, merged) with every column nullable and without the partition
@@ -189,6 +258,7 @@ fn nullable(schema: &Schema, partition: Option<&str>) -> SchemaRef {
 /// manifests' versions are taken before and after ([`ManifestVersions`], one listing each), and
 /// when a date the session saw was republished in between, the statement runs once more on a
 /// new session, which reads the new run's files. Republished again during that one: exit 2.
+/// What a session left out is told only for the session that answers ([`LeftOut`]).
 pub async fn statement(
     config: &Config,
     sql: &str,
@@ -197,11 +267,12 @@ pub async fn statement(
     let root = Location::parse(&config.output.root)?;
     for attempt in 1..=2 {
         let seen = ManifestVersions::of(&root).await?;
-        let answer = match session(config).await {
-            Ok(ctx) => query(&ctx, sql, params).await,
-            Err(e) => Err(e),
+        let (answer, left_out) = match snapshot(config).await {
+            Ok((ctx, left_out)) => (query(&ctx, sql, params).await, left_out),
+            Err(e) => (Err(e), Vec::new()),
         };
         if !seen.replaced_in(&ManifestVersions::of(&root).await?) {
+            left_out.iter().for_each(LeftOut::warn);
             return answer;
         }
         if attempt == 1 {

@@ -706,7 +706,7 @@ fn a_statement_whose_date_is_republished_while_it_reads_runs_again_on_the_new_ru
     // session starts).
     let file = published_file(&out, "recommendations", "2024-01-05");
     let name = file.file_name().unwrap().to_str().unwrap().to_string();
-    let held = held_back(tmp.path(), &args, &name, false, || {
+    let held = held_back(tmp.path(), &args, &name, "get", || {
         let o = recjob(
             tmp.path(),
             &["run", "--config", cfg, "--date", "2024-01-05", "--force"],
@@ -727,6 +727,39 @@ fn a_statement_whose_date_is_republished_while_it_reads_runs_again_on_the_new_ru
         String::from_utf8_lossy(&held.stdout).contains(&published),
         "the new run's rows: {}",
         String::from_utf8_lossy(&held.stdout)
+    );
+}
+
+/// A statement whose session lists a table's folder after a `run --force` of a date removed
+/// the files the session's manifest lists runs again on the new run, and does not warn that a
+/// listed file is missing: that was the rerun, not a damaged root.
+#[test]
+fn a_statement_retried_after_a_republish_does_not_warn_about_the_files_it_removed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tiny_outputs(tmp.path());
+    let cfg = config.to_str().unwrap();
+    let out = tmp.path().join("out");
+    let sql = "SELECT min(run_id) AS r FROM recommendations WHERE dt = DATE '2024-01-05'";
+    let args = ["sql", "--config", cfg, "--format", "csv", "-c", sql];
+    // The listing of the recommendations folder, after the session read the manifests.
+    let held = held_back(tmp.path(), &args, "out/recommendations", "list", || {
+        let o = recjob(
+            tmp.path(),
+            &["run", "--config", cfg, "--date", "2024-01-05", "--force"],
+        );
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+    });
+    assert_eq!(code(&held), 0, "{}", stderr(&held));
+    let log = stderr(&held);
+    assert!(log.contains("running it again"), "{log}");
+    assert!(!log.contains("is not there"), "{log}");
+    let published = manifest(&out, "2024-01-05")["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        String::from_utf8_lossy(&held.stdout),
+        format!("r\n{published}\n")
     );
 }
 

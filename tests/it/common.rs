@@ -247,23 +247,29 @@ pub fn file_rows(path: &Path, skip: &[&str]) -> Vec<String> {
 }
 
 /// Run `recjob args` twice in `dir`: once with `RECJOB_FAULTS=trace` to number its storage
-/// requests, then with the last request whose traced line ends with `object` (a `put` when
-/// `put`, else a read) held (`RECJOB_FAULTS=hold=N:PATH`) from the moment it is issued until
+/// requests, then with the last request whose traced line ends with `object` and whose
+/// operation starts with `op` (`get` for any read, `put`, `list`) held
+/// (`RECJOB_FAULTS=hold=N:PATH`) from the moment it is issued until
 /// `meanwhile` has returned. Returns the held run's output (its log at `info`). The races of
 /// concurrent processes, made repeatable, with no timing.
 pub fn held_back(
     dir: &Path,
     args: &[&str],
     object: &str,
-    put: bool,
+    op: &str,
     meanwhile: impl FnOnce() + Send,
 ) -> Output {
     let o = recjob_env(dir, args, &[("RECJOB_FAULTS", "trace")]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
-    let op = if put { " put " } else { " get" };
     let request = stderr(&o)
         .lines()
-        .filter(|l| l.starts_with("recjob-faults:") && l.contains(op) && l.ends_with(object))
+        .filter(|l| {
+            l.starts_with("recjob-faults:")
+                && l.split_whitespace()
+                    .nth(2)
+                    .is_some_and(|o| o.starts_with(op))
+                && l.ends_with(object)
+        })
         .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
         .max()
         .unwrap_or_else(|| panic!("no request on {object}: {}", stderr(&o)));

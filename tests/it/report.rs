@@ -254,7 +254,7 @@ fn a_report_written_while_its_date_is_republished_ends_up_describing_the_new_run
         tmp.path(),
         &report_args,
         "reports/dt=2024-01-04/report.html",
-        true,
+        "put",
         || {
             run(tmp.path(), &config, "2024-01-04", &["--force"], &[]);
         },
