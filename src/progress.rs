@@ -50,6 +50,13 @@ impl Progress {
         Progress::with(stage, unit, total, bar, LOG_EVERY)
     }
 
+    /// Like [`Progress::new`], but periodic `info` lines even on a terminal, never a bar: an
+    /// outer loop whose units run inner loops that draw bars of their own (the recommend
+    /// stage's chunks of users, each a top-K kernel call).
+    pub fn lines(stage: &'static str, unit: &'static str, total: usize) -> Progress {
+        Progress::with(stage, unit, total, None, LOG_EVERY)
+    }
+
     fn with(
         stage: &'static str,
         unit: &'static str,

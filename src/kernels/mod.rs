@@ -26,7 +26,7 @@ pub use topk_device::{MAX_BLOCK_ITEMS, top_k_candle, top_k_on};
 
 /// `work` run on a rayon pool of `threads` threads (the kernels' thread-count tests).
 #[cfg(test)]
-fn on_threads<T: Send>(threads: usize, work: impl FnOnce() -> T + Send) -> T {
+pub(crate) fn on_threads<T: Send>(threads: usize, work: impl FnOnce() -> T + Send) -> T {
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()

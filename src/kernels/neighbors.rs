@@ -86,8 +86,8 @@ pub fn neighbors(
     let kept: Vec<Vec<(u32, f32)>> = (0..n_items)
         .into_par_iter()
         .map_init(
-            || (vec![0u32; n_items], Vec::new()),
-            |(counts, touched), j| {
+            || (vec![0u32; n_items], Vec::new(), Vec::new()),
+            |(counts, touched, best), j| {
                 for &u in &item_users[by_item[j]..by_item[j + 1]] {
                     let u = u as usize;
                     for &i in &items[offsets[u]..offsets[u + 1]] {
@@ -98,15 +98,12 @@ pub fn neighbors(
                     }
                 }
                 let nj = degree(j);
-                let mut best: Vec<(u32, f32)> = touched
-                    .iter()
-                    .filter(|&&i| i as usize != j)
-                    .map(|&i| {
-                        let c = f64::from(counts[i as usize]);
-                        let s = c / ((degree(i as usize) * nj).sqrt() + shrink);
-                        (i, s as f32)
-                    })
-                    .collect();
+                best.clear();
+                best.extend(touched.iter().filter(|&&i| i as usize != j).map(|&i| {
+                    let c = f64::from(counts[i as usize]);
+                    let s = c / ((degree(i as usize) * nj).sqrt() + shrink);
+                    (i, s as f32)
+                }));
                 for &i in touched.iter() {
                     counts[i as usize] = 0;
                 }
@@ -116,7 +113,10 @@ pub fn neighbors(
                     best.truncate(n);
                 }
                 best.sort_unstable_by(order);
-                best
+                // A copy of exactly the kept pairs: the scratch's capacity is every item that
+                // shares a user with j, and keeping that capacity per item took the 1M-user
+                // synthetic night's peak to 6.1 GB.
+                best.to_vec()
             },
         )
         .collect();

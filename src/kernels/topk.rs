@@ -92,6 +92,16 @@ impl Adjustments {
         self.offsets.push(self.items.len());
     }
 
+    /// `other`'s users after these (`other` filled with [`Adjustments::push_user`] or made
+    /// whole).
+    pub fn append(&mut self, other: &Adjustments) {
+        let base = self.items.len();
+        self.items.extend_from_slice(&other.items);
+        self.values.extend_from_slice(&other.values);
+        self.offsets
+            .extend(other.offsets.iter().skip(1).map(|o| o + base));
+    }
+
     /// From `(user, item, value)` entries in any order; the values of repeated pairs add up
     /// (so an exclusion stays one).
     pub fn from_entries(n_users: usize, mut entries: Vec<(u32, u32, f32)>) -> Adjustments {
@@ -431,7 +441,7 @@ pub(super) mod tests {
     }
 
     #[test]
-    fn adjustments_pushed_per_user_equal_those_from_entries() {
+    fn adjustments_pushed_per_user_or_appended_equal_those_from_entries() {
         let entries = vec![
             (0, 5, 0.5),
             (2, 1, f32::NEG_INFINITY),
@@ -455,6 +465,20 @@ pub(super) mod tests {
         assert_eq!(pushed.of(0), (&[2, 5][..], &[0.25, 0.625][..]));
         assert_eq!(pushed.of(1), (&[][..], &[][..]));
         assert_eq!(pushed.of(2), (&[1][..], &[f32::NEG_INFINITY][..]));
+        // Appended in two parts (users 0 and 1, then user 2), they are the whole again.
+        let (mut first, mut last) = (Adjustments::new(), Adjustments::new());
+        for u in 0..3 {
+            let mut mine: Vec<(u32, f32)> = entries
+                .iter()
+                .filter(|e| e.0 == u)
+                .map(|e| (e.1, e.2))
+                .collect();
+            if u < 2 { &mut first } else { &mut last }.push_user(&mut mine);
+        }
+        first.append(&last);
+        for u in 0..3 {
+            assert_eq!(first.of(u), pushed.of(u));
+        }
     }
 
     #[test]

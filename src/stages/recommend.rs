@@ -7,7 +7,9 @@
 
 use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use rayon::prelude::*;
 
 use crate::config::{Config, HybridConfig};
 use crate::domain::{
@@ -17,6 +19,7 @@ use crate::domain::{
 use crate::engine::{Engine, Items};
 use crate::error::{Error, Result};
 use crate::kernels::{Adjustments, Hit, Neighbors, TopkParams, popularity_score};
+use crate::progress::Progress;
 
 /// The items top-K scores against: the catalog's available items in id order (so ties break by
 /// item_id), with their rows of `items` (vectors of every catalog item, in catalog order).
@@ -51,8 +54,9 @@ fn params(config: &Config, k: usize) -> TopkParams {
 
 /// Every active user's list, one chunk of users at a time ([`Recommender::next`]): personal
 /// top-K for users with a vector, the popularity list for the others. The vectors of
-/// [`USERS_PER_CHUNK`] users are made at a time and handed back with the chunk's lists (for
-/// the audit), so neither every user's vector nor every user's list is ever held.
+/// [`USERS_PER_CHUNK`] users ([`USERS_PER_CHUNK_WITH_NEIGHBORS`] while the neighbour term is on)
+/// are made at a time and handed back with the chunk's lists (for the audit), so neither every
+/// user's vector nor every user's list nor every user's terms are ever held.
 pub struct Recommender<'a> {
     engine: &'a Engine,
     params: TopkParams,
@@ -69,6 +73,9 @@ pub struct Recommender<'a> {
     chunks: Vec<Range<usize>>,
     /// Chunks made so far.
     made: usize,
+    /// Users with a vector whose lists are made, logged: a million users' top-K is a long stage
+    /// of many kernel calls, each too short to log its own progress.
+    progress: Progress,
     out: Assembly<'a>,
     done: bool,
 }
@@ -95,8 +102,16 @@ impl<'a> Recommender<'a> {
             users,
             data,
             candidate: candidates.rows_of(&data.item_ids),
-            chunks: ranges(users.ids().len(), USERS_PER_CHUNK).collect(),
+            chunks: ranges(
+                users.ids().len(),
+                match neighbors {
+                    Some(_) => USERS_PER_CHUNK_WITH_NEIGHBORS,
+                    None => USERS_PER_CHUNK,
+                },
+            )
+            .collect(),
             made: 0,
+            progress: Progress::lines("recommend", "users with a vector", users.ids().len()),
             out: Assembly::new(config.topk.k, candidates, data),
             done: false,
         }
@@ -142,6 +157,7 @@ impl<'a> Recommender<'a> {
                 &mut sink,
             )
             .await?;
+        self.progress.inc(ids.len());
         Ok(Some((self.out.lists.take(), chunk)))
     }
 
@@ -189,6 +205,18 @@ pub async fn recommend(
         .await
 }
 
+/// Users whose terms one rayon task computes, with one neighbour scratch.
+const TERM_USERS_PER_TASK: usize = 64;
+
+/// Users whose terms are computed in parallel before they are appended to the chunk's: what is
+/// held twice while a chunk's terms are made.
+const TERM_USERS_PER_ROUND: usize = 4_096;
+
+/// Users per chunk while the neighbour term is on, instead of [`USERS_PER_CHUNK`]: the term
+/// touches about 1,500 candidates a user on the 100k synthetic shop, each held twice (the
+/// kernel's sum and the published part) at 8 bytes, so 16,384 users hold about 0.4 GB.
+const USERS_PER_CHUNK_WITH_NEIGHBORS: usize = 16_384;
+
 /// The sparse terms of the scores of a chunk of users (README "The model"), by position in the
 /// chunk and candidate position: `all` is what the kernel adds, `-inf` for the user's excluded
 /// candidates plus the two published parts: the repeat term `repeat_weight * w_ui / max_j w_uj`
@@ -202,6 +230,23 @@ struct Terms {
 }
 
 impl Terms {
+    /// No user yet; `split`: keep the parts apart (the neighbour term is on).
+    fn new(split: bool) -> Terms {
+        Terms {
+            all: Adjustments::new(),
+            split: split.then(|| (Adjustments::new(), Adjustments::new())),
+        }
+    }
+
+    /// `other`'s users after these.
+    fn append(&mut self, other: &Terms) {
+        self.all.append(&other.all);
+        if let (Some((r, n)), Some((other_r, other_n))) = (&mut self.split, &other.split) {
+            r.append(other_r);
+            n.append(other_n);
+        }
+    }
+
     /// The repeat and neighbour parts of `hit`, a hit of the user at position `at`.
     fn parts(&self, at: usize, hit: &Hit) -> (f32, f32) {
         match &self.split {
@@ -211,7 +256,10 @@ impl Terms {
     }
 
     /// The terms of the users of `users` (their vectors, chunk order); `candidates`: the
-    /// candidates' vectors; `candidate`: the candidate position of each catalog row.
+    /// candidates' vectors; `candidate`: the candidate position of each catalog row. Users are
+    /// independent: rayon computes [`TERM_USERS_PER_TASK`] at a time, each task with a
+    /// neighbour scratch from a pool (one per thread at most), and the result does not depend
+    /// on the threads.
     fn of_users(
         hybrid: &HybridConfig,
         neighbors: Option<&Neighbors>,
@@ -227,53 +275,94 @@ impl Terms {
             _ => 0..0,
         })?;
         let rho = hybrid.repeat_weight;
-        let mut near_term = neighbors.map(|neighbors| NeighborTerm {
+        let near_term = neighbors.map(|neighbors| NeighborTerm {
             neighbors,
             gamma: hybrid.neighbor_weight,
             candidate,
             candidates,
-            sums: vec![0.0; candidate.len()],
-            touched: Vec::new(),
         });
-        let mut out = Terms {
-            all: Adjustments::new(),
-            split: near_term
-                .is_some()
-                .then(|| (Adjustments::new(), Adjustments::new())),
+        let scratch_rows = if near_term.is_some() {
+            candidate.len()
+        } else {
+            0
         };
-        let (mut all, mut repeat, mut near) = (Vec::new(), Vec::new(), Vec::new());
-        for (at, &position) in positions.iter().enumerate() {
-            all.clear();
-            repeat.clear();
-            near.clear();
-            if let Some(w) = position {
-                let excluded = data.excluded(w);
-                all.extend(
-                    excluded
-                        .iter()
-                        .filter_map(|&r| Some((candidate[r as usize]?, f32::NEG_INFINITY))),
-                );
-                let (rows, weights) = interactions.of(w);
-                let max = weights.iter().copied().fold(0.0, f64::max);
-                if rho > 0.0 && max > 0.0 {
-                    let positive = rows.iter().zip(weights).filter(|(_, w)| **w > 0.0);
-                    repeat.extend(positive.filter_map(|(&r, &weight)| {
-                        Some((candidate[r as usize]?, (rho * weight / max) as f32))
-                    }));
+        let pool = Mutex::new(Vec::<Scratch>::new());
+        // The terms of the users at positions `first..first + piece.len()` of the chunk.
+        let piece_terms = |first: usize, piece: &[Option<usize>]| {
+            let mut scratch = pool
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pop()
+                .unwrap_or_else(|| Scratch::new(scratch_rows));
+            let mut out = Terms::new(near_term.is_some());
+            let (mut all, mut repeat, mut near) = (Vec::new(), Vec::new(), Vec::new());
+            for (at, &position) in (first..).zip(piece) {
+                all.clear();
+                repeat.clear();
+                near.clear();
+                if let Some(w) = position {
+                    let excluded = data.excluded(w);
+                    all.extend(
+                        excluded
+                            .iter()
+                            .filter_map(|&r| Some((candidate[r as usize]?, f32::NEG_INFINITY))),
+                    );
+                    let (rows, weights) = interactions.of(w);
+                    let max = weights.iter().copied().fold(0.0, f64::max);
+                    if rho > 0.0 && max > 0.0 {
+                        let positive = rows.iter().zip(weights).filter(|(_, w)| **w > 0.0);
+                        repeat.extend(positive.filter_map(|(&r, &weight)| {
+                            Some((candidate[r as usize]?, (rho * weight / max) as f32))
+                        }));
+                    }
+                    if let Some(term) = &near_term {
+                        let items = (rows, weights);
+                        term.add(items, excluded, users.row(at), &mut scratch, &mut near);
+                    }
                 }
-                if let Some(term) = &mut near_term {
-                    term.add((rows, weights), excluded, users.row(at), &mut near);
+                all.extend_from_slice(&repeat);
+                all.extend_from_slice(&near);
+                out.all.push_user(&mut all);
+                if let Some((r, n)) = &mut out.split {
+                    r.push_user(&mut repeat);
+                    n.push_user(&mut near);
                 }
             }
-            all.extend_from_slice(&repeat);
-            all.extend_from_slice(&near);
-            out.all.push_user(&mut all);
-            if let Some((r, n)) = &mut out.split {
-                r.push_user(&mut repeat);
-                n.push_user(&mut near);
+            pool.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(scratch);
+            out
+        };
+        let mut out = Terms::new(near_term.is_some());
+        for (r, round) in positions.chunks(TERM_USERS_PER_ROUND).enumerate() {
+            let first = r * TERM_USERS_PER_ROUND;
+            let pieces: Vec<Terms> = round
+                .par_chunks(TERM_USERS_PER_TASK)
+                .enumerate()
+                .map(|(p, piece)| piece_terms(first + p * TERM_USERS_PER_TASK, piece))
+                .collect();
+            for piece in &pieces {
+                out.append(piece);
             }
         }
         Ok(out)
+    }
+}
+
+/// A neighbour term's working memory for one user at a time: n_ui by catalog row, 0 outside
+/// `touched`.
+struct Scratch {
+    sums: Vec<f64>,
+    touched: Vec<u32>,
+}
+
+impl Scratch {
+    /// For a catalog of `rows` rows.
+    fn new(rows: usize) -> Scratch {
+        Scratch {
+            sums: vec![0.0; rows],
+            touched: Vec::new(),
+        }
     }
 }
 
@@ -287,30 +376,29 @@ struct NeighborTerm<'a> {
     gamma: f64,
     candidate: &'a [Option<u32>],
     candidates: &'a Vectors,
-    /// n_ui by catalog row, 0 outside `touched`.
-    sums: Vec<f64>,
-    touched: Vec<u32>,
 }
 
 impl NeighborTerm<'_> {
     /// The term of the user with window items `items` (catalog rows, weights), exclusions
     /// `excluded` (catalog rows, ascending) and vector `user`, appended to `out` as (candidate
-    /// position, value).
+    /// position, value); `scratch` is left as it came (every sum 0, nothing touched).
     fn add(
-        &mut self,
+        &self,
         items: (&[u32], &[f64]),
         excluded: &[u32],
         user: &[f32],
+        scratch: &mut Scratch,
         out: &mut Vec<(u32, f32)>,
     ) {
+        let Scratch { sums, touched } = scratch;
         for (&r, &weight) in items.0.iter().zip(items.1) {
             if weight > 0.0 {
                 let (targets, sims) = self.neighbors.of(r);
                 for (&j, &s) in targets.iter().zip(sims) {
-                    if self.sums[j as usize] == 0.0 {
-                        self.touched.push(j);
+                    if sums[j as usize] == 0.0 {
+                        touched.push(j);
                     }
-                    self.sums[j as usize] += f64::from(s);
+                    sums[j as usize] += f64::from(s);
                 }
             }
         }
@@ -321,24 +409,24 @@ impl NeighborTerm<'_> {
                 .flatten()
         };
         let (mut max, mut scale) = (0.0f64, 0.0f32);
-        for &j in &self.touched {
+        for &j in touched.iter() {
             if let Some(p) = eligible(j) {
-                max = max.max(self.sums[j as usize]);
+                max = max.max(sums[j as usize]);
                 scale = scale.max(dot(user, self.candidates.row(p as usize)));
             }
         }
         if max > 0.0 && scale > 0.0 {
             let factor = self.gamma * f64::from(scale) / max;
-            for &j in &self.touched {
+            for &j in touched.iter() {
                 if let Some(p) = eligible(j) {
-                    out.push((p, (factor * self.sums[j as usize]) as f32));
+                    out.push((p, (factor * sums[j as usize]) as f32));
                 }
             }
         }
-        for &j in &self.touched {
-            self.sums[j as usize] = 0.0;
+        for &j in touched.iter() {
+            sums[j as usize] = 0.0;
         }
-        self.touched.clear();
+        touched.clear();
     }
 }
 
@@ -458,16 +546,20 @@ pub async fn similar_items(
 mod tests {
     use super::*;
     use crate::domain::{WindowBuilder, normalize_rows};
+    use crate::kernels::on_threads;
+    use crate::stages::hybrid::item_neighbors;
 
     /// Lists streamed in chunks of 4 users with a vector are the lists made in one chunk; each
     /// chunk carries exactly the vectors of its personal users, users without a vector get the
     /// popularity list wherever they fall, and the last chunk holds the users after the last
-    /// vector.
+    /// vector; with the neighbour term on as well.
     #[tokio::test]
     async fn chunked_lists_are_the_whole_lists() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/jobs/nightly.toml");
         let mut config = Config::load(std::path::Path::new(path), &[]).unwrap();
         config.topk.k = 3;
+        config.hybrid.neighbor_weight = 0.5;
+        config.hybrid.neighbors = 2;
         let ids: Vec<String> = (0..8).map(|i| format!("i{i}")).collect();
         let mut window = WindowBuilder::new(ids.clone());
         for u in 0..23u32 {
@@ -500,43 +592,126 @@ mod tests {
             ),
             n_events: vec![3; with.len()],
         };
-        let engine = Engine::Local;
-        let whole = recommend(&engine, &config, &candidates, None, &users, &data)
-            .await
-            .unwrap();
-        assert_eq!((whole.n_personal, whole.n_popular), (14, 9));
-        let (flat, dim) = (&candidates.flat, candidates.dim);
-        let (appended, chunks, counts) = engine
-            .with_items(flat, dim, async |items| {
-                let mut streamed =
-                    Recommender::new(&engine, &config, &candidates, None, items, &users, &data)
-                        .chunked(4);
-                let mut appended = Lists::new(whole.lists.item_ids.clone());
-                let mut chunks = Vec::new();
-                while let Some((lists, vectors)) = streamed.next().await? {
-                    let personal: Vec<&str> = lists
-                        .iter()
-                        .filter(|l| l.source == Source::Personal)
-                        .map(|l| l.user)
-                        .collect();
-                    let with_vectors: Vec<&str> =
-                        vectors.vectors.ids.iter().map(String::as_str).collect();
-                    assert_eq!(personal, with_vectors);
-                    chunks.push(lists.users.clone());
-                    appended.append(&lists);
-                }
-                Ok((appended, chunks, streamed.counts()))
-            })
-            .await
-            .unwrap();
-        assert_eq!(appended, whole.lists);
-        assert_eq!(counts, (14, 9));
-        assert_eq!(
-            chunks.len(),
-            5,
-            "four chunks of vectors, then the rest: {chunks:?}"
-        );
-        assert_eq!(chunks[0], ["u00", "u01", "u02", "u03", "u04", "u05"]);
-        assert_eq!(chunks[4], ["u21", "u22"]);
+        let near = item_neighbors(&config.hybrid, &data).unwrap();
+        assert!(near.is_some());
+        for neighbors in [None, near.as_ref()] {
+            let engine = Engine::Local;
+            let whole = recommend(&engine, &config, &candidates, neighbors, &users, &data)
+                .await
+                .unwrap();
+            assert_eq!((whole.n_personal, whole.n_popular), (14, 9));
+            let (flat, dim) = (&candidates.flat, candidates.dim);
+            let (appended, chunks, counts) = engine
+                .with_items(flat, dim, async |items| {
+                    let mut streamed = Recommender::new(
+                        &engine,
+                        &config,
+                        &candidates,
+                        neighbors,
+                        items,
+                        &users,
+                        &data,
+                    )
+                    .chunked(4);
+                    let mut appended = Lists::new(whole.lists.item_ids.clone());
+                    let mut chunks = Vec::new();
+                    while let Some((lists, vectors)) = streamed.next().await? {
+                        let personal: Vec<&str> = lists
+                            .iter()
+                            .filter(|l| l.source == Source::Personal)
+                            .map(|l| l.user)
+                            .collect();
+                        let with_vectors: Vec<&str> =
+                            vectors.vectors.ids.iter().map(String::as_str).collect();
+                        assert_eq!(personal, with_vectors);
+                        chunks.push(lists.users.clone());
+                        appended.append(&lists);
+                    }
+                    Ok((appended, chunks, streamed.counts()))
+                })
+                .await
+                .unwrap();
+            assert_eq!(appended, whole.lists);
+            assert_eq!(counts, (14, 9));
+            let with_term = whole
+                .lists
+                .iter()
+                .filter(|l| l.neighbor.iter().any(|&n| n > 0.0));
+            assert_eq!(with_term.count() > 0, neighbors.is_some());
+            assert_eq!(
+                chunks.len(),
+                5,
+                "four chunks of vectors, then the rest: {chunks:?}"
+            );
+            assert_eq!(chunks[0], ["u00", "u01", "u02", "u03", "u04", "u05"]);
+            assert_eq!(chunks[4], ["u21", "u22"]);
+        }
+    }
+
+    /// With the neighbour term on, a chunk's terms do not depend on the threads, and each
+    /// user's are those of the user alone, across tasks and rounds; most users get the term.
+    #[test]
+    fn terms_are_per_user_whatever_the_threads() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/jobs/nightly.toml");
+        let mut config = Config::load(std::path::Path::new(path), &[]).unwrap();
+        config.hybrid.neighbor_weight = 0.5;
+        config.hybrid.neighbors = 5;
+        let n_items = 40;
+        let ids: Vec<String> = (0..n_items).map(|i| format!("i{i:02}")).collect();
+        let mut window = WindowBuilder::new(ids.clone());
+        let n_users = 2 * TERM_USERS_PER_ROUND + 100;
+        let names: Vec<String> = (0..n_users).map(|u| format!("u{u:05}")).collect();
+        for (u, name) in names.iter().enumerate() {
+            for k in 0..4 {
+                let item = ((u * 7 + k * k * 3) % n_items) as u32;
+                let weight = 1.0 + k as f64;
+                window.add(name, item, 1, weight, k == 3 && u % 5 == 0);
+            }
+        }
+        // The last item is unavailable: not a candidate.
+        let mut available = vec![true; n_items];
+        available[n_items - 1] = false;
+        let data = window.finish(&available).unwrap();
+        let dim = 3;
+        let mut flat: Vec<f32> = (0..(n_items - 1) * dim)
+            .map(|x| ((x * 5 % 13) as f32 - 6.0) / 6.0)
+            .collect();
+        normalize_rows(&mut flat, dim).unwrap();
+        let candidates = Vectors::new(ids[..n_items - 1].to_vec(), flat, dim);
+        let candidate = candidates.rows_of(&data.item_ids);
+        let mut flat: Vec<f32> = (0..n_users * dim)
+            .map(|x| ((x * 11 % 17) as f32 - 5.0) / 7.0)
+            .collect();
+        normalize_rows(&mut flat, dim).unwrap();
+        let users = Vectors::new(names, flat, dim);
+        let near = item_neighbors(&config.hybrid, &data).unwrap().unwrap();
+        let terms = |users: &Vectors| {
+            Terms::of_users(
+                &config.hybrid,
+                Some(&near),
+                users,
+                &candidates,
+                &candidate,
+                &data,
+            )
+            .unwrap()
+        };
+        fn parts(t: &Terms, u: usize) -> [(&[u32], &[f32]); 3] {
+            let (repeat, neighbor) = t.split.as_ref().unwrap();
+            [t.all.of(u), repeat.of(u), neighbor.of(u)]
+        }
+        let one = on_threads(1, || terms(&users));
+        let three = on_threads(3, || terms(&users));
+        for u in 0..n_users {
+            assert_eq!(parts(&one, u), parts(&three, u), "user {u}");
+        }
+        for u in (0..n_users).step_by(97).chain([n_users - 1]) {
+            let alone = terms(&users.select(&[u]));
+            assert_eq!(parts(&alone, 0), parts(&three, u), "user {u} alone");
+        }
+        let with_term = (0..n_users)
+            .filter(|&u| !parts(&three, u)[2].0.is_empty())
+            .count();
+        assert!(with_term > n_users / 2, "{with_term} of {n_users} users");
     }
 }
