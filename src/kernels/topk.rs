@@ -450,17 +450,17 @@ pub(super) mod tests {
             (0, 5, 0.125),
         ];
         let all = Adjustments::from_entries(3, entries.clone());
+        let of_user = |u: u32| -> Vec<(u32, f32)> {
+            (entries.iter().filter(|e| e.0 == u))
+                .map(|e| (e.1, e.2))
+                .collect()
+        };
         let mut pushed = Adjustments::new();
         for u in 0..3 {
-            let mut mine: Vec<(u32, f32)> = entries
-                .iter()
-                .filter(|e| e.0 == u)
-                .map(|e| (e.1, e.2))
-                .collect();
-            pushed.push_user(&mut mine);
+            pushed.push_user(&mut of_user(u));
         }
         for u in 0..3 {
-            assert_eq!(all.of(u), pushed.of(u));
+            assert_eq!(all.of(u as usize), pushed.of(u as usize));
         }
         assert_eq!(pushed.of(0), (&[2, 5][..], &[0.25, 0.625][..]));
         assert_eq!(pushed.of(1), (&[][..], &[][..]));
@@ -468,12 +468,7 @@ pub(super) mod tests {
         // Appended in two parts (users 0 and 1, then user 2), they are the whole again.
         let (mut first, mut last) = (Adjustments::new(), Adjustments::new());
         for u in 0..3 {
-            let mut mine: Vec<(u32, f32)> = entries
-                .iter()
-                .filter(|e| e.0 == u)
-                .map(|e| (e.1, e.2))
-                .collect();
-            if u < 2 { &mut first } else { &mut last }.push_user(&mut mine);
+            if u < 2 { &mut first } else { &mut last }.push_user(&mut of_user(u));
         }
         first.append(&last);
         for u in 0..3 {
