@@ -205,16 +205,18 @@ pub async fn recommend(
         .await
 }
 
-/// Users whose terms one rayon task computes, with one neighbour scratch.
-const TERM_USERS_PER_TASK: usize = 64;
+/// Users whose terms one rayon task computes, with one neighbour scratch: with the neighbour
+/// term on, each candidate vector is read once for all of them ([`UserSums::scale`]).
+const TERM_USERS_PER_TASK: usize = 256;
 
 /// Users whose terms are computed in parallel before they are appended to the chunk's: what is
 /// held twice while a chunk's terms are made.
 const TERM_USERS_PER_ROUND: usize = 4_096;
 
 /// Users per chunk while the neighbour term is on, instead of [`USERS_PER_CHUNK`]: the term
-/// touches about 1,500 candidates a user on the 100k synthetic shop, each held twice (the
-/// kernel's sum and the published part) at 8 bytes, so 16,384 users hold about 0.4 GB.
+/// touches about 2,500 candidates a user on the 100k synthetic shop (every target that keeps
+/// one of the user's items as a neighbour), each held twice (the kernel's sum and the published
+/// part) at 8 bytes, so 16,384 users hold about 0.65 GB.
 const USERS_PER_CHUNK_WITH_NEIGHBORS: usize = 16_384;
 
 /// The sparse terms of the scores of a chunk of users (README "The model"), by position in the
@@ -279,13 +281,8 @@ impl Terms {
             neighbors,
             gamma: hybrid.neighbor_weight,
             candidate,
-            candidates,
         });
-        let scratch_rows = if near_term.is_some() {
-            candidate.len()
-        } else {
-            0
-        };
+        let scratch_rows = near_term.as_ref().map_or(0, |_| candidate.len());
         let pool = Mutex::new(Vec::<Scratch>::new());
         // The terms of the users at positions `first..first + piece.len()` of the chunk.
         let piece_terms = |first: usize, piece: &[Option<usize>]| {
@@ -294,9 +291,22 @@ impl Terms {
                 .unwrap_or_else(PoisonError::into_inner)
                 .pop()
                 .unwrap_or_else(|| Scratch::new(scratch_rows));
+            // The neighbour sums of every user of the piece first: their scales are then taken
+            // candidate by candidate for all of them at once.
+            let mut sums = UserSums::default();
+            if let Some(term) = &near_term {
+                for &position in piece {
+                    if let Some(w) = position {
+                        let (rows, weights) = interactions.of(w);
+                        term.sums((rows, weights), data.excluded(w), &mut scratch, &mut sums);
+                    }
+                    sums.end_user();
+                }
+                sums.scale(|u, p| dot(users.row(first + u), candidates.row(p as usize)));
+            }
             let mut out = Terms::new(near_term.is_some());
             let (mut all, mut repeat, mut near) = (Vec::new(), Vec::new(), Vec::new());
-            for (at, &position) in (first..).zip(piece) {
+            for (u, &position) in piece.iter().enumerate() {
                 all.clear();
                 repeat.clear();
                 near.clear();
@@ -316,8 +326,7 @@ impl Terms {
                         }));
                     }
                     if let Some(term) = &near_term {
-                        let items = (rows, weights);
-                        term.add(items, excluded, users.row(at), &mut scratch, &mut near);
+                        term.values(&sums, u, &mut near);
                     }
                 }
                 all.extend_from_slice(&repeat);
@@ -366,29 +375,29 @@ impl Scratch {
     }
 }
 
-/// The neighbour term, one user at a time: n_ui = sum over the user's items j with w_uj > 0 of
-/// s_ji (s from [`Neighbors`]; item-kNN on the binary matrix, as its similarities are), and for every eligible candidate (available, not excluded)
-/// with n_ui > 0 the term `gamma * D_u * n_ui / max_j n_uj`, the max over those candidates and
-/// D_u the user's largest dot product with them (no term when it is not positive): gamma is a
-/// share of the user's own score scale, which differs a hundredfold between users.
+/// The neighbour term: n_ui = sum over the user's items j with w_uj > 0 of s_ji (s from
+/// [`Neighbors`]; item-kNN on the binary matrix, as its similarities are), and for every eligible
+/// candidate (available, not excluded) with n_ui > 0 the term `gamma * D_u * n_ui / max_j n_uj`,
+/// the max over those candidates and D_u the user's largest dot product with them (no term when
+/// it is not positive): gamma is a share of the user's own score scale, which differs a
+/// hundredfold between users.
 struct NeighborTerm<'a> {
     neighbors: &'a Neighbors,
     gamma: f64,
     candidate: &'a [Option<u32>],
-    candidates: &'a Vectors,
 }
 
 impl NeighborTerm<'_> {
-    /// The term of the user with window items `items` (catalog rows, weights), exclusions
-    /// `excluded` (catalog rows, ascending) and vector `user`, appended to `out` as (candidate
-    /// position, value); `scratch` is left as it came (every sum 0, nothing touched).
-    fn add(
+    /// The sums n_ui of the user with window items `items` (catalog rows, weights) and
+    /// exclusions `excluded` (catalog rows, ascending), appended to `out` as the user's (candidate
+    /// position, n_ui) entries (call [`UserSums::end_user`] after); `scratch` is left as it came
+    /// (every sum 0, nothing touched).
+    fn sums(
         &self,
         items: (&[u32], &[f64]),
         excluded: &[u32],
-        user: &[f32],
         scratch: &mut Scratch,
-        out: &mut Vec<(u32, f32)>,
+        out: &mut UserSums,
     ) {
         let Scratch { sums, touched } = scratch;
         for (&r, &weight) in items.0.iter().zip(items.1) {
@@ -402,31 +411,66 @@ impl NeighborTerm<'_> {
                 }
             }
         }
-        let candidate = self.candidate;
-        let eligible = |j: u32| {
-            (excluded.binary_search(&j).is_err())
-                .then_some(candidate[j as usize])
-                .flatten()
-        };
-        let (mut max, mut scale) = (0.0f64, 0.0f32);
         for &j in touched.iter() {
-            if let Some(p) = eligible(j) {
-                max = max.max(sums[j as usize]);
-                scale = scale.max(dot(user, self.candidates.row(p as usize)));
+            let eligible = excluded.binary_search(&j).is_err();
+            if let Some(p) = self.candidate[j as usize].filter(|_| eligible) {
+                out.entries.push((p, sums[j as usize]));
             }
-        }
-        if max > 0.0 && scale > 0.0 {
-            let factor = self.gamma * f64::from(scale) / max;
-            for &j in touched.iter() {
-                if let Some(p) = eligible(j) {
-                    out.push((p, (factor * sums[j as usize]) as f32));
-                }
-            }
-        }
-        for &j in touched.iter() {
             sums[j as usize] = 0.0;
         }
         touched.clear();
+    }
+
+    /// The term of user `u` of `sums` (its scale taken), appended to `out` as (candidate
+    /// position, value).
+    fn values(&self, sums: &UserSums, u: usize, out: &mut Vec<(u32, f32)>) {
+        let entries = sums.of(u);
+        let max = entries.iter().map(|e| e.1).fold(0.0f64, f64::max);
+        let scale = sums.scales[u];
+        if max > 0.0 && scale > 0.0 {
+            let factor = self.gamma * f64::from(scale) / max;
+            out.extend(entries.iter().map(|&(p, n)| (p, (factor * n) as f32)));
+        }
+    }
+}
+
+/// The neighbour sums of a few users, in CSR form, and each user's scale D_u once taken.
+#[derive(Default)]
+struct UserSums {
+    /// Each user's (candidate position, n_ui), users one after another.
+    entries: Vec<(u32, f64)>,
+    /// Where each user's entries end.
+    ends: Vec<usize>,
+    /// D_u of each user ([`UserSums::scale`]).
+    scales: Vec<f32>,
+}
+
+impl UserSums {
+    /// The entries since the last user's are the next user's.
+    fn end_user(&mut self) {
+        self.ends.push(self.entries.len());
+    }
+
+    fn of(&self, u: usize) -> &[(u32, f64)] {
+        let start = if u == 0 { 0 } else { self.ends[u - 1] };
+        &self.entries[start..self.ends[u]]
+    }
+
+    /// D_u of every user: the largest of `dot(u, p)` over the user's candidates p. The products
+    /// are taken candidate by candidate, each candidate's vector read once for all the users
+    /// with a sum on it (read user by user, thousands of rows a user in no order, the products
+    /// waited on memory). A maximum does not depend on the order, so neither do the scales.
+    fn scale(&mut self, dot: impl Fn(usize, u32) -> f32) {
+        let mut pairs: Vec<(u32, u32)> = Vec::with_capacity(self.entries.len());
+        for u in 0..self.ends.len() {
+            pairs.extend(self.of(u).iter().map(|&(p, _)| (p, u as u32)));
+        }
+        pairs.sort_unstable();
+        self.scales = vec![0.0; self.ends.len()];
+        for (p, u) in pairs {
+            let s = &mut self.scales[u as usize];
+            *s = s.max(dot(u as usize, p));
+        }
     }
 }
 
@@ -646,6 +690,30 @@ mod tests {
             assert_eq!(chunks[0], ["u00", "u01", "u02", "u03", "u04", "u05"]);
             assert_eq!(chunks[4], ["u21", "u22"]);
         }
+    }
+
+    /// D_u taken candidate by candidate for a piece of users is each user's own largest
+    /// product over the user's candidates, 0 when none is positive or there is none.
+    #[test]
+    fn scales_are_each_users_own_largest_product() {
+        let lists: [&[u32]; 5] = [&[5, 1, 9], &[], &[9, 2, 5], &[1], &[3, 7]];
+        let mut sums = UserSums::default();
+        for list in lists {
+            sums.entries.extend(list.iter().map(|&p| (p, 1.0)));
+            sums.end_user();
+        }
+        // A product that differs by user and candidate; user 4's are all negative.
+        let product = |u: usize, p: u32| match u {
+            4 => -(p as f32),
+            _ => ((u as f32 + 1.0) * p as f32 - 3.0 * u as f32).sin(),
+        };
+        sums.scale(product);
+        for (u, list) in lists.iter().enumerate() {
+            let want = (list.iter().map(|&p| product(u, p))).fold(0.0f32, f32::max);
+            assert_eq!(sums.scales[u], want, "user {u}");
+        }
+        assert!(sums.scales[0] > 0.0 && sums.scales[2] > 0.0);
+        assert_eq!((sums.scales[1], sums.scales[4]), (0.0, 0.0));
     }
 
     /// With the neighbour term on, a chunk's terms do not depend on the threads, and each
