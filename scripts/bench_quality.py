@@ -48,7 +48,12 @@ ndcg only: no coverage there).
 
 Ranking inside a method: items of its training matrix (items with positive weight in the window)
 by score descending, ties item_id ascending; candidates outside the matrix follow in popularity
-order. Item ids compare as strings (byte order = code point order = recjob's).
+order. Item ids compare as strings (byte order = code point order = recjob's). Scores are
+snapped to a grid of `TIE` (2^-30) first, so that the ties of the mathematics stay ties: items
+with identical columns, or a user whose items co-occur with nothing, score the same in exact
+arithmetic, and BLAS's last bits, which differ between CPUs, would otherwise order them. Implicit
+ALS runs in double precision for the same reason (in single precision its scores differed
+between CPUs by up to 3e-4 after 15 sweeps).
 
 Run `python scripts/bench_quality.py --self-test` for the assert-based checks (hand-made tiny data,
 EASE primal vs dual, and recjob's published popularity baselines when the data are present).
@@ -80,6 +85,11 @@ import scipy.linalg as sla  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
 
 SEED = 20240607
+# Scores closer than this are tied (ranking, module docstring). Between OpenBLAS's Haswell and
+# Nehalem kernels EASE's scores differed by at most 8e-15 and double-precision ALS's by 1.1e-11
+# (MovieLens). Real gaps below it are rare: none in the users' top 21 of Online Retail (RP3beta)
+# or MovieLens (EASE, ALS), 24 of 666 on Amazon (EASE, lambda 200); BENCHMARKS.md.
+TIE = 2.0 ** -30
 DAY_S = 86400.0
 EPOCH = _dt.date(1970, 1, 1)
 
@@ -325,6 +335,7 @@ def rank_rows(win, users, scores, k):
             c = win.col_of[excl]
             s[c[c >= 0]] = -np.inf
         finite = np.isfinite(s)
+        s[finite] = np.round(s[finite] / TIE)  # ties stay ties whatever the CPU
         nf = int(finite.sum())
         if nf > k:
             kth = -np.partition(-s, k - 1)[k - 1]
@@ -401,11 +412,12 @@ def fit_popularity(win, p):
 
 def fit_als(win, p):
     from implicit.cpu.als import AlternatingLeastSquares
-    C = win.X_w.astype(np.float32).tocsr()
-    C.data = (1.0 + p["alpha"] * C.data).astype(np.float32)  # c_ui = 1 + alpha w_ui (implicit: c = value)
+    C = win.X_w.tocsr(copy=True)
+    C.data = 1.0 + p["alpha"] * C.data  # c_ui = 1 + alpha w_ui (implicit: c = value)
     m = AlternatingLeastSquares(factors=p["factors"], regularization=p["regularization"], alpha=1.0,
                                 iterations=p.get("iterations", 15), num_threads=1,
-                                random_state=SEED, calculate_training_loss=False)
+                                random_state=SEED, calculate_training_loss=False,
+                                dtype=np.float64)  # float32 factors differ between CPUs
     m.fit(C, show_progress=False)
     U = np.asarray(m.user_factors, np.float64)
     V = np.asarray(m.item_factors, np.float64)
@@ -1101,6 +1113,10 @@ def self_test(args):
         sc = np.array([[0.1, 0.5, 0.5, 9.0]])  # p is not available
         got = rank_rows(win, [u2], sc, 4)[0]
         assert [name(i) for i in got] == ["b", "c", "a", "d"], [name(i) for i in got]
+        got = rank_rows(win, [u2], np.array([[0.1, 0.5, 0.5 + 3e-16, 9.0]]), 4)[0]
+        assert [name(i) for i in got] == ["b", "c", "a", "d"], "noise does not reorder a tie"
+        got = rank_rows(win, [u2], np.array([[0.1, 0.5, 0.5 + 1e-8, 9.0]]), 4)[0]
+        assert [name(i) for i in got] == ["c", "b", "a", "d"], "a real gap does"
         # Truth of 01-03: positive types only; a return is no hit.
         g = data.truth(day_of("2020-01-03"))
         assert {data.user_ids[u]: sorted(name(i) for i in s) for u, s in g.items()} == {
