@@ -51,7 +51,8 @@ by score descending, ties item_id ascending; candidates outside the matrix follo
 order. Item ids compare as strings (byte order = code point order = recjob's). Scores are
 snapped to a grid of `TIE` (2^-30) first, so that the ties of the mathematics stay ties: items
 with identical columns, or a user whose items co-occur with nothing, score the same in exact
-arithmetic, and BLAS's last bits, which differ between CPUs, would otherwise order them. Implicit
+arithmetic, and BLAS's last bits, which differ between CPUs, would otherwise order them. (A
+score whose noise straddles a grid line can still land on either side: rare, not impossible.) Implicit
 ALS runs in double precision for the same reason (in single precision its scores differed
 between CPUs by up to 3e-4 after 15 sweeps).
 
