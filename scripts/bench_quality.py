@@ -60,6 +60,7 @@ Run `python scripts/bench_quality.py --self-test` for the assert-based checks (h
 EASE primal vs dual, and recjob's published popularity baselines when the data are present).
 """
 import argparse
+import concurrent.futures
 import csv
 import datetime as _dt
 import glob
@@ -779,12 +780,12 @@ def recjob_stages(policy, quick=False, start=None):
     at lambda 50, 200, 1000), then lambda x0.1 and x10 around the best, then the text and
     popularity weights jointly (every pair of the two grids: the weights trade against each
     other, and one at a time the search stopped short of the better corners), where repeats
-    are allowed the repeat weight, then the number of factors (32, 64 or 256 beside the
-    shipped 128; the peers' ALS searches it too), and last the neighbour term
-    (`NEIGHBOR_STAGES`). Unlisted keys keep `jobs/nightly.toml`'s values. `start`: the setting
-    an earlier full search chose before the neighbour stages existed; the search then runs only
-    those stages from it (the earlier stages are deterministic, so the full search would reach
-    the same start)."""
+    are allowed the repeat weight (0, 0.03 or 0.3 beside the shipped 0.1), then the number of
+    factors (32, 64 or 256 beside the shipped 128; the peers' ALS searches it too), and last
+    the neighbour term (`NEIGHBOR_STAGES`). Unlisted keys keep `jobs/nightly.toml`'s values.
+    `start`: the setting an earlier full search chose before the neighbour stages existed; the
+    search then runs only those stages from it (the earlier stages are deterministic, so the
+    full search would reach the same start)."""
     if quick:
         return [[{}]]
     if start is not None:
@@ -797,7 +798,7 @@ def recjob_stages(policy, quick=False, start=None):
                    for t in (0.0, 0.03, 0.1, 0.3, 1.0) for p in (0.0, 0.03, 0.3, 1.0)],
     ]
     if policy == "allow_repeats":
-        st.append(lambda b: [dict(b, repeat_weight=r) for r in (0.0, 0.2)])
+        st.append(lambda b: [dict(b, repeat_weight=r) for r in (0.0, 0.03, 0.3)])
     st.append(lambda b: [dict(b, factors=f) for f in (32, 64, 256)])
     return st + NEIGHBOR_STAGES
 
@@ -842,9 +843,11 @@ def recjob_rows(args, name, truth_types, log):
 
         def backtest(first, last, params):
             sets = base + [f"hybrid.{a}={b}" for a, b in params.items()]
-            daily = os.path.join(tmp, "daily.parquet")
+            # Backtests may run side by side (--recjob-jobs): each writes its own tables.
+            run_dir = tempfile.mkdtemp(dir=tmp)
+            daily = os.path.join(run_dir, "daily.parquet")
             out = run_recjob(args, ["backtest", "--from", first, "--to", last, "--output",
-                                    os.path.join(tmp, "backtest.parquet"), "--daily", daily],
+                                    os.path.join(run_dir, "backtest.parquet"), "--daily", daily],
                              sets, log)
             t = parse_backtest_table(out)
             days = pq.read_table(daily).filter(pc.equal(pc.field("k"), int(k))).filter(
@@ -866,16 +869,23 @@ def recjob_rows(args, name, truth_types, log):
         stages_ = [] if fixed is not None else recjob_stages(
             ds["policy"], args.quick, args.recjob_from.get(name))
         for n, stage in enumerate(stages_):
+            cands = []
             for params in (stage if n == 0 else stage(best(grid, args.select)["params"])):
                 key = json.dumps(params, sort_keys=True)
-                if key in seen:
-                    continue
-                seen.add(key)
-                reused = args.recjob_reuse.get((name, key))
-                v = reused or backtest(*ds["validation"], params)
-                grid.append(dict(v, params=params))
-                log(f"  val recjob {fmt_params(params):50s} recall@{k} {fmt(v['recall'])} "
-                    f"ndcg@{k} {fmt(v['ndcg'])} ({v['days']} days)" + (" (reused)" if reused else ""))
+                if key not in seen:
+                    seen.add(key)
+                    cands.append((params, args.recjob_reuse.get((name, key))))
+            # A stage's candidates are independent: --recjob-jobs of them at a time (a low-rank
+            # EASE backtest keeps about one core busy), recorded in the stage's order.
+            with concurrent.futures.ThreadPoolExecutor(args.recjob_jobs) as pool:
+                runs = [None if reused else pool.submit(backtest, *ds["validation"], params)
+                        for params, reused in cands]
+                for (params, reused), run in zip(cands, runs):
+                    v = reused or run.result()
+                    grid.append(dict(v, params=params))
+                    log(f"  val recjob {fmt_params(params):50s} recall@{k} {fmt(v['recall'])} "
+                        f"ndcg@{k} {fmt(v['ndcg'])} ({v['days']} days)"
+                        + (" (reused)" if reused else ""))
         chosen = best(grid, args.select) if fixed is None else dict(
             params=fixed, recall=None, ndcg=None, days=None)
         t_val = time.time() - t0
@@ -1298,6 +1308,10 @@ def main():
                     help="start recjob's search on DATASET at these hybrid.* settings (what an "
                          "earlier full search chose) and run only the stages added since: the "
                          "neighbour term's")
+    ap.add_argument("--recjob-jobs", type=int, default=1, metavar="N",
+                    help="recjob backtests of one search stage run N at a time (default 1; 2 "
+                         "nearly halves a low-rank EASE search on 2 cores, whose backtests keep "
+                         "one core busy; the choices are the same)")
     ap.add_argument("--recjob-reuse", action="append", default=[], metavar="JSON",
                     help="recjob's validation rows of an earlier --output: a candidate setting "
                          "found there is not backtested again. Only with a build whose backtests "

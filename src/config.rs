@@ -479,8 +479,9 @@ pub struct HybridConfig {
     /// Weight beta of the popularity prior pi_i = ln(1 + events of i) / ln(1 + max events), in
     /// the window.
     pub popularity_weight: f64,
-    /// Weight rho of the repeat term rho * w_ui / max_j w_uj, added to the score of every item
-    /// the user has a positive decayed weight w_ui on in the window (README "The model").
+    /// Weight rho of the repeat term rho * ln(1 + d_ui), added to the score of every item the
+    /// user had an event of a positive-weight type with on d_ui > 0 days of the window (README
+    /// "The model").
     pub repeat_weight: f64,
     /// Weight gamma of the neighbour term gamma * D_u * n_ui / max_j n_uj, n_ui = sum over the
     /// user's items j of s_ji (item-kNN similarities of the window), D_u the user's largest model
@@ -500,7 +501,7 @@ impl Default for HybridConfig {
             iterations: 10,
             text_weight: 0.3,
             popularity_weight: 0.3,
-            repeat_weight: 0.05,
+            repeat_weight: 0.1,
             neighbor_weight: 0.0,
             neighbors: 50,
         }

@@ -1,9 +1,10 @@
 -- Why these recommendations? One user's list for one date next to their recent history: for
 -- each recommended item, its score split into its three components (score = model + repeat +
 -- neighbor: the model part is dot(user_embeddings.embedding, item_vectors.embedding), the repeat
--- part the user's own decayed history with the item, the neighbor part how often the item is
--- taken by the users of the user's items), and the history item whose vector is most similar
--- to it (dot product of the published vectors), with how often the user interacted with it.
+-- part grows with the days the user bought the item in the window, the neighbor part how often
+-- the item is taken by the users of the user's items), and the history item whose vector is
+-- most similar to it (dot product of the published vectors), with how often the user
+-- interacted with it.
 -- Params: $user_id, $dt ('YYYY-MM-DD')
 -- Tables: recommendations, item_vectors, behavior, run_catalog (titles from the snapshot $dt used)
 -- Output: rank, item_id, title, score, model_score, repeat_score, neighbor_score, source,

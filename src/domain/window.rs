@@ -1,9 +1,9 @@
 //! What the prepare stage makes of one training window, interned: users by their position in
 //! the window's sorted user ids, items by their row in the run's catalog (sorted by id). A
-//! (user, item) interaction takes 12 bytes and an exclusion 4.
+//! (user, item) interaction takes 16 bytes and an exclusion 4.
 //!
 //! The interactions are the part that grows with events (30 million pairs for a million users
-//! is 0.36 GB), and they are only ever read a range of users at a time (the users' text vectors,
+//! is 0.48 GB), and they are only ever read a range of users at a time (the users' text vectors,
 //! the behavior model's rows, the repeat and neighbour terms), so they are spilled to an unnamed scratch file
 //! in `TMPDIR` as the window is built and read back per range ([`WindowData::interactions`]).
 //! What stays in memory is per user (ids, event counts, offsets: about 60 bytes a user) plus
@@ -18,8 +18,9 @@ use std::os::unix::fs::FileExt;
 use super::vectors::Vectors;
 use crate::error::{Error, Result};
 
-/// Bytes of one spilled interaction: the item's catalog row (u32), its weight (f64).
-const PAIR_BYTES: usize = 12;
+/// Bytes of one spilled interaction: the item's catalog row (u32), its days with a positive
+/// weight (u32), its weight (f64).
+const PAIR_BYTES: usize = 16;
 
 /// Interactions, exclusions and popularity of one training window.
 #[derive(Debug, Default)]
@@ -52,10 +53,13 @@ pub struct Interactions {
     /// The users (positions in the window).
     users: Range<usize>,
     /// Per user of `users`, `offsets[u - users.start]..offsets[u - users.start + 1]` into
-    /// `items` and `weights`.
+    /// `items`, `days` and `weights`.
     offsets: Vec<usize>,
     /// Items of each user's interactions (catalog rows, ascending).
     items: Vec<u32>,
+    /// Days of the window on which each interaction had a positive weight (an event of a type
+    /// with a positive weight).
+    days: Vec<u32>,
     /// Sum of the decayed event weights of each interaction.
     weights: Vec<f64>,
 }
@@ -64,13 +68,24 @@ impl Interactions {
     /// User `u`'s interactions (`u` in the range read): catalog rows (ascending) and their
     /// weights. Empty once [`WindowData::release_interactions`] ran.
     pub fn of(&self, u: usize) -> (&[u32], &[f64]) {
+        let at = self.range(u);
+        (&self.items[at.clone()], &self.weights[at])
+    }
+
+    /// User `u`'s days per interaction, in the order of [`Interactions::of`]: on how many days
+    /// of the window the user had an event of a positive-weight type with the item.
+    pub fn days(&self, u: usize) -> &[u32] {
+        &self.days[self.range(u)]
+    }
+
+    fn range(&self, u: usize) -> Range<usize> {
         assert!(self.users.contains(&u), "user {u} of {:?}", self.users);
         match self
             .offsets
             .get(u - self.users.start..u - self.users.start + 2)
         {
-            Some(&[a, b]) => (&self.items[a..b], &self.weights[a..b]),
-            _ => (&[], &[]),
+            Some(&[a, b]) => a..b,
+            _ => 0..0,
         }
     }
 
@@ -114,7 +129,7 @@ impl WindowData {
         self.users.binary_search_by(|u| u.as_str().cmp(id)).ok()
     }
 
-    /// The interactions of users `users` (positions), read from the spill in one read (12 bytes
+    /// The interactions of users `users` (positions), read from the spill in one read (16 bytes
     /// an interaction). Empty once [`WindowData::release_interactions`] ran.
     pub fn interactions(&self, users: Range<usize>) -> Result<Interactions> {
         assert!(users.end <= self.len(), "users {users:?} of {}", self.len());
@@ -124,6 +139,7 @@ impl WindowData {
                 users,
                 offsets: Vec::new(),
                 items: Vec::new(),
+                days: Vec::new(),
                 weights: Vec::new(),
             });
         };
@@ -138,8 +154,12 @@ impl WindowData {
                 .clone()
                 .map(|p| u32::from_le_bytes(p[..4].try_into().expect("4 bytes")))
                 .collect(),
+            days: pairs
+                .clone()
+                .map(|p| u32::from_le_bytes(p[4..8].try_into().expect("4 bytes")))
+                .collect(),
             weights: pairs
-                .map(|p| f64::from_le_bytes(p[4..].try_into().expect("8 bytes")))
+                .map(|p| f64::from_le_bytes(p[8..].try_into().expect("8 bytes")))
                 .collect(),
             users,
         })
@@ -187,8 +207,9 @@ const EXCLUDED: u32 = 1 << 31;
 
 /// Builds a [`WindowData`] from per-day partial aggregates of the window's events: the window's
 /// interaction of (user, item) is the sum of its days' (weights and event counts added, the
-/// item excluded when any day excludes it). Days are added in date order and each day's
-/// weights are summed in that order, so the result does not depend on the engine's row order.
+/// days with a positive weight counted, the item excluded when any day excludes it). Days are
+/// added in date order and each day's weights are summed in that order, so the result does not
+/// depend on the engine's row order.
 ///
 /// Nothing here grows with events in memory: the day aggregates go to a scratch file in blocks,
 /// bucketed by user, as they arrive; `finish` sums a bucket at a time into a second scratch file
@@ -388,8 +409,9 @@ impl Buckets {
     }
 
     /// Sum every (user, item) over its days, a bucket at a time, into a scratch file of
-    /// [`PAIR_BYTES`] pairs (item row with [`EXCLUDED`], weight), users in arrival order, each
-    /// user's items ascending; and `ends`: user u's pairs are `ends[u]..ends[u + 1]`.
+    /// [`PAIR_BYTES`] pairs (item row with [`EXCLUDED`], days with a positive weight, weight),
+    /// users in arrival order, each user's items ascending; and `ends`: user u's pairs are
+    /// `ends[u]..ends[u + 1]`.
     fn sum_pairs(mut self, n_users: usize) -> std::io::Result<(File, Vec<usize>)> {
         if let Some(e) = self.error.take() {
             return Err(e);
@@ -405,15 +427,17 @@ impl Buckets {
             let mut start = 0;
             while start < rows.len() {
                 let pair = rows[start].0 >> 1;
-                let (mut weight, mut excluded) = (0.0f64, false);
+                let (mut weight, mut days, mut excluded) = (0.0f64, 0u32, false);
                 while start < rows.len() && rows[start].0 >> 1 == pair {
                     weight += rows[start].1;
+                    days += u32::from(rows[start].1 > 0.0);
                     excluded |= rows[start].0 & 1 == 1;
                     start += 1;
                 }
                 let item = (pair & ((1 << 32) - 1)) as u32;
                 let flag = if excluded { EXCLUDED } else { 0 };
                 out.write_all(&(item | flag).to_le_bytes())?;
+                out.write_all(&days.to_le_bytes())?;
                 out.write_all(&weight.to_le_bytes())?;
                 let user = (pair >> 32) as usize;
                 // Every user has a pair: users end in order, one after another.
@@ -470,6 +494,11 @@ mod tests {
         assert_eq!(all.of(0), (&[0, 1][..], &[0.25, 3.0][..]));
         assert_eq!(all.of(1), (&[2][..], &[0.5][..]));
         assert_eq!(all.of(2), (&[3][..], &[0.0][..]));
+        // Days with a positive weight: item b on both days, a on one, a zero weight on none.
+        assert_eq!(
+            (all.days(0), all.days(1), all.days(2)),
+            (&[1, 2][..], &[1][..], &[0][..])
+        );
         // Any range reads the same rows back.
         let tail = w.interactions(1..3).unwrap();
         assert_eq!((tail.of(1), tail.of(2)), (all.of(1), all.of(2)));
@@ -519,7 +548,7 @@ mod tests {
         // many blocks, pairs repeated over days with weights whose sum depends on the order.
         let n_items = 50u32;
         let mut b = WindowBuilder::new((0..n_items).map(|i| format!("i{i:02}")).collect());
-        let mut expected: BTreeMap<(String, u32), (f64, bool)> = BTreeMap::new();
+        let mut expected: BTreeMap<(String, u32), (f64, bool, u32)> = BTreeMap::new();
         let mut events: BTreeMap<String, i64> = BTreeMap::new();
         let mut state = 0x9e37_79b9_7f4a_7c15u64;
         let mut next = || {
@@ -537,15 +566,20 @@ mod tests {
                 if !seen.insert((user.clone(), item)) {
                     continue; // one aggregate per (user, item) a day
                 }
-                let (n, weight, excluded) = (
-                    1 + (r >> 40) as i64 % 3,
-                    (r >> 11) as f64 * 1e-7,
-                    r >> 63 == 1,
-                );
+                // A tenth of the days' aggregates with a zero weight (say a return alone).
+                let weight = if (r >> 30) % 10 == 0 {
+                    0.0
+                } else {
+                    (r >> 11) as f64 * 1e-7
+                };
+                let (n, excluded) = (1 + (r >> 40) as i64 % 3, r >> 63 == 1);
                 b.add(&user, item, n, weight, excluded);
-                let e = expected.entry((user.clone(), item)).or_insert((0.0, false));
+                let e = expected
+                    .entry((user.clone(), item))
+                    .or_insert((0.0, false, 0));
                 e.0 += weight;
                 e.1 |= excluded;
+                e.2 += u32::from(weight > 0.0);
                 *events.entry(user).or_default() += n;
             }
         }
@@ -560,9 +594,9 @@ mod tests {
                 items.windows(2).all(|p| p[0] < p[1]),
                 "{user}: items ascending"
             );
-            for (&item, &weight) in items.iter().zip(weights) {
+            for ((&item, &weight), &days) in items.iter().zip(weights).zip(all.days(u)) {
                 let excluded = w.excluded(u).binary_search(&item).is_ok();
-                got.insert((user.clone(), item), (weight, excluded));
+                got.insert((user.clone(), item), (weight, excluded, days));
             }
             assert_eq!(
                 w.excluded(u).len(),
@@ -573,11 +607,11 @@ mod tests {
             );
         }
         assert_eq!(got.len(), expected.len());
-        for (pair, (weight, excluded)) in &expected {
-            let (w2, e2) = got[pair];
+        for (pair, (weight, excluded, days)) in &expected {
+            let (w2, e2, d2) = got[pair];
             assert_eq!(
-                (weight.to_bits(), *excluded),
-                (w2.to_bits(), e2),
+                (weight.to_bits(), *excluded, *days),
+                (w2.to_bits(), e2, d2),
                 "{pair:?}"
             );
         }

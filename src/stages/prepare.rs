@@ -342,15 +342,21 @@ mod tests {
                 each.interactions(0..each.len()).unwrap(),
             );
             let bits = |w: &[f64]| w.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            let mut excluded = 0;
+            let (mut excluded, mut several_days) = (0, 0);
             for u in 0..one.len() {
                 let ((items_a, weights_a), (items_b, weights_b)) = (a.of(u), b.of(u));
                 assert_eq!(items_a, items_b, "user {}", one.users[u]);
                 assert_eq!(bits(weights_a), bits(weights_b), "user {}", one.users[u]);
+                assert_eq!(a.days(u), b.days(u), "user {}", one.users[u]);
                 assert_eq!(one.excluded(u), each.excluded(u), "user {}", one.users[u]);
                 excluded += one.excluded(u).len();
+                several_days += a.days(u).iter().filter(|&&d| d > 1).count();
             }
             assert!(excluded > 0, "{policy}");
+            assert!(
+                several_days > 0,
+                "{policy}: pairs with events on several days"
+            );
         }
     }
 }

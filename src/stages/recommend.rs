@@ -221,9 +221,9 @@ const USERS_PER_CHUNK_WITH_NEIGHBORS: usize = 16_384;
 
 /// The sparse terms of the scores of a chunk of users (README "The model"), by position in the
 /// chunk and candidate position: `all` is what the kernel adds, `-inf` for the user's excluded
-/// candidates plus the two published parts: the repeat term `repeat_weight * w_ui / max_j w_uj`
-/// for every candidate i the user has a positive decayed weight w_ui on in the window, and the
-/// neighbour term ([`NeighborTerm`]).
+/// candidates plus the two published parts: the repeat term `repeat_weight * ln(1 + d_ui)` for
+/// every candidate i the user had an event of a positive-weight type with on d_ui > 0 days of the
+/// window, and the neighbour term ([`NeighborTerm`]).
 struct Terms {
     all: Adjustments,
     /// The repeat and the neighbour parts apart, when the neighbour term is on (otherwise a
@@ -317,12 +317,11 @@ impl Terms {
                             .iter()
                             .filter_map(|&r| Some((candidate[r as usize]?, f32::NEG_INFINITY))),
                     );
-                    let (rows, weights) = interactions.of(w);
-                    let max = weights.iter().copied().fold(0.0, f64::max);
-                    if rho > 0.0 && max > 0.0 {
-                        let positive = rows.iter().zip(weights).filter(|(_, w)| **w > 0.0);
-                        repeat.extend(positive.filter_map(|(&r, &weight)| {
-                            Some((candidate[r as usize]?, (rho * weight / max) as f32))
+                    if rho > 0.0 {
+                        let (rows, days) = (interactions.of(w).0, interactions.days(w));
+                        let bought = rows.iter().zip(days).filter(|(_, d)| **d > 0);
+                        repeat.extend(bought.filter_map(|(&r, &d)| {
+                            Some((candidate[r as usize]?, (rho * f64::from(d).ln_1p()) as f32))
                         }));
                     }
                     if let Some(term) = &near_term {

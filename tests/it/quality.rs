@@ -396,28 +396,30 @@ fn shipped_config_against_the_strongest_peers_on_the_test_dates() {
         recall.0, ndcg.0, recall.1, ndcg.1, coverage.0
     );
     // Thresholds just under the margins measured over these dates (recjob over ALS: recall@20
-    // x0.990, ndcg@20 x1.021; over rp3beta + buy-again: x1.008 and x1.024; over buy-again:
-    // x1.084 and x1.131; over popularity: x2.97 and x2.68).
+    // x1.009, ndcg@20 x1.042; over rp3beta + buy-again: x1.028 and x1.045; over buy-again:
+    // x1.105 and x1.154; over popularity: x3.03 and x2.73). Against ALS recall@20 must only be
+    // ahead: its lead is within the noise of 50 dates (BENCHMARKS.md "The repeat term counts
+    // days").
     assert!(
-        recall.0 > 0.98 * als_recall && ndcg.0 > 1.015 * als_ndcg,
+        recall.0 > als_recall && ndcg.0 > 1.035 * als_ndcg,
         "recjob {:.4} / {:.4} vs ALS {als_recall:.4} / {als_ndcg:.4}",
         recall.0,
         ndcg.0
     );
     assert!(
-        recall.0 > 1.005 * s_recall && ndcg.0 > 1.02 * s_ndcg,
+        recall.0 > 1.02 * s_recall && ndcg.0 > 1.04 * s_ndcg,
         "recjob {:.4} / {:.4} vs rp3beta+buy-again {s_recall:.4} / {s_ndcg:.4}",
         recall.0,
         ndcg.0
     );
     assert!(
-        recall.0 > 1.07 * ba_recall && ndcg.0 > 1.12 * ba_ndcg,
+        recall.0 > 1.09 * ba_recall && ndcg.0 > 1.14 * ba_ndcg,
         "recjob {:.4} / {:.4} vs buy-again {ba_recall:.4} / {ba_ndcg:.4}",
         recall.0,
         ndcg.0
     );
     assert!(
-        recall.0 > 2.5 * recall.1 && ndcg.0 > 2.5 * ndcg.1,
+        recall.0 > 2.9 * recall.1 && ndcg.0 > 2.6 * ndcg.1,
         "{at20:?}"
     );
     assert!(coverage.0 >= 0.25, "catalog_coverage@20 {coverage:?}");

@@ -15,22 +15,23 @@ fn event_weight(event_type: &str) -> f64 {
     }
 }
 
-/// w_ui of the 7-day window ending on 2024-01-05: the distinct events' weights, each halved
-/// every 14 days of age counted from the end of the run date.
+/// The days of the 7-day window ending on 2024-01-05.
+const WINDOW: [&str; 7] = [
+    "2023-12-30",
+    "2023-12-31",
+    "2024-01-01",
+    "2024-01-02",
+    "2024-01-03",
+    "2024-01-04",
+    "2024-01-05",
+];
+
+/// w_ui of the window: the distinct events' weights, each halved every 14 days of age counted
+/// from the end of the run date.
 fn window_weights() -> BTreeMap<(String, String), f64> {
     let end_micros = 1_704_499_200_000_000_i64; // 2024-01-06T00:00:00Z
-    let mut events: Vec<(String, String, String, i64)> = [
-        "2023-12-30",
-        "2023-12-31",
-        "2024-01-01",
-        "2024-01-02",
-        "2024-01-03",
-        "2024-01-04",
-        "2024-01-05",
-    ]
-    .iter()
-    .flat_map(|d| raw_events(d))
-    .collect();
+    let mut events: Vec<(String, String, String, i64)> =
+        WINDOW.iter().flat_map(|d| raw_events(d)).collect();
     events.sort();
     events.dedup();
     let mut w = BTreeMap::new();
@@ -39,6 +40,29 @@ fn window_weights() -> BTreeMap<(String, String), f64> {
         *w.entry((u, i)).or_insert(0.0) += event_weight(&e) * 0.5f64.powf(age_days / 14.0);
     }
     w
+}
+
+/// d_ui of the window: the days (partitions) on which the user had an event of a type with a
+/// positive weight with the item.
+fn window_days() -> BTreeMap<(String, String), u32> {
+    let mut days = BTreeMap::new();
+    for d in WINDOW {
+        let pairs: HashSet<(String, String)> = raw_events(d)
+            .into_iter()
+            .filter(|e| event_weight(&e.2) > 0.0)
+            .map(|(u, i, _, _)| (u, i))
+            .collect();
+        for pair in pairs {
+            *days.entry(pair).or_insert(0) += 1;
+        }
+    }
+    days
+}
+
+/// The repeat term of user `u` and item `i`: rho ln(1 + d_ui), 0 without a day.
+fn repeat_term(days: &BTreeMap<(String, String), u32>, rho: f64, u: &str, i: &str) -> f64 {
+    let d = days.get(&(u.to_string(), i.to_string())).copied();
+    rho * f64::from(d.unwrap_or(0)).ln_1p()
 }
 
 /// (user, rank, item, score, repeat_score, source, neighbor_score): one published row.
@@ -73,7 +97,7 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 #[test]
-fn the_repeat_term_is_the_users_own_decayed_history_inside_an_exact_top_k() {
+fn the_repeat_term_counts_the_users_own_days_with_the_item_inside_an_exact_top_k() {
     let tmp = tempfile::tempdir().unwrap();
     let config = tiny_config(tmp.path());
     let cfg = config.to_str().unwrap();
@@ -96,25 +120,15 @@ fn the_repeat_term_is_the_users_own_decayed_history_inside_an_exact_top_k() {
     let table = |t: &str| read_file(&published_file(&out, t, "2024-01-05"));
     let users = vectors_by_id(&table("user_embeddings"), "user_id");
     let items = vectors_by_id(&table("item_vectors"), "item_id");
-    let weights = window_weights();
-    let max_of: HashMap<&str, f64> = weights.iter().fold(HashMap::new(), |mut acc, ((u, _), w)| {
-        let e = acc.entry(u.as_str()).or_insert(0.0f64);
-        *e = e.max(*w);
-        acc
-    });
-    let expected = |u: &str, i: &str| -> f32 {
-        match weights.get(&(u.to_string(), i.to_string())) {
-            Some(w) if *w > 0.0 => (rho * w / max_of[u]) as f32,
-            _ => 0.0,
-        }
-    };
+    let days = window_days();
+    let expected = |u: &str, i: &str| -> f32 { repeat_term(&days, rho, u, i) as f32 };
 
     let rows = published(&out);
     let mut lists: BTreeMap<&str, Vec<&Row>> = BTreeMap::new();
     for r in &rows {
         lists.entry(r.0.as_str()).or_default().push(r);
     }
-    let mut repeats = 0;
+    let (mut repeats, mut again) = (0, 0);
     for (user, list) in &mut lists {
         list.sort_by_key(|r| r.1);
         if list[0].5 != "personal" {
@@ -135,6 +149,7 @@ fn the_repeat_term_is_the_users_own_decayed_history_inside_an_exact_top_k() {
                 "{user} rank {rank} {item}: score {score} != dot {d} + repeat {repeat}"
             );
             repeats += usize::from(*repeat > 0.0);
+            again += usize::from(days.get(&(user.to_string(), item.clone())) > Some(&1));
         }
         // Exact top-K with the term: no other candidate's dot + repeat beats the last row.
         let last = list.last().unwrap().3;
@@ -147,6 +162,10 @@ fn the_repeat_term_is_the_users_own_decayed_history_inside_an_exact_top_k() {
         }
     }
     assert!(repeats >= 10, "only {repeats} rows carry a repeat term");
+    assert!(
+        again >= 3,
+        "only {again} rows of items the user had on two days or more"
+    );
 
     // rho = 0 turns the term off: every row's repeat_score is 0.
     let o = recjob(
@@ -230,7 +249,7 @@ fn the_neighbor_term_is_item_knn_of_the_window_inside_an_exact_top_k() {
     let table = |t: &str| read_file(&published_file(&out, t, "2024-01-05"));
     let users = vectors_by_id(&table("user_embeddings"), "user_id");
     let items = vectors_by_id(&table("item_vectors"), "item_id");
-    let weights = window_weights();
+    let (weights, days) = (window_weights(), window_days());
     let kept = kept_neighbors(&weights, 3);
     let mut history: BTreeMap<&str, Vec<(&str, f64)>> = BTreeMap::new();
     for ((u, i), w) in &weights {
@@ -274,10 +293,8 @@ fn the_neighbor_term_is_item_knn_of_the_window_inside_an_exact_top_k() {
         let scale = (n.iter().filter(|(_, s)| **s > 0.0))
             .map(|(j, _)| dot(u, &items[*j]))
             .fold(0.0f32, f32::max);
-        let max_w = history[user].iter().map(|x| x.1).fold(0.0, f64::max);
         let terms = |item: &str| -> (f32, f32) {
-            let w = weights.get(&(user.to_string(), item.to_string()));
-            let repeat = w.filter(|w| **w > 0.0).map_or(0.0, |w| rho * w / max_w);
+            let repeat = repeat_term(&days, rho, user, item);
             let neighbor = if max > 0.0 && scale > 0.0 {
                 gamma * f64::from(scale) * n[item] / max
             } else {
