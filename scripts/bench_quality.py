@@ -31,11 +31,12 @@ src/kernels/popularity.rs, src/stages/recommend.rs):
   dates (recjob: "of D's own lists").
 
 Hyperparameters: a grid, then coordinate stages around the best (see `stages()`; the popularity
-list's horizon: the whole window, or its last 1, 3 or 7 days, `fit_popularity`), chosen by
+list's horizon: the whole window, or its last 1, 3 or 7 days, `fit_popularity`; buy-again's
+order: by decayed weight, or by the days the user had the item first), chosen by
 validation ndcg@K (--select) on every N-th evaluated validation date (--val-every; 2 on
 online_retail and MovieLens to fit 2 shared cores). Where repeats are allowed (online_retail),
-each learned method also gets a `+buy_again` row: its list fused with the buy-again list by
-reciprocal rank fusion (--variants).
+each learned method also gets a `+buy_again` row: its list fused with the buy-again list (in
+the order buy-again's own validation chose) by reciprocal rank fusion (--variants).
 
 With --recjob, recjob is tuned the same way (`recjob_stages`; or --recjob-params fixes its
 settings) and set against every peer date by date over the test dates (`print_paired`: mean
@@ -292,6 +293,13 @@ class Window:
         shape = (len(self.mat_users), len(self.mat_items))
         self.X_w = sp.csr_matrix((self.pw, (r, c)), shape=shape)
         self.X_b = sp.csr_matrix((np.ones(len(r)), (r, c)), shape=shape)
+        # Days of the window on which the user had a positive-weight event with the item (the
+        # buy-again peer's {"order": "days"}; recjob's repeat term counts the same days).
+        ev = data.w[idx] > 0
+        day_keys = np.unique(np.stack([key[ev], (ts[ev] // DAY_S).astype(np.int64)], axis=1), axis=0)
+        dk, nd = np.unique(day_keys[:, 0], return_counts=True)
+        self.X_days = sp.csr_matrix((nd[np.searchsorted(dk, keys[pos])].astype(float), (r, c)),
+                                    shape=shape)
         self._cache = {}  # per-window work shared by configurations (EASE, kNN)
 
     def excluded(self, user):
@@ -299,14 +307,19 @@ class Window:
         hi = np.searchsorted(self.ex_user, user, side="right")
         return self.ex_item[lo:hi]
 
-    def own_items(self, user):
-        """The user's positive-weight window items by w_ui descending, ties item_id."""
+    def own_items(self, user, order="weight"):
+        """The user's positive-weight window items by w_ui descending, ties item_id; with order
+        "days", by the days they had the item first (then w_ui, then item_id)."""
         r = self.row_of.get(user)
         if r is None:
             return np.zeros(0, np.int64)
         row = self.X_w.getrow(r)
         cols, vals = row.indices, row.data
         items = self.mat_items[cols]
+        if order == "days":
+            days = self.X_days.getrow(r)
+            assert (days.indices == cols).all()
+            return items[np.lexsort((items, -vals, -days.data))]
         return items[np.lexsort((items, -vals))]
 
 
@@ -369,7 +382,8 @@ def make_lists(win, method, model, users, k):
         for u in personal:
             excl = win.excluded(u)
             es = set(excl.tolist())
-            own = [int(x) for x in win.own_items(u) if int(x) not in es and win.available[x]][:k]
+            own = [int(x) for x in win.own_items(u, model) if int(x) not in es
+                   and win.available[x]][:k]
             out[u] = own + popular_list(win, excl, k - len(own), skip=own)
         return out
     rows = np.array([win.row_of[u] for u in personal])
@@ -515,9 +529,11 @@ def fit_itemknn(win, p):
 
 
 VARIANT = "+buy_again"  # the method's list fused with the buy-again list (fuse_rrf)
-FITS = {"popularity": fit_popularity, "als": fit_als, "ease": fit_ease, "rp3beta": fit_rp3beta,
+FITS = {"popularity": fit_popularity, "buy_again": lambda win, p: p.get("order", "weight"),
+        "als": fit_als, "ease": fit_ease, "rp3beta": fit_rp3beta,
         "itemknn": fit_itemknn}
 POPULARITY_DAYS = [{"days": n} for n in (1, 3, 7)]
+BUY_AGAIN_ORDERS = [{"order": "days"}]  # beside {}: by decayed weight
 METHODS = ["popularity", "buy_again", "als", "ease", "rp3beta", "itemknn"]
 
 
@@ -598,9 +614,11 @@ def evaluated_dates(data, first, last, lookback, all_types=False):
     return out
 
 
-def replay(data, ds, first, last, methods, k, coverage, all_types=False, log=None, only=None):
+def replay(data, ds, first, last, methods, k, coverage, all_types=False, log=None, only=None,
+           again=None):
     """Replay dates [first, last]. methods: list of (name, method, params). Returns {name: Acc}.
-    only: evaluate only these dates (and compute lists only where needed), no coverage."""
+    only: evaluate only these dates (and compute lists only where needed), no coverage.
+    again: the buy-again params the +buy_again variants fuse with (None: {}, by decayed weight)."""
     acc = {name: Acc() for name, _, _ in methods}
     d = first - 1
     while d <= last:
@@ -626,8 +644,8 @@ def replay(data, ds, first, last, methods, k, coverage, all_types=False, log=Non
             if key not in made:
                 if method.endswith(VARIANT):
                     base = lists_of(method[:-len(VARIANT)], params)
-                    again = lists_of("buy_again", {})
-                    made[key] = {u: fuse_rrf(base[u], again[u], k) for u in users}
+                    own = lists_of("buy_again", again or {})
+                    made[key] = {u: fuse_rrf(base[u], own[u], k) for u in users}
                 else:
                     fit = FITS.get(method)
                     made[key] = make_lists(win, method, fit(win, params) if fit else None, users, k)
@@ -685,9 +703,9 @@ def run_dataset(name, args, log):
     log(f"{name}: validation {ds['validation'][0]}..{ds['validation'][1]}: {len(val_dates)} dates "
         f"(every {every} of the evaluated dates)")
 
-    def validate(cands):
+    def validate(cands, again):
         t1 = time.time()
-        acc = replay(data, ds, vf, vt, cands, k, coverage=False, only=set(val_dates))
+        acc = replay(data, ds, vf, vt, cands, k, coverage=False, only=set(val_dates), again=again)
         for cname, method, params in cands:
             r, n = acc[cname].mean("recall")
             nd, _ = acc[cname].mean("ndcg")
@@ -710,16 +728,24 @@ def run_dataset(name, args, log):
                 raise SystemExit(f"--peer {m}: no such method (known: {METHODS}, "
                                  f"and each with {VARIANT})")
         chosen = {m: dict(params=p, recall=None, ndcg=None, days=0) for m, p in args.peer.items()}
+        again = args.peer.get("buy_again", {})
     else:
         methods = args.methods + variants
         cands = [(m, m, {}) for m in ("popularity", "buy_again") if m in args.methods]
         if "popularity" in args.methods and not args.quick:  # its horizon, tuned like the rest
             cands += [(pname("popularity", p), "popularity", p) for p in POPULARITY_DAYS]
+        if "buy_again" in args.methods and not args.quick:  # its order, tuned like the rest
+            cands += [(pname("buy_again", p), "buy_again", p) for p in BUY_AGAIN_ORDERS]
+        # First the simple lists: the +buy_again variants fuse with buy-again's chosen order.
+        if cands:
+            validate(cands, None)
+        again = best_of("buy_again")["params"] if "buy_again" in args.methods else {}
+        cands = []
         for m in learned:
             cands += [(pname(m, p), m, p) for p in st[m][0]]
         cands += [(pname(m + VARIANT, p), m + VARIANT, p) for _, m, p in list(cands) if m in learned
                   and m + VARIANT in variants]
-        validate(cands)
+        validate(cands, again)
         for n_stage in range(1, max([len(st[m]) for m in learned] + [1])):
             seen = {(r["method"], json.dumps(r["params"], sort_keys=True)) for r in grid_rows}
             cands = []
@@ -731,7 +757,7 @@ def run_dataset(name, args, log):
                             if m + VARIANT in variants:  # the variant follows its method's search
                                 cands.append((pname(m + VARIANT, p), m + VARIANT, p))
             if cands:
-                validate(cands)
+                validate(cands, again)
         chosen = {m: best_of(m) for m in methods}
     t_val = time.time() - t0
 
@@ -739,7 +765,8 @@ def run_dataset(name, args, log):
     t1 = time.time()
     # Coverage needs every active user's list on every date; a check on other dates skips it.
     acc = replay(data, ds, tf, tt, [(m, m, chosen[m]["params"]) for m in methods], k,
-                 coverage=name not in args.report_dates, log=log if args.verbose else None)
+                 coverage=name not in args.report_dates, log=log if args.verbose else None,
+                 again=again)
     results = []
     for m in methods:
         r, n = acc[m].mean("recall")
@@ -755,7 +782,7 @@ def run_dataset(name, args, log):
             val_recall=chosen[m]["recall"], val_ndcg=chosen[m]["ndcg"], val_days=chosen[m]["days"],
             val_every=every, select=f"{args.select}@{k}",
             test_recall=r, test_ndcg=nd, test_coverage=cov, test_days=n, coverage_days=ncov,
-            mean_evaluated_users=nu, k=k,
+            mean_evaluated_users=nu, k=k, fused_with=again if m.endswith(VARIANT) else None,
             test_daily={x: acc[m].daily.get(x, {}) for x in ("recall", "ndcg")}))
     log(f"{name}: validation {t_val:.0f} s, test {time.time() - t1:.0f} s")
     return results, grid_rows
@@ -960,7 +987,9 @@ def print_table(name, rows, k):
           f"test ndcg@{k} | test catalog coverage@{k} | evaluated days (val/test) |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['method']} | {fmt_params(r['params'])} | {fmt(r.get('val_recall'))} | "
+        fused = r.get("fused_with")
+        hp = fmt_params(r["params"]) + (f"; buy_again {fmt_params(fused)}" if fused else "")
+        print(f"| {r['method']} | {hp} | {fmt(r.get('val_recall'))} | "
               f"{fmt(r.get('val_ndcg'))} | {fmt(r['test_recall'])} | {fmt(r['test_ndcg'])} | "
               f"{fmt(r['test_coverage'])} | {r.get('val_days', '-')}/{r['test_days']} |")
     sys.stdout.flush()
@@ -1112,6 +1141,17 @@ def self_test(args):
         # u1: a (38 h old) and b (36 h): b is fresher, so heavier; p is not available.
         assert [name(i) for i in ba[u1]] == ["b", "a", "c"], [name(i) for i in ba[u1]]
         assert [name(i) for i in ba[u3]] == ["a", "b", "c"], "no positive weight: popularity"
+        # Buy-again by days: the days with a positive-weight event, not events nor weight.
+        w3 = Window(data, day_of("2020-01-03"), 60, 14.0, "allow_repeats", 0)
+        days = {(name(w3.mat_items[c]), int(v)) for c, v in
+                zip(w3.X_days.getrow(w3.row_of[u1]).indices, w3.X_days.getrow(w3.row_of[u1]).data)}
+        # u1: a twice on 01-01 (one day), b bought 01-01 and returned 01-03 (a return is no day).
+        assert days == {("a", 1), ("b", 1), ("c", 1), ("d", 1), ("p", 1)}, days
+        two = NS(row_of={7: 0}, mat_items=np.array([10, 11, 12]),
+                 X_w=sp.csr_matrix(np.array([[0.9, 0.5, 0.5]])),
+                 X_days=sp.csr_matrix(np.array([[1.0, 2.0, 2.0]])))
+        assert Window.own_items(two, 7).tolist() == [10, 11, 12], "by weight, ties item_id"
+        assert Window.own_items(two, 7, "days").tolist() == [11, 12, 10], "2 days before 1"
         seen = Window(data, d2, 60, 14.0, "seen_in_window", 0)
         pl = make_lists(seen, "popularity", None, [u1, u2, u3], k)
         assert [name(i) for i in pl[u1]] == ["c", "d", "e"]
@@ -1318,7 +1358,8 @@ def main():
                          "of those settings are unchanged (e.g. after adding a key they omit)")
     ap.add_argument("--peer", action="append", default=[], metavar="METHOD=JSON",
                     help="no search: report only these peers, with these settings, on the test "
-                         "dates (e.g. the strongest peer of an earlier run; the CI quality test)")
+                         "dates (e.g. the strongest peer of an earlier run; the CI quality test); "
+                         "the +buy_again variants fuse with --peer buy_again's settings, if given")
     ap.add_argument("--report-dates", action="append", default=[], metavar="DATASET=FROM..TO",
                     help="report on these dates instead of DATASET's test dates, with fixed "
                          "settings only (--peer, and --recjob-params for recjob): e.g. earlier "

@@ -1,14 +1,12 @@
 //! Recommendation quality of the shipped configuration (`jobs/nightly.toml`) over Online
-//! Retail's test dates (2011-10-01..12-09; the defaults were chosen on August and September,
+//! Retail's test dates (2011-10-01..12-09; its settings were chosen on August and September,
 //! BENCHMARKS.md "Recommendation quality") against the quality bench's two strongest peers, as
 //! the bench's own script computes them with the settings chosen on validation. It must beat
-//! RP3beta fused with buy-again by margins just under those measured, beat implicit ALS on
-//! ndcg@20 and stay within 2 % of it on recall@20 (where recjob is 1 % behind, within the noise
-//! of these dates), and beat "buy it again" (recomputed here, independently, from the raw files;
-//! it must equal the script's, which proves the script replays recjob's evaluation) and the
-//! popularity baseline. It must cover at least a
-//! quarter of the catalog and publish nothing. Its daily table holds each date's own values,
-//! whose mean is the summary, on the dates the script evaluates.
+//! implicit ALS and RP3beta fused with buy-again by margins just under those measured, and beat
+//! "buy it again" (recomputed here, independently, from the raw files; it must equal the
+//! script's, which proves the script replays recjob's evaluation) and the popularity baseline.
+//! It must cover at least a quarter of the catalog and publish nothing. Its daily table holds
+//! each date's own values, whose mean is the summary, on the dates the script evaluates.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
@@ -24,10 +22,13 @@ const FROM: &str = "2011-10-01";
 const TO: &str = "2011-12-09";
 
 /// The strongest peers on these dates, with the settings the bench chose on validation
-/// (BENCHMARKS.md, Online Retail): implicit ALS, the strongest on both means (test recall@20
-/// 0.2549, ndcg@20 0.2704), and RP3beta fused with buy-again, the strongest fused with the
-/// user's own history (0.2502, 0.2697).
+/// (BENCHMARKS.md, Online Retail): implicit ALS, the strongest on recall@20 (test recall@20
+/// 0.2549, ndcg@20 0.2704), and RP3beta fused with buy-again, the strongest on ndcg@20 and the
+/// strongest fused with the user's own history (0.2525, 0.2716).
 const ALS: &str = r#"als={"factors": 256, "alpha": 10.0, "regularization": 10.0}"#;
+/// Buy-again in the order its validation chose: the days the user bought the item first. The
+/// fused peer below fuses with this list too.
+const BUY_AGAIN: &str = r#"buy_again={"order": "days"}"#;
 const RP3BETA_BUY_AGAIN: &str =
     r#"rp3beta+buy_again={"alpha": 0.5, "beta": 0.3, "neighbours": null}"#;
 
@@ -101,9 +102,10 @@ fn catalog(data: &Path) -> (BTreeSet<String>, BTreeSet<String>) {
     (all, available)
 }
 
-/// Buy-again lists made on `day`: each active user's own window items with a positive
-/// decayed weight (purchase 1, return 0, half-life 14 days, 60-day window), heaviest first,
-/// then the window's most frequent available items; K = 20.
+/// Buy-again lists made on `day`, in the order the bench's validation chose (`{"order":
+/// "days"}`): each active user's own window items with a positive decayed weight (purchase 1,
+/// return 0, half-life 14 days, 60-day window), first by the number of days they bought the
+/// item, then heaviest first, then the window's most frequent available items; K = 20.
 fn buy_again(
     window: &[&Event],
     day: NaiveDate,
@@ -115,6 +117,7 @@ fn buy_again(
         .and_utc()
         .timestamp_micros();
     let mut weight: BTreeMap<(&str, &str), f64> = BTreeMap::new();
+    let mut days: BTreeSet<(&str, &str, i64)> = BTreeSet::new();
     let mut counts: HashMap<&str, i64> = HashMap::new();
     let mut users: BTreeSet<&str> = BTreeSet::new();
     for (u, i, e, ts) in window.iter().copied() {
@@ -123,6 +126,13 @@ fn buy_again(
         let w = if e == "purchase" { 1.0 } else { 0.0 };
         let age = (end - ts).max(0) as f64 / 86_400e6;
         *weight.entry((u, i)).or_default() += w * 0.5f64.powf(age / 14.0);
+        if w > 0.0 {
+            days.insert((u, i, ts.div_euclid(86_400_000_000)));
+        }
+    }
+    let mut n_days: HashMap<(&str, &str), i64> = HashMap::new();
+    for (u, i, _) in days {
+        *n_days.entry((u, i)).or_default() += 1;
     }
     let mut popular: Vec<(i64, &str)> = counts
         .iter()
@@ -130,10 +140,10 @@ fn buy_again(
         .map(|(i, n)| (-n, *i))
         .collect();
     popular.sort();
-    let mut own: HashMap<&str, Vec<(f64, &str)>> = HashMap::new();
+    let mut own: HashMap<&str, Vec<(i64, f64, &str)>> = HashMap::new();
     for ((u, i), w) in &weight {
         if *w > 0.0 && available.contains(*i) {
-            own.entry(u).or_default().push((-w, i));
+            own.entry(u).or_default().push((-n_days[&(*u, *i)], -w, i));
         }
     }
     users
@@ -141,8 +151,8 @@ fn buy_again(
         .map(|u| {
             let mut list: Vec<&str> = Vec::new();
             let mut mine = own.remove(u).unwrap_or_default();
-            mine.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(b.1)));
-            for i in mine.iter().map(|x| x.1).chain(popular.iter().map(|x| x.1)) {
+            mine.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)).then(a.2.cmp(b.2)));
+            for i in mine.iter().map(|x| x.2).chain(popular.iter().map(|x| x.1)) {
                 if list.len() == 20 {
                     break;
                 }
@@ -368,7 +378,7 @@ fn shipped_config_against_the_strongest_peers_on_the_test_dates() {
 
     // The peers, as the quality bench computes them, on the same dates; buy-again recomputed
     // here must agree with the script's date by date.
-    let peers = peers(&data, tmp.path(), &["buy_again={}", ALS, RP3BETA_BUY_AGAIN]);
+    let peers = peers(&data, tmp.path(), &[BUY_AGAIN, ALS, RP3BETA_BUY_AGAIN]);
     let buy_again = buy_again_dates(&data);
     for (name, values) in [
         ("script's buy-again", &peers["buy_again"]),
@@ -395,31 +405,29 @@ fn shipped_config_against_the_strongest_peers_on_the_test_dates() {
          {ba_ndcg:.4}; popularity {:.4} / {:.4}; coverage@20 {:.3}",
         recall.0, ndcg.0, recall.1, ndcg.1, coverage.0
     );
-    // Thresholds just under the margins measured over these dates (recjob over ALS: recall@20
-    // x1.009, ndcg@20 x1.042; over rp3beta + buy-again: x1.028 and x1.045; over buy-again:
-    // x1.105 and x1.154; over popularity: x3.03 and x2.73). Against ALS recall@20 must only be
-    // ahead: its lead is within the noise of 50 dates (BENCHMARKS.md "The repeat term counts
-    // days").
+    // Thresholds just under the margins measured over these dates (BENCHMARKS.md "The search
+    // finished"; recjob over ALS: recall@20 x1.027, ndcg@20 x1.058; over rp3beta + buy-again:
+    // x1.037 and x1.053; over buy-again: x1.118 and x1.157; over popularity: x3.08 and x2.78).
     assert!(
-        recall.0 > als_recall && ndcg.0 > 1.035 * als_ndcg,
+        recall.0 > 1.02 * als_recall && ndcg.0 > 1.05 * als_ndcg,
         "recjob {:.4} / {:.4} vs ALS {als_recall:.4} / {als_ndcg:.4}",
         recall.0,
         ndcg.0
     );
     assert!(
-        recall.0 > 1.02 * s_recall && ndcg.0 > 1.04 * s_ndcg,
+        recall.0 > 1.03 * s_recall && ndcg.0 > 1.045 * s_ndcg,
         "recjob {:.4} / {:.4} vs rp3beta+buy-again {s_recall:.4} / {s_ndcg:.4}",
         recall.0,
         ndcg.0
     );
     assert!(
-        recall.0 > 1.09 * ba_recall && ndcg.0 > 1.14 * ba_ndcg,
+        recall.0 > 1.11 * ba_recall && ndcg.0 > 1.15 * ba_ndcg,
         "recjob {:.4} / {:.4} vs buy-again {ba_recall:.4} / {ba_ndcg:.4}",
         recall.0,
         ndcg.0
     );
     assert!(
-        recall.0 > 2.9 * recall.1 && ndcg.0 > 2.6 * ndcg.1,
+        recall.0 > 3.0 * recall.1 && ndcg.0 > 2.7 * ndcg.1,
         "{at20:?}"
     );
     assert!(coverage.0 >= 0.25, "catalog_coverage@20 {coverage:?}");
